@@ -1,0 +1,34 @@
+# Quick start: `make demo` runs the main job on the embedded default, `make test` runs the tests.
+# Both create the virtual environment in .venv when it is missing or older than pyproject.toml.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test install system-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test,bench]"
+	touch $@
+
+install: $(STAMP)
+
+# Debian packages: the offline dataset and the aarch64 cross linker (tests skip without them).
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; \
+	  [ -d /usr/share/datasets/fashion-mnist ] || missing="$$missing dataset-fashion-mnist"; \
+	  command -v aarch64-linux-gnu-gcc >/dev/null || missing="$$missing gcc-aarch64-linux-gnu"; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	else echo "not root: skipping apt packages (dataset-fashion-mnist, gcc-aarch64-linux-gnu)"; fi
+
+demo: $(STAMP)
+	$(VENV)/bin/tvm-ofa demo
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build artifacts .pytest_cache

@@ -1,0 +1,53 @@
+"""The ``tvm-ofa`` command. The only place that prints.
+
+Each verb lives in its own module under ``tvm_ofa.cli`` and exposes ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args) -> int``. Verb modules import torch/tvm inside ``run``
+only, so ``tvm-ofa --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from tvm_ofa.errors import TvmOfaError
+
+# verb -> module; the registry is the one place a verb is added.
+VERBS: dict[str, str] = {
+    "subnet": "tvm_ofa.cli.subnet",
+    "demo": "tvm_ofa.cli.demo",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tvm-ofa",
+        description="Once-for-All supernets specialized per hardware target with Apache TVM.",
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="<verb>")
+    sub.required = True
+    for verb, module_name in VERBS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(verb, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except TvmOfaError as err:
+        print(f"tvm-ofa {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tvm-ofa {args.verb}: interrupted; work written so far is kept and a rerun resumes",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Elastic operators, the OFA MobileNetV3 supernet, static subnets and checkpoint I/O."""
