@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny spaces and supernets keep every test CPU-sized."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Keep torch from oversubscribing the 2-core CI machine.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="session")
+def tiny_space():
+    from tvm_ofa.arch import SearchSpace
+
+    return SearchSpace(resolutions=(32, 40, 48))
+
+
+@pytest.fixture(scope="session")
+def tiny_supernet(tiny_space):
+    """A width-0.35 supernet with randomized BN statistics and kernel transforms, so equivalence
+    tests are not passing on an identity-initialized network."""
+    import torch
+
+    from tvm_ofa import OFAMobileNetV3
+
+    torch.manual_seed(0)
+    net = OFAMobileNetV3(n_classes=10, width_mult=0.35, space=tiny_space, dropout_rate=0.0)
+    randomize_(net)
+    return net.eval()
+
+
+def randomize_(net, scale: float = 0.1):
+    import torch
+
+    with torch.no_grad():
+        for name, t in net.state_dict().items():
+            if name.endswith("num_batches_tracked"):
+                continue
+            if name.endswith("running_var"):
+                t.uniform_(0.5, 2.0)
+            elif name.endswith("_matrix"):
+                t.add_(torch.randn_like(t) * scale)
+            elif name.endswith(("bn.weight", "bn.bn.weight")):
+                t.uniform_(0.5, 1.5)
+            else:
+                t.normal_(0.0, scale if t.dim() > 1 else 0.1)
+    return net
