@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test,bench]"
+	# the official once-for-all package, only as a test oracle; --no-deps: it wants torchvision
+	$(PY) -m pip install -q --no-deps "ofa==0.1.0.post202307202001"
 	touch $@
 
 install: $(STAMP)

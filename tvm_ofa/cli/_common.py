@@ -1,0 +1,58 @@
+"""Arguments several verbs share: which supernet, which subnet."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+ARCH_HELP = ("the subnet: an arch JSON file, an inline JSON object, or one of "
+             "'smallest', 'largest', 'random[:SEED]'")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, arch_required: bool = True) -> None:
+    parser.add_argument("--arch", required=arch_required, metavar="ARCH", help=ARCH_HELP)
+    parser.add_argument("--checkpoint", metavar="FILE",
+                        help="supernet checkpoint (tvm-ofa or official once-for-all format); "
+                             "default: the embedded checkpoint")
+    parser.add_argument("--resolution", type=int, help="override the arch's input resolution")
+
+
+def load_model(args: argparse.Namespace) -> tuple[Any, str]:
+    """The supernet named by ``--checkpoint`` (or the embedded default) and a description of it."""
+    from tvm_ofa.defaults import default_checkpoint
+    from tvm_ofa.nn.checkpoint import load_supernet
+
+    path = args.checkpoint or default_checkpoint()
+    if path is None:
+        import torch
+
+        from tvm_ofa.nn.ofa_mbv3 import OFAMobileNetV3
+
+        torch.manual_seed(0)
+        return OFAMobileNetV3(n_classes=1000).eval(), "untrained supernet (no checkpoint given or shipped)"
+    return load_supernet(path), str(path)
+
+
+def resolve_arch(spec: str, space: Any, resolution: int | None = None) -> Any:
+    """Turn an ``--arch`` value into a validated ``ArchConfig`` of ``space``."""
+    from tvm_ofa.arch import ArchConfig
+    from tvm_ofa.errors import ArchError
+
+    if spec == "smallest":
+        arch = space.smallest()
+    elif spec == "largest":
+        arch = space.largest()
+    elif spec.startswith("random"):
+        seed = spec.partition(":")[2]
+        if seed and not seed.isdigit():
+            raise ArchError(f"--arch {spec}: the seed after 'random:' must be an integer")
+        arch = space.sample(int(seed) if seed else None)
+    else:
+        arch = ArchConfig.from_json(spec)
+    if resolution is not None:
+        arch = ArchConfig(arch.ks, arch.e, arch.d, resolution=resolution)
+    return space.validate(arch)
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
