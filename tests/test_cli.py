@@ -1,0 +1,41 @@
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tvm_ofa import save_supernet
+from tvm_ofa.cli import main
+
+
+def test_help_lists_the_verbs_quickly():
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "tvm_ofa.cli", "--help"], capture_output=True, text=True, check=True)
+    assert time.perf_counter() - start < 5  # no torch/tvm import for --help
+    for verb in ("subnet", "demo"):
+        assert verb in out.stdout
+
+
+def test_subnet_prints_params_macs_and_shape(tiny_supernet, tmp_path, capsys):
+    ckpt = save_supernet(tiny_supernet, tmp_path / "net.pt")
+    arch_file = tmp_path / "arch.json"
+    assert main(["subnet", "--arch", "random:1", "--checkpoint", str(ckpt), "--save-arch", str(arch_file),
+                 "--save-module", str(tmp_path / "sub.pt2")]) == 0
+    text = capsys.readouterr().out
+    assert "params" in text and "MACs" in text and "output [1, 10]" in text
+    assert (tmp_path / "sub.pt2").stat().st_size > 0
+    assert main(["subnet", "--arch", str(arch_file), "--checkpoint", str(ckpt), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["output_shape"] == [1, 10] and info["arch"] == json.loads(arch_file.read_text())
+
+
+def test_user_errors_are_one_line(tiny_supernet, tmp_path, capsys):
+    ckpt = save_supernet(tiny_supernet, tmp_path / "net.pt")
+    bad = tmp_path / "arch.json"
+    bad.write_text(json.dumps({"ks": [9] * 20, "e": [3] * 20, "d": [2] * 5, "resolution": 32}))
+    assert main(["subnet", "--arch", str(bad), "--checkpoint", str(ckpt)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "tvm-ofa subnet: error: arch.ks[0] = 9: allowed 3, 5, 7"
+    assert main(["subnet", "--arch", "smallest", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt: no such checkpoint file" in capsys.readouterr().err

@@ -1,0 +1,5 @@
+import sys
+
+from tvm_ofa.cli import main
+
+sys.exit(main())
