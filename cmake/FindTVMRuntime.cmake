@@ -30,13 +30,21 @@ if(NOT TVM_OFA_PYTHON)
 endif()
 set(TVMRuntime_PYTHON "${TVM_OFA_PYTHON}")
 
+# a different Python than the one the cached dirs came from: ask again
+if(DEFINED _TVMRuntime_DIRS_FROM AND NOT _TVMRuntime_DIRS_FROM STREQUAL TVM_OFA_PYTHON)
+  foreach(v TVMRuntime_TVM_DIR TVMRuntime_FFI_DIR TVMRuntime_RUNTIME_LIBRARY TVMRuntime_FFI_LIBRARY
+            TVMRuntime_FFI_INCLUDE_DIR TVMRuntime_DLPACK_INCLUDE_DIR TVMRuntime_INCLUDE_DIR)
+    unset(${v} CACHE)
+  endforeach()
+endif()
+
 if(NOT TVMRuntime_TVM_DIR OR NOT TVMRuntime_FFI_DIR)
   if(NOT TVM_OFA_PYTHON)
     message(FATAL_ERROR "FindTVMRuntime.cmake: no Python found; set -DTVM_OFA_PYTHON=/path/to/python")
   endif()
   execute_process(
     COMMAND "${TVM_OFA_PYTHON}" -c
-      "import importlib.util as u; print(';'.join(u.find_spec(m).submodule_search_locations[0] for m in ('tvm', 'tvm_ffi')))"
+      "import importlib.util as u, sys; s = [u.find_spec(m) for m in ('tvm', 'tvm_ffi')]; sys.exit('no module tvm or tvm_ffi') if None in s else print(';'.join(x.submodule_search_locations[0] for x in s))"
     OUTPUT_VARIABLE _dirs OUTPUT_STRIP_TRAILING_WHITESPACE
     ERROR_VARIABLE _err RESULT_VARIABLE _rc)
   if(NOT _rc EQUAL 0)
@@ -48,6 +56,7 @@ if(NOT TVMRuntime_TVM_DIR OR NOT TVMRuntime_FFI_DIR)
   list(GET _dirs 1 _ffi_dir)
   set(TVMRuntime_TVM_DIR "${_tvm_dir}" CACHE PATH "the installed tvm Python package")
   set(TVMRuntime_FFI_DIR "${_ffi_dir}" CACHE PATH "the installed tvm_ffi Python package")
+  set(_TVMRuntime_DIRS_FROM "${TVM_OFA_PYTHON}" CACHE INTERNAL "")
 endif()
 
 find_library(TVMRuntime_RUNTIME_LIBRARY NAMES tvm_runtime PATHS "${TVMRuntime_TVM_DIR}/lib" NO_DEFAULT_PATH)

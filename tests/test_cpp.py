@@ -191,3 +191,28 @@ def test_example_project_with_tvm_ofa_add_model(tmp_path):
     ckpt.write_bytes(b"stand-in, changed")
     again = _run(["cmake", "--build", build, "-j2"])
     assert "tvm-ofa compile mbv3" in again.stdout
+
+
+@pytest.mark.skipif(not _real_compile_verb(), reason="tvm-ofa has no `compile` verb yet")
+def test_example_project_with_real_compile(tmp_path):
+    """The same project with the real `tvm-ofa compile --no-tune` on a random-init supernet."""
+    _require_toolchain()
+    pytest.importorskip("torch")
+    pytest.importorskip("tvm")
+    import torch
+
+    from tvm_ofa.nn.checkpoint import save_supernet
+    from tvm_ofa.nn.ofa_mbv3 import OFAMobileNetV3
+
+    torch.manual_seed(0)
+    ckpt = save_supernet(OFAMobileNetV3().eval(), tmp_path / "supernet.pt")
+    build = tmp_path / "example"
+    # the default TVM_OFA_CLI: the installed script, else this checkout's tvm_ofa.cli
+    _cmake_build(REPO / "examples" / "cpp_project", build, f"-DEXAMPLE_CHECKPOINT={ckpt}")
+    art = build / "tvm_ofa" / "mbv3"
+    proc = _run([build / "classify"])
+    x = np.full((1, 3, 128, 128), 0.5, dtype=np.float32)  # examples/cpp_project/arch.json: 128 px
+    logits = _python_logits(art, x)
+    m = re.search(r"classes=(\d+) argmax=(\d+) score=(\S+)", proc.stdout)
+    assert m and int(m.group(1)) == logits.size == 1000, proc.stdout
+    assert int(m.group(2)) == int(np.argmax(logits))
