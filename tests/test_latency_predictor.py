@@ -1,0 +1,192 @@
+"""Latency predictor: analytic task lists vs TVM, dataset from a tuning database, fit/predict,
+persistence checks. CPU-sized: tiny space, width-0.35 supernet, synthetic tuning records (no
+builds, no timing)."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from tvm_ofa.arch import SearchSpace
+from tvm_ofa.predict.workloads import NetConfig, Workload, WorkloadTable, subnet_workloads, task_multiset
+
+NET = NetConfig(width_mult=0.35, n_classes=10, stem_stride=2)
+
+
+def _target():
+    import tvm
+
+    return tvm.target.Target({"kind": "llvm", "mcpu": "generic", "num-cores": 1})
+
+
+def _tasks(supernet, arch, batch=1):
+    from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
+
+    from tvm_ofa.compiler.lower import lower_module
+
+    lowered = lower_module(supernet.extract(arch), (batch, 3, arch.resolution, arch.resolution))
+    return extract_tasks(lowered.mod, _target())
+
+
+def synthetic_seconds(w: Workload) -> float:
+    """A known, non-linear cost: compute with an efficiency that depends on shape, plus memory
+    traffic and a per-task launch cost (so MACs alone cannot explain it)."""
+    eff = {"conv2d": 8e9, "dwconv": 1.5e9, "mean": 3e9, "reshape": 1e10, "matmul": 4e9}[w.kind]
+    eff *= min(1.0, (w.cout / 64) ** 0.5) * (0.6 if w.k >= 5 else 1.0)
+    nbytes = 4 * (w.in_elems + w.weight_elems + w.out_elems)
+    return 2e-6 + 2 * w.macs / eff + nbytes / 2e10
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_analytic_tasks_match_tvm(tiny_space, tiny_supernet, seed):
+    from tvm_ofa.predict.workloads import tvm_task_multiset
+
+    arch = tiny_space.sample(seed)
+    assert tvm_task_multiset(_tasks(tiny_supernet, arch)) == task_multiset(arch, NET)
+
+
+def test_analytic_tasks_match_tvm_batch2_and_table(tiny_space, tiny_supernet):
+    from tvm_ofa.predict.workloads import tvm_task_multiset
+
+    arch = tiny_space.smallest(32)  # 1x1 last stage: the shapes where stride is ambiguous
+    net2 = NetConfig(0.35, 10, 2, batch=2)
+    assert tvm_task_multiset(_tasks(tiny_supernet, arch, batch=2)) == task_multiset(arch, net2)
+    table = WorkloadTable(tiny_space, NET)
+    for a in tiny_space.sample_many(20, rng=3):
+        assert table.counts(a) == task_multiset(a, NET)
+
+
+def test_workload_key_roundtrip_and_outside_space(tiny_space):
+    from tvm_ofa.arch import ArchConfig
+    from tvm_ofa.errors import ArchError
+
+    for w in subnet_workloads(tiny_space.largest(), NET):
+        assert Workload.from_key(w.key) == w
+    table = WorkloadTable(tiny_space, NET)
+    bad = ArchConfig(ks=[9] * 20, e=[3] * 20, d=[2] * 5, resolution=32)
+    with pytest.raises(ArchError, match="ks"):
+        table.ids([tiny_space.smallest(), bad])
+    with pytest.raises(ArchError, match="resolution"):
+        table.ids([ArchConfig(ks=[3] * 20, e=[3] * 20, d=[2] * 5, resolution=36)])
+
+
+def _write_database(log_dir, tasks, seconds_of):
+    """A MetaSchedule JSON database with one record per task whose run time is ``seconds_of``."""
+    from tvm.s_tir import Schedule
+    from tvm.s_tir import meta_schedule as ms
+
+    db = ms.database.JSONDatabase(path_workload=str(log_dir / "database_workload.json"),
+                                  path_tuning_record=str(log_dir / "database_tuning_record.json"),
+                                  allow_missing=True)
+    target = _target()
+    for t in tasks:
+        mod = t.dispatched[0]
+        wl = db.commit_workload(mod)
+        secs = seconds_of(mod)
+        db.commit_tuning_record(ms.database.TuningRecord(
+            Schedule(mod).trace, wl, [secs], target,
+            ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
+        # a failed candidate as MetaSchedule stores it: huge run time, must not become the best
+        db.commit_tuning_record(ms.database.TuningRecord(Schedule(mod).trace, wl, [1e10], target,
+                                                         ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
+    return db
+
+
+def _foreign_task():
+    import tvm
+    from tvm import te
+
+    a = te.placeholder((7, 9), name="a")
+    b = te.compute((7, 9), lambda i, j: te.exp(a[i, j]), name="b")
+    return tvm.IRModule({"main": te.create_prim_func([a, b])})
+
+
+def test_dataset_from_database_counts_garbage(tmp_path, tiny_space, tiny_supernet):
+    from tvm_ofa.predict.dataset import build_dataset
+    from tvm_ofa.predict.workloads import workload_from_mod
+
+    tasks = _tasks(tiny_supernet, tiny_space.sample(5))
+
+    class _Foreign:
+        dispatched = [_foreign_task()]
+        task_name, weight = "foreign_exp", 1
+
+    _write_database(tmp_path, list(tasks) + [_Foreign()],
+                    lambda mod: synthetic_seconds(workload_from_mod(mod)) if workload_from_mod(mod) else 1e-3)
+    with open(tmp_path / "database_tuning_record.json", "a") as f:
+        f.write('[0, [["trace"], [0.001\n')  # a torn line from a killed tuner
+        f.write("not json at all\n")
+    data = build_dataset(tmp_path)
+    assert len(data) == len(tasks)
+    assert data.skipped_lines == 2 and data.foreign_workloads == 1
+    assert data.failed_records == len(tasks)
+    got = data.by_key()
+    for t in tasks:
+        w = workload_from_mod(t.dispatched[0])
+        assert got[w.key] == pytest.approx(synthetic_seconds(w))
+
+
+def test_no_logs_is_a_one_line_error(tmp_path):
+    from tvm_ofa.errors import TvmOfaError
+    from tvm_ofa.predict.dataset import build_dataset
+
+    with pytest.raises(TvmOfaError, match="tvm-ofa tune"):
+        build_dataset(tmp_path / "nothing")
+
+
+def _synthetic(space, rng):
+    from tvm_ofa.predict.dataset import Measurement, WorkloadDataset
+
+    table = WorkloadTable(space, NET)
+    wls = table.workloads
+    train = rng.random(len(wls)) < 0.6  # 40 % of the shapes are never "tuned"
+    lat = np.array([synthetic_seconds(w) for w in wls]) * np.exp(rng.normal(0, 0.03, len(wls)))
+    data = WorkloadDataset.from_latencies([w for w, t in zip(wls, train) if t], lat[train])
+    archs = space.sample_many(60, rng=rng)
+    true = [1e3 * sum(synthetic_seconds(w) for w in subnet_workloads(a, NET)) + 0.05 for a in archs]
+    meas = [Measurement(a, t, NET) for a, t in zip(archs, true)]
+    return data, meas, wls, train, lat
+
+
+def test_xgboost_generalizes_to_unseen_shapes_and_beats_baselines(tiny_space):
+    from tvm_ofa.predict.latency import evaluate, fit_predictor
+
+    rng = np.random.default_rng(0)
+    data, meas, wls, train, lat = _synthetic(tiny_space, rng)
+    fit_meas, test_meas = meas[:20], meas[20:]
+    preds = {k: fit_predictor(k, data, fit_meas, tiny_space, NET) for k in ("xgboost", "macs", "lookup")}
+    unseen = [w for w, t in zip(wls, train) if not t]
+    err = np.abs(preds["xgboost"].workload_ms(unseen) / (1e3 * lat[~train]) - 1)
+    err_macs = np.abs(preds["macs"].workload_ms(unseen) / (1e3 * lat[~train]) - 1)
+    assert np.median(err) < 0.25 and np.median(err) < np.median(err_macs)
+    scores = {k: evaluate(p, test_meas) for k, p in preds.items()}
+    assert scores["xgboost"]["mape"] < scores["macs"]["mape"]
+    assert scores["xgboost"]["mape"] < scores["lookup"]["mape"]
+    assert scores["xgboost"]["kendall_tau"] > 0.8
+    assert scores["xgboost"]["mape"] < 10
+
+
+def test_save_load_refuses_other_tvm_and_target(tmp_path, tiny_space):
+    from tvm_ofa.predict.latency import CpuMismatchWarning, LatencyPredictorError, fit_predictor, load_predictor
+
+    data, meas, *_ = _synthetic(tiny_space, np.random.default_rng(1))
+    pred = fit_predictor("xgboost", data, meas[:10], tiny_space, NET)
+    prov = {"target": "host-cpu", "cpu": "znver4", "cpu_features": ["avx2"], "threads": 2,
+            "tvm_version": "0.27.0.post1"}
+    pred.save(tmp_path, prov)
+    doc = json.loads((tmp_path / "latency_predictor.json").read_text())
+    assert doc["n_workloads"] == len(data) and doc["n_measurements"] == 10 and doc["cpu"] == "znver4"
+    archs = tiny_space.sample_many(50, rng=2)
+    again = load_predictor(tmp_path, prov)
+    np.testing.assert_allclose(again.predict(archs), pred.predict(archs), rtol=1e-5)
+    with pytest.raises(LatencyPredictorError, match="TVM 0.26"):
+        load_predictor(tmp_path, {**prov, "tvm_version": "0.26"})
+    with pytest.raises(LatencyPredictorError, match="target"):
+        load_predictor(tmp_path, {**prov, "target": "arm-cortex-a72"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_predictor(tmp_path, {**prov, "cpu": "skylake"})
+        load_predictor(tmp_path, {**prov, "cpu": "skylake"})
+    assert sum(issubclass(w.category, CpuMismatchWarning) for w in caught) == 1

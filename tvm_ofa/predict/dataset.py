@@ -1,0 +1,241 @@
+"""Training data of the latency predictor, read from a target's tuning logs.
+
+``tuning_logs/<target>/<cpu>/`` holds MetaSchedule's JSON database (``database_workload.json``:
+``[shash, workload]`` per line; ``database_tuning_record.json``: ``[workload_index, record]`` per
+line, ``record[1]`` the measured ``run_secs``) and, from ``bench/collect_latency_data.py``,
+``measurements.jsonl``: end-to-end latencies of compiled, fully tuned subnets.
+
+Lines that do not parse, records of failed builds/runs and workloads that are not operators of
+this network (foreign) are skipped and counted, never fatal.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from tvm_ofa.arch import ArchConfig
+from tvm_ofa.errors import ArchError, TvmOfaError
+from tvm_ofa.predict.workloads import NetConfig, Workload, workload_from_mod
+
+WORKLOAD_FILE = "database_workload.json"
+RECORD_FILE = "database_tuning_record.json"
+MEASUREMENTS_FILE = "measurements.jsonl"
+# MetaSchedule stores failed candidates with a huge run time
+_FAILED_SECS = 1e9
+
+
+class NoTuningLogsError(TvmOfaError):
+    """A target folder without a tuning database to learn from."""
+
+
+@dataclass
+class WorkloadDataset:
+    """Best measured latency per OFA workload of one tuning database.
+
+    Attributes
+    ----------
+    workloads : list of Workload
+    latency_s : ndarray
+        Mean run time of each workload's best record, seconds.
+    n_records : ndarray
+        Valid records per workload.
+    skipped_lines, foreign_workloads, failed_records : int
+        What was not used, and why.
+    """
+
+    workloads: list[Workload]
+    latency_s: np.ndarray
+    n_records: np.ndarray
+    skipped_lines: int = 0
+    foreign_workloads: int = 0
+    failed_records: int = 0
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.workloads)
+
+    @property
+    def total_records(self) -> int:
+        return int(self.n_records.sum())
+
+    def by_key(self) -> dict[str, float]:
+        return {w.key: float(s) for w, s in zip(self.workloads, self.latency_s)}
+
+    def subset(self, mask: np.ndarray) -> "WorkloadDataset":
+        idx = np.flatnonzero(mask)
+        return WorkloadDataset([self.workloads[i] for i in idx], self.latency_s[idx], self.n_records[idx],
+                               self.skipped_lines, self.foreign_workloads, self.failed_records, self.source)
+
+    @classmethod
+    def from_latencies(cls, workloads: Sequence[Workload], latency_s: Iterable[float]) -> "WorkloadDataset":
+        """A dataset from known per-workload latencies (synthetic data, tests)."""
+        lat = np.asarray(list(latency_s), dtype=np.float64)
+        return cls(list(workloads), lat, np.ones(len(lat), dtype=np.int64), source="<memory>")
+
+
+def _json_lines(path: Path) -> Iterable[Any]:
+    """Parsed lines of a JSON-lines file; unparsable lines come back as ``None``."""
+    if not path.exists():
+        return
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except ValueError:
+            yield None
+
+
+def _record_seconds(record: Any) -> float | None:
+    """Mean run time of one tuning record, None when it has none or failed."""
+    if not isinstance(record, list) or len(record) < 2 or not isinstance(record[1], list) or not record[1]:
+        return None
+    try:
+        secs = [float(s) for s in record[1]]
+    except (TypeError, ValueError):
+        return None
+    mean = sum(secs) / len(secs)
+    return mean if 0 < mean < _FAILED_SECS and math.isfinite(mean) else None
+
+
+def _parse_workload(entry: Any) -> Workload | None:
+    from tvm.s_tir.meta_schedule.database import Workload as MsWorkload
+
+    try:
+        return workload_from_mod(MsWorkload.from_json(entry).mod)
+    except Exception:  # a workload TVM cannot load is foreign to us, not fatal
+        return None
+
+
+def has_logs(log_dir: str | Path) -> bool:
+    log_dir = Path(log_dir)
+    return (log_dir / WORKLOAD_FILE).is_file() and (log_dir / RECORD_FILE).is_file()
+
+
+def build_dataset(log_dir: str | Path) -> WorkloadDataset:
+    """Join a tuning database to workload descriptors: per workload its best latency.
+
+    Parameters
+    ----------
+    log_dir : path
+        ``tuning_logs/<target>/<cpu>/`` (``TargetConfig.log_dir()``).
+
+    Returns
+    -------
+    WorkloadDataset
+
+    Raises
+    ------
+    NoTuningLogsError
+        When ``log_dir`` has no database files.
+    """
+    log_dir = Path(log_dir)
+    if not has_logs(log_dir):
+        raise NoTuningLogsError(
+            f"{log_dir}: no tuning database ({WORKLOAD_FILE}, {RECORD_FILE}); create it with "
+            "`tvm-ofa tune --target ...` or `python bench/collect_latency_data.py --target ...`")
+    skipped = 0
+    parsed: list[Workload | None] = []  # by workload line index, as records refer to it
+    for entry in _json_lines(log_dir / WORKLOAD_FILE):
+        if not (isinstance(entry, list) and len(entry) == 2):
+            skipped += 1
+            parsed.append(None)
+            continue
+        parsed.append(_parse_workload(entry))
+    foreign = sum(1 for w in parsed if w is None)
+    best: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    by_key: dict[str, Workload] = {}
+    failed = 0
+    for rec in _json_lines(log_dir / RECORD_FILE):
+        if not (isinstance(rec, list) and len(rec) == 2 and isinstance(rec[0], int)
+                and 0 <= rec[0] < len(parsed)):
+            skipped += 1
+            continue
+        wl = parsed[rec[0]]
+        if wl is None:
+            continue
+        secs = _record_seconds(rec[1])
+        if secs is None:
+            failed += 1
+            continue
+        key = wl.key
+        by_key[key] = wl
+        best[key] = min(best.get(key, secs), secs)
+        counts[key] = counts.get(key, 0) + 1
+    keys = sorted(best)
+    return WorkloadDataset([by_key[k] for k in keys], np.array([best[k] for k in keys], dtype=np.float64),
+                           np.array([counts[k] for k in keys], dtype=np.int64), skipped_lines=skipped,
+                           foreign_workloads=foreign, failed_records=failed, source=str(log_dir))
+
+
+@dataclass
+class Measurement:
+    """End-to-end latency of one compiled subnet."""
+
+    arch: ArchConfig
+    median_ms: float
+    net: NetConfig = field(default_factory=NetConfig)
+    p90_ms: float | None = None
+    repeats: int | None = None
+    cpu: str | None = None
+    threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.arch.id, "arch": self.arch.to_dict(), "median_ms": self.median_ms,
+                "p90_ms": self.p90_ms, "repeats": self.repeats, "cpu": self.cpu,
+                "threads": self.threads, "net": self.net.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Measurement":
+        ms = float(d["median_ms"])
+        if not (ms > 0 and math.isfinite(ms)):
+            raise ValueError(f"median_ms = {ms}")
+        return cls(ArchConfig.from_dict(d["arch"]), ms, NetConfig.from_dict(d.get("net") or {}),
+                   d.get("p90_ms"), d.get("repeats"), d.get("cpu"), d.get("threads"))
+
+
+def load_measurements(log_dir: str | Path, artifacts: Sequence[str | Path] = ()) -> tuple[list[Measurement], int]:
+    """End-to-end measurements: ``measurements.jsonl`` in ``log_dir`` plus artifact folders'
+    ``metadata.json`` (``arch``, ``latency.median_ms``).
+
+    Returns
+    -------
+    (list of Measurement, int)
+        The measurements (latest per arch id and network config) and the number of unusable lines.
+    """
+    bad = 0
+    latest: dict[tuple, Measurement] = {}
+    for d in _json_lines(Path(log_dir) / MEASUREMENTS_FILE):
+        try:
+            m = Measurement.from_dict(d)
+        except (TypeError, KeyError, ValueError, ArchError):
+            bad += 1
+            continue
+        latest[(m.arch.id, m.net)] = m
+    for folder in artifacts:
+        try:
+            meta = json.loads((Path(folder) / "metadata.json").read_text())
+            lat = meta["latency"]
+            m = Measurement.from_dict({"arch": meta["arch"], "median_ms": lat["median_ms"],
+                                       "p90_ms": lat.get("p90_ms"), "net": meta.get("net") or {},
+                                       "cpu": meta.get("cpu"), "threads": meta.get("threads")})
+        except (OSError, TypeError, KeyError, ValueError, ArchError):
+            bad += 1
+            continue
+        latest[(m.arch.id, m.net)] = m
+    return list(latest.values()), bad
+
+
+def is_held_out(arch: ArchConfig, fraction: float = 0.25) -> bool:
+    """Deterministic split of subnets for evaluation, by arch id: the same subnet is always on
+    the same side, so ``fit`` never sees what ``eval`` scores."""
+    import hashlib
+
+    h = int(hashlib.sha1(arch.id.encode()).hexdigest()[:8], 16)
+    return h / 0xFFFFFFFF < fraction

@@ -1,0 +1,347 @@
+"""Latency of a subnet after tuning and compiling for a target, predicted from that target's
+tuning logs.
+
+Network latency = sum over the subnet's fused tasks (times their weight) of the per-workload
+latency + an overhead ``c0 + c1 * n_tasks`` fitted against measured end-to-end latencies (the
+Relax VM's call and allocation cost, which no tuning record contains).
+
+Per-workload latency comes from one of :data:`PREDICTORS`:
+
+- ``xgboost``: gradient-boosted trees on workload descriptors, log-latency target; generalizes
+  to shapes never tuned.
+- ``macs``: latency proportional to MACs (one fitted constant): the classic proxy.
+- ``lookup``: the measured latency where the workload was tuned; an unseen workload falls back
+  to its kind's median seconds-per-MAC, which is where it loses.
+
+Every predictor caches its per-workload predictions over the whole :class:`WorkloadTable` of the
+space (one model call), so ``predict`` on a batch of archs is integer gathers and a sum.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from tvm_ofa.arch import ArchConfig, SearchSpace
+from tvm_ofa.errors import TvmOfaError
+from tvm_ofa.predict.dataset import Measurement, WorkloadDataset
+from tvm_ofa.predict.workloads import FEATURES, KINDS, NetConfig, Workload, WorkloadTable, feature_matrix
+
+PREDICTOR_FILE = "latency_predictor.json"
+MODEL_FILE = "latency_predictor.xgb.ubj"
+FORMAT = 1
+
+
+class LatencyPredictorError(TvmOfaError):
+    """A predictor that cannot be fitted, loaded or used here."""
+
+
+class CpuMismatchWarning(UserWarning):
+    """The predictor describes another CPU than this one."""
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+class LatencyPredictor:
+    """Base class: per-workload latency model + fitted per-network overhead.
+
+    Parameters
+    ----------
+    space : SearchSpace
+        The archs it predicts for (an arch outside raises ``ArchError``).
+    net : NetConfig
+        Width, classes, stem stride and batch of the measured network.
+    """
+
+    kind = "base"
+
+    def __init__(self, space: SearchSpace | None = None, net: NetConfig | None = None):
+        self.space = space or SearchSpace()
+        self.net = net or NetConfig()
+        self.overhead = (0.0, 0.0)  # ms per network, ms per task
+        self.meta: dict[str, Any] = {}
+        self._table: WorkloadTable | None = None
+        self._op_ms: np.ndarray | None = None
+
+    # -- per-workload model (subclasses) -------------------------------------------------------
+    def _fit_ops(self, data: WorkloadDataset) -> None:
+        raise NotImplementedError
+
+    def _predict_ops_s(self, workloads: Sequence[Workload]) -> np.ndarray:
+        raise NotImplementedError
+
+    def _state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_state(self, state: dict[str, Any], folder: Path) -> None:
+        pass
+
+    # -- shared --------------------------------------------------------------------------------
+    @property
+    def table(self) -> WorkloadTable:
+        if self._table is None:
+            self._table = WorkloadTable(self.space, self.net)
+        return self._table
+
+    def workload_ms(self, workloads: Sequence[Workload]) -> np.ndarray:
+        """Predicted tuned latency of each workload, milliseconds."""
+        if not len(workloads):
+            return np.zeros(0)
+        return 1e3 * np.asarray(self._predict_ops_s(workloads), dtype=np.float64)
+
+    def _table_ms(self) -> np.ndarray:
+        if self._op_ms is None:
+            # one model call for every workload of the space; a trailing 0 for absent ops (-1)
+            self._op_ms = np.append(self.workload_ms(self.table.workloads), 0.0)
+        return self._op_ms
+
+    def op_sum_ms(self, archs: Sequence[ArchConfig] | None = None, *, arrays: tuple | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """``(sum of task latencies, number of tasks)`` per arch, before the overhead."""
+        ids = self.table.ids(archs, arrays=arrays)
+        return self._table_ms()[ids].sum(axis=1), (ids >= 0).sum(axis=1)
+
+    def predict(self, archs: Sequence[ArchConfig] | None = None, *, arrays: tuple | None = None) -> np.ndarray:
+        """Predicted end-to-end latency, ms, of each arch.
+
+        Parameters
+        ----------
+        archs : sequence of ArchConfig
+        arrays : tuple, optional
+            ``(ks, e, d, resolution)`` integer arrays instead of ``archs`` (a search's encoding,
+            skips building ArchConfig objects).
+        """
+        total, n_ops = self.op_sum_ms(archs, arrays=arrays)
+        return total + self.overhead[0] + self.overhead[1] * n_ops
+
+    def fit(self, data: WorkloadDataset, measurements: Sequence[Measurement] = ()) -> "LatencyPredictor":
+        """Fit the per-workload model on ``data``, then the overhead on ``measurements`` (those of
+        another network config are ignored)."""
+        if len(data) == 0:
+            raise LatencyPredictorError(f"{data.source or 'dataset'}: no OFA workload with a valid "
+                                        "tuning record to learn from")
+        self._fit_ops(data)
+        self._op_ms = None
+        self.fit_overhead(measurements)
+        self.meta.update({"n_workloads": len(data), "n_records": data.total_records,
+                          "skipped_lines": data.skipped_lines, "foreign_workloads": data.foreign_workloads})
+        return self
+
+    def fit_overhead(self, measurements: Sequence[Measurement]) -> None:
+        ms = [m for m in measurements if m.net == self.net and self.space.contains(m.arch)]
+        self.meta["n_measurements"] = len(ms)
+        if not ms:
+            self.overhead = (0.0, 0.0)
+            return
+        total, n_ops = self.op_sum_ms([m.arch for m in ms])
+        resid = np.array([m.median_ms for m in ms]) - total
+        c0, c1 = float(np.median(resid)), 0.0
+        if len(ms) >= 8 and np.ptp(n_ops) > 0:
+            a = np.stack([np.ones(len(ms)), n_ops.astype(np.float64)], axis=1)
+            (b0, b1), *_ = np.linalg.lstsq(a, resid, rcond=None)
+            if b1 >= 0:  # a negative per-task cost is noise fitting, keep the constant
+                c0, c1 = float(b0), float(b1)
+        self.overhead = (c0, c1)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, folder: str | Path, provenance: dict[str, Any]) -> Path:
+        """Write ``latency_predictor.json`` (+ the model file) into ``folder``.
+
+        Parameters
+        ----------
+        provenance : dict
+            ``tvm_ofa.targets.host_provenance(cfg)``: target, CPU, features, threads, TVM version.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        doc = {"format": FORMAT, "kind": self.kind,
+               "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+               **{k: provenance.get(k) for k in ("target", "resolved_target", "cpu", "cpu_features",
+                                                 "threads", "tvm_version")},
+               **self.meta, "net": self.net.to_dict(), "space": self.space.to_dict(),
+               "overhead_ms": list(self.overhead), "features": list(FEATURES),
+               "state": self._state_for_save(folder)}
+        path = folder / PREDICTOR_FILE
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+        tmp.replace(path)
+        return path
+
+    def _state_for_save(self, folder: Path) -> dict[str, Any]:
+        return self._state()
+
+
+class XGBoostPredictor(LatencyPredictor):
+    """Gradient-boosted trees on :data:`FEATURES`, trained on log(seconds)."""
+
+    kind = "xgboost"
+    params = {"max_depth": 6, "eta": 0.08, "subsample": 0.9, "colsample_bytree": 0.9,
+              "min_child_weight": 1.0, "objective": "reg:squarederror", "nthread": 1, "seed": 0}
+    rounds = 400
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.booster: Any = None
+
+    def _fit_ops(self, data: WorkloadDataset) -> None:
+        import xgboost as xgb
+
+        dtrain = xgb.DMatrix(feature_matrix(data.workloads), label=np.log(data.latency_s),
+                             feature_names=list(FEATURES))
+        self.booster = xgb.train(self.params, dtrain, num_boost_round=self.rounds)
+
+    def _predict_ops_s(self, workloads: Sequence[Workload]) -> np.ndarray:
+        import xgboost as xgb
+
+        d = xgb.DMatrix(feature_matrix(workloads), feature_names=list(FEATURES))
+        return np.exp(self.booster.predict(d))
+
+    def _state_for_save(self, folder: Path) -> dict[str, Any]:
+        self.booster.save_model(str(folder / MODEL_FILE))
+        return {"model_file": MODEL_FILE}
+
+    def _load_state(self, state: dict[str, Any], folder: Path) -> None:
+        import xgboost as xgb
+
+        path = folder / state.get("model_file", MODEL_FILE)
+        if not path.is_file():
+            raise LatencyPredictorError(f"{path}: model file missing; refit with `tvm-ofa latency fit`")
+        self.booster = xgb.Booster(params={"nthread": 1})
+        self.booster.load_model(str(path))
+
+
+class MacsPredictor(LatencyPredictor):
+    """Baseline: task latency = ``a * MACs`` (memory-bound tasks get their element count)."""
+
+    kind = "macs"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.s_per_mac = 0.0
+
+    @staticmethod
+    def _work(workloads: Sequence[Workload]) -> np.ndarray:
+        return np.array([max(w.macs, w.out_elems) for w in workloads], dtype=np.float64)
+
+    def _fit_ops(self, data: WorkloadDataset) -> None:
+        self.s_per_mac = float(data.latency_s.sum() / self._work(data.workloads).sum())
+
+    def _predict_ops_s(self, workloads: Sequence[Workload]) -> np.ndarray:
+        return self.s_per_mac * self._work(workloads)
+
+    def _state(self) -> dict[str, Any]:
+        return {"s_per_mac": self.s_per_mac}
+
+    def _load_state(self, state: dict[str, Any], folder: Path) -> None:
+        self.s_per_mac = float(state["s_per_mac"])
+
+
+class LookupPredictor(LatencyPredictor):
+    """Baseline: the measured latency of each tuned workload; an unseen one gets its kind's
+    median seconds-per-MAC times its MACs."""
+
+    kind = "lookup"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lut: dict[str, float] = {}
+        self.s_per_mac: dict[str, float] = {}
+
+    def _fit_ops(self, data: WorkloadDataset) -> None:
+        self.lut = data.by_key()
+        work = MacsPredictor._work(data.workloads)
+        ratio = data.latency_s / work
+        kinds = np.array([w.kind for w in data.workloads])
+        self.s_per_mac = {k: float(np.median(ratio[kinds == k])) for k in KINDS if (kinds == k).any()}
+        self.s_per_mac["*"] = float(np.median(ratio))
+
+    def _predict_ops_s(self, workloads: Sequence[Workload]) -> np.ndarray:
+        work = MacsPredictor._work(workloads)
+        return np.array([self.lut.get(w.key, self.s_per_mac.get(w.kind, self.s_per_mac["*"]) * x)
+                         for w, x in zip(workloads, work)])
+
+    def _state(self) -> dict[str, Any]:
+        return {"lut": self.lut, "s_per_mac": self.s_per_mac}
+
+    def _load_state(self, state: dict[str, Any], folder: Path) -> None:
+        self.lut, self.s_per_mac = dict(state["lut"]), dict(state["s_per_mac"])
+
+
+# predictor kind -> class; the CLI and `evaluate` iterate over it
+PREDICTORS: dict[str, type[LatencyPredictor]] = {
+    "xgboost": XGBoostPredictor,
+    "macs": MacsPredictor,
+    "lookup": LookupPredictor,
+}
+
+
+def fit_predictor(kind: str, data: WorkloadDataset, measurements: Sequence[Measurement] = (),
+                  space: SearchSpace | None = None, net: NetConfig | None = None) -> LatencyPredictor:
+    """Fit a predictor of :data:`PREDICTORS` on a workload dataset and end-to-end measurements."""
+    if kind not in PREDICTORS:
+        raise LatencyPredictorError(f"unknown predictor {kind!r} (choose: {', '.join(PREDICTORS)})")
+    return PREDICTORS[kind](space, net).fit(data, measurements)
+
+
+def load_predictor(folder: str | Path, provenance: dict[str, Any]) -> LatencyPredictor:
+    """Load the predictor saved in ``folder``, refusing one fitted with another TVM version or
+    for another target, and warning (once) when it describes another CPU.
+
+    Parameters
+    ----------
+    folder : path
+        The target's log folder.
+    provenance : dict
+        The current host's ``tvm_ofa.targets.host_provenance(cfg)``.
+    """
+    folder = Path(folder)
+    path = folder / PREDICTOR_FILE
+    if not path.is_file():
+        raise LatencyPredictorError(f"{path}: no latency predictor; fit one with "
+                                    f"`tvm-ofa latency fit --target {provenance.get('target', '<target>')}`")
+    try:
+        doc = json.loads(path.read_text())
+        kind = doc["kind"]
+    except (ValueError, KeyError, TypeError):
+        raise LatencyPredictorError(f"{path}: not a latency predictor file (unreadable JSON); refit it") from None
+    if doc.get("format") != FORMAT or kind not in PREDICTORS:
+        raise LatencyPredictorError(f"{path}: unsupported predictor format/kind ({doc.get('format')}, {kind!r})")
+    if doc.get("tvm_version") != provenance.get("tvm_version"):
+        raise LatencyPredictorError(
+            f"{path}: fitted with TVM {doc.get('tvm_version')}, this is TVM {provenance.get('tvm_version')}; "
+            "tuned latencies do not carry over, refit with `tvm-ofa latency fit`")
+    if doc.get("target") != provenance.get("target"):
+        raise LatencyPredictorError(
+            f"{path}: fitted for target {doc.get('target')!r}, not {provenance.get('target')!r}")
+    if doc.get("cpu") != provenance.get("cpu"):
+        tag = (str(path), str(provenance.get("cpu")))
+        if tag not in _WARNED:
+            _WARNED.add(tag)
+            warnings.warn(f"{path}: predictor describes CPU {doc.get('cpu')}, this machine is "
+                          f"{provenance.get('cpu')}: predictions may be off", CpuMismatchWarning, stacklevel=2)
+    pred = PREDICTORS[kind](SearchSpace.from_dict(doc["space"]), NetConfig.from_dict(doc["net"]))
+    pred.overhead = (float(doc["overhead_ms"][0]), float(doc["overhead_ms"][1]))
+    pred.meta = {k: doc.get(k) for k in ("n_workloads", "n_records", "n_measurements", "date", "cpu",
+                                          "cpu_features", "threads", "tvm_version", "target")}
+    pred._load_state(doc.get("state") or {}, folder)
+    return pred
+
+
+def evaluate(pred: LatencyPredictor, measurements: Sequence[Measurement]) -> dict[str, float]:
+    """Accuracy on end-to-end measurements: MAPE (%), Kendall tau, share within +-10 %."""
+    from scipy.stats import kendalltau
+
+    ms = [m for m in measurements if m.net == pred.net and pred.space.contains(m.arch)]
+    if not ms:
+        return {"n": 0}
+    y = np.array([m.median_ms for m in ms])
+    p = pred.predict([m.arch for m in ms])
+    err = np.abs(p - y) / y
+    tau = float(kendalltau(p, y).statistic) if len(ms) > 1 else float("nan")
+    return {"n": len(ms), "mape": float(100 * err.mean()), "kendall_tau": tau,
+            "within_10pct": float((err <= 0.10).mean())}
