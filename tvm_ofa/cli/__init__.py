@@ -17,6 +17,7 @@ from tvm_ofa.errors import TvmOfaError
 VERBS: dict[str, str] = {
     "subnet": "tvm_ofa.cli.subnet",
     "demo": "tvm_ofa.cli.demo",
+    "latency": "tvm_ofa.cli.latency",
 }
 
 

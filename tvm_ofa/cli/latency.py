@@ -1,0 +1,228 @@
+"""``tvm-ofa latency``: fit, query and evaluate the per-target latency predictor."""
+from __future__ import annotations
+
+import argparse
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+HELP = "predict a subnet's tuned latency on a target from its tuning logs (fit / predict / eval)"
+DESCRIPTION = """Learn the latency of tuned subnets from a target's tuning logs
+(tuning_logs/<target>/<cpu>/) and predict it for subnets never compiled.
+
+  fit      train the XGBoost predictor; writes latency_predictor.json next to the logs
+  predict  predicted latency of one subnet
+  eval     accuracy on held-out subnets (MAPE, Kendall tau, share within 10 %) of the XGBoost
+           model and two baselines (MACs, lookup table); writes a scatter plot
+
+Subnets whose arch id hashes into the held-out quarter are never used by `fit`, so `eval`
+scores subnets whose end-to-end measurements the model has not seen.
+
+examples:
+  tvm-ofa latency fit --target targets/host-cpu.yaml
+  tvm-ofa latency predict --target host-cpu --arch arch.json
+  tvm-ofa latency eval --target host-cpu --plot latency_eval.png"""
+
+_SUBVERBS = ("fit", "predict", "eval")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from tvm_ofa.cli._common import ARCH_HELP
+
+    parser.add_argument("action", choices=_SUBVERBS, help="what to do")
+    parser.add_argument("--target", required=True, metavar="YAML",
+                        help="target config (a path or a shipped name such as host-cpu)")
+    parser.add_argument("--log-root", default="tuning_logs", metavar="DIR",
+                        help="root of the per-target tuning logs (default: tuning_logs)")
+    parser.add_argument("--arch", metavar="ARCH", help=f"predict: {ARCH_HELP}")
+    parser.add_argument("--artifacts", nargs="*", default=(), metavar="DIR",
+                        help="artifact folders whose metadata.json latency is used as measurements too")
+    parser.add_argument("--width-mult", type=float, help="network width (default: the measured one, else 1.0)")
+    parser.add_argument("--n-classes", type=int, help="classifier outputs (default: measured, else 1000)")
+    parser.add_argument("--stem-stride", type=int, help="stem stride (default: measured, else 2)")
+    parser.add_argument("--batch", type=int, help="batch size (default: measured, else 1)")
+    parser.add_argument("--use-all", action="store_true",
+                        help="fit: also use the held-out subnets' measurements (eval is then optimistic)")
+    parser.add_argument("--plot", metavar="PNG", help="eval: scatter plot path "
+                        "(default: latency_eval.png in the log folder)")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def _net_config(args: argparse.Namespace, measurements: list) -> Any:
+    from tvm_ofa.predict.workloads import NetConfig
+
+    common = Counter(m.net for m in measurements).most_common(1)
+    base = common[0][0] if common else NetConfig()
+    over = {"width_mult": args.width_mult, "n_classes": args.n_classes, "stem_stride": args.stem_stride,
+            "batch": args.batch}
+    return NetConfig.from_dict({**base.to_dict(), **{k: v for k, v in over.items() if v is not None}})
+
+
+def _load_data(args: argparse.Namespace, cfg: Any, log_dir: Path) -> tuple[Any, list, Any]:
+    from tvm_ofa.compiler.database import DatabaseWarning
+    from tvm_ofa.predict.dataset import build_dataset, load_measurements
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DatabaseWarning)
+        data = build_dataset(log_dir)
+    meas, bad = load_measurements(log_dir, args.artifacts)
+    net = _net_config(args, meas)
+    print(f"logs        {log_dir}")
+    print(f"workloads   {len(data)} OFA workloads from {data.total_records} valid records")
+    skipped = {"unreadable lines": data.skipped_lines, "foreign workloads": data.foreign_workloads,
+               "failed records": data.failed_records, "unusable measurement lines": bad}
+    if any(skipped.values()):
+        print("skipped     " + ", ".join(f"{n} {what}" for what, n in skipped.items() if n))
+    print(f"measured    {len(meas)} compiled subnets end to end")
+    return data, meas, net
+
+
+def _setup(args: argparse.Namespace) -> tuple[Any, Path, dict]:
+    from tvm_ofa.targets import host_provenance, load_target
+
+    cfg = load_target(args.target)
+    return cfg, cfg.log_dir(args.log_root), host_provenance(cfg)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from tvm_ofa.predict.dataset import is_held_out
+    from tvm_ofa.predict.latency import fit_predictor
+
+    cfg, log_dir, prov = _setup(args)
+    data, meas, net = _load_data(args, cfg, log_dir)
+    used = meas if args.use_all else [m for m in meas if not is_held_out(m.arch)]
+    pred = fit_predictor("xgboost", data, used, net=net)
+    path = pred.save(log_dir, prov)
+    c0, c1 = pred.overhead
+    print(f"overhead    {c0:.3f} ms + {c1 * 1e3:.1f} us per task "
+          f"(from {pred.meta['n_measurements']} measured subnets)")
+    if not pred.meta["n_measurements"]:
+        print("note        no end-to-end measurements: overhead 0, predictions are the sum of tuned "
+              "task times (run bench/collect_latency_data.py to calibrate)")
+    if len(data) < 50:
+        print(f"note        only {len(data)} tuned workloads: predictions for shapes far from them "
+              "are unreliable")
+    print(f"wrote       {path}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from tvm_ofa.cli._common import print_json, resolve_arch
+    from tvm_ofa.errors import ArchError
+    from tvm_ofa.predict.latency import load_predictor
+
+    if not args.arch:
+        raise ArchError("latency predict: --arch is required")
+    cfg, log_dir, prov = _setup(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pred = load_predictor(log_dir, prov)
+    for w in caught:
+        print(f"tvm-ofa latency: warning: {w.message}")
+    arch = resolve_arch(args.arch, pred.space)
+    ms = float(pred.predict([arch])[0])
+    ops, n_ops = pred.op_sum_ms([arch])
+    info = {"arch_id": arch.id, "arch": arch.to_dict(), "target": cfg.name, "cpu": prov.get("cpu"),
+            "predicted_ms": ms, "tasks": int(n_ops[0]), "task_sum_ms": float(ops[0]),
+            "net": pred.net.to_dict()}
+    if args.json:
+        print_json(info)
+    else:
+        print(f"subnet      {arch.id}")
+        print(f"target      {cfg.name} ({prov.get('cpu')})")
+        print(f"predicted   {ms:.3f} ms  ({int(n_ops[0])} tasks, {float(ops[0]):.3f} ms of task time)")
+    return 0
+
+
+def _scatter(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    lo = min(min(y.min(), p.min()) for y, p in results.values())
+    hi = max(max(y.max(), p.max()) for y, p in results.values())
+    for name, (y, p) in results.items():
+        ax.scatter(y, p, s=12, alpha=0.7, label=name)
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.set_title("held-out subnets")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import hashlib
+
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    from tvm_ofa.cli._common import print_json
+    from tvm_ofa.predict.dataset import is_held_out
+    from tvm_ofa.predict.latency import PREDICTORS, LatencyPredictorError, evaluate, fit_predictor
+
+    cfg, log_dir, prov = _setup(args)
+    data, meas, net = _load_data(args, cfg, log_dir)
+    train = [m for m in meas if not is_held_out(m.arch)]
+    test = [m for m in meas if is_held_out(m.arch) and m.net == net]
+    out: dict[str, Any] = {"target": cfg.name, "cpu": prov.get("cpu"), "workloads": len(data),
+                           "records": data.total_records, "train_subnets": len(train),
+                           "test_subnets": len(test), "subnets": {}, "unseen_workloads": {}}
+    # task level: a quarter of the workloads (by key) hidden from the model
+    hide = np.array([int(hashlib.sha1(w.key.encode()).hexdigest()[:8], 16) % 4 == 0 for w in data.workloads])
+    if hide.any() and (~hide).any():
+        for kind in PREDICTORS:
+            p = fit_predictor(kind, data.subset(~hide), net=net)
+            y = 1e3 * data.latency_s[hide]
+            yp = p.workload_ms([w for w, h in zip(data.workloads, hide) if h])
+            err = np.abs(yp - y) / y
+            out["unseen_workloads"][kind] = {
+                "n": int(hide.sum()), "mape": float(100 * err.mean()),
+                "kendall_tau": float(kendalltau(yp, y).statistic) if hide.sum() > 1 else float("nan"),
+                "within_10pct": float((err <= 0.1).mean())}
+    scatter = {}
+    if test:
+        for kind in PREDICTORS:
+            p = fit_predictor(kind, data, train, net=net)
+            out["subnets"][kind] = evaluate(p, test)
+            scatter[kind] = (np.array([m.median_ms for m in test]), p.predict([m.arch for m in test]))
+        plot = Path(args.plot) if args.plot else log_dir / "latency_eval.png"
+        _scatter(scatter, plot)
+        out["plot"] = str(plot)
+    elif not out["unseen_workloads"]:
+        raise LatencyPredictorError(
+            f"{log_dir}: nothing to evaluate on: no held-out end-to-end measurements and too few "
+            "workloads; run bench/collect_latency_data.py to measure subnets")
+    if args.json:
+        print_json(out)
+        return 0
+    for section, title in (("unseen_workloads", "tasks never tuned (a quarter of the workloads, "
+                                                 "hidden from the model)"),
+                           ("subnets", f"held-out subnets end to end ({len(test)}; "
+                                       f"{len(train)} others calibrate the overhead)")):
+        if not out[section]:
+            if section == "subnets":
+                print("\nno held-out end-to-end measurements: run bench/collect_latency_data.py")
+            continue
+        print(f"\n{title}")
+        print(f"  {'predictor':<10} {'n':>5} {'MAPE %':>8} {'tau':>6} {'within 10 %':>12}")
+        for kind, s in out[section].items():
+            if s.get("n"):
+                print(f"  {kind:<10} {s['n']:>5} {s['mape']:>8.1f} {s['kendall_tau']:>6.3f} "
+                      f"{100 * s['within_10pct']:>11.0f}%")
+    if "plot" in out:
+        print(f"\nplot        {out['plot']}")
+    return 0
+
+
+# sub-verb -> handler
+_ACTIONS = {"fit": _fit, "predict": _predict, "eval": _eval}
+
+
+def run(args: argparse.Namespace) -> int:
+    return _ACTIONS[args.action](args)
