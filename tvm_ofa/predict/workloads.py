@@ -450,8 +450,15 @@ class WorkloadTable:
         ArchError
             For the first arch outside the space (naming the field).
         """
-        ks, e, d, r = arrays if arrays is not None else self.arrays(archs or [])
         sp = self.space
+        if arrays is None:
+            try:
+                arrays = self.arrays(archs or [])
+            except ValueError:  # ragged: some arch has another number of slots or stages
+                for a in archs or []:
+                    sp.validate(a)
+                raise
+        ks, e, d, r = arrays
         if ks.ndim != 2 or ks.shape[1] != sp.n_blocks or e.shape != ks.shape or d.shape[1:] != (sp.n_stages,):
             self._raise_first_invalid(archs, ks, e, d, r)
         r_i, d_i = self._lookup(self._res_lut, r), self._lookup(self._d_lut, d)
