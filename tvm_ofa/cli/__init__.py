@@ -18,6 +18,7 @@ VERBS: dict[str, str] = {
     "subnet": "tvm_ofa.cli.subnet",
     "demo": "tvm_ofa.cli.demo",
     "latency": "tvm_ofa.cli.latency",
+    "train": "tvm_ofa.cli.train",
 }
 
 

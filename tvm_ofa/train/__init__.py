@@ -1,0 +1,1 @@
+"""Supernet training: progressive shrinking with distillation, BN recalibration, evaluation."""
