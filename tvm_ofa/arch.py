@@ -336,19 +336,39 @@ class SearchSpace:
         return self.encode_batch([arch])[0]
 
     def encode_batch(self, archs: Sequence[ArchConfig]) -> np.ndarray:
-        nk, ne = len(self.ks_choices), len(self.e_choices)
-        out = np.zeros((len(archs), self.encoding_size), dtype=np.float32)
-        k_index = {k: i for i, k in enumerate(self.ks_choices)}
-        e_index = {e: i for i, e in enumerate(self.e_choices)}
-        r_index = {r: i for i, r in enumerate(self.resolutions)}
-        r_base = self.n_blocks * (nk + ne)
-        for row, arch in enumerate(archs):
+        for arch in archs:
             self.validate(arch)
-            for i in arch.active_blocks():
-                out[row, i * nk + k_index[arch.ks[i]]] = 1.0
-                out[row, self.n_blocks * nk + i * ne + e_index[arch.e[i]]] = 1.0
-            out[row, r_base + r_index[arch.resolution]] = 1.0
+        return self.encode_arrays(*archs_to_arrays(archs))
+
+    def encode_arrays(self, ks: np.ndarray, e: np.ndarray, d: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """``encode`` for a batch held as integer arrays ``ks (N, n_blocks)``, ``e (N, n_blocks)``,
+        ``d (N, n_stages)``, ``r (N,)`` (the form searches work on); values are assumed valid."""
+        ks, e, d, r = (np.asarray(a) for a in (ks, e, d, r))
+        n, nb = ks.shape
+        nk, ne = len(self.ks_choices), len(self.e_choices)
+        active = np.tile(np.arange(self.max_depth), self.n_stages)[None, :] < np.repeat(d, self.max_depth, axis=1)
+        k_idx = np.searchsorted(self.ks_choices, ks)
+        e_idx = np.searchsorted(self.e_choices, e)
+        r_idx = np.searchsorted(self.resolutions, r)
+        out = np.zeros((n, self.encoding_size), dtype=np.float32)
+        rows, slots = np.nonzero(active)
+        out[rows, slots * nk + k_idx[rows, slots]] = 1.0
+        out[rows, nb * nk + slots * ne + e_idx[rows, slots]] = 1.0
+        out[np.arange(n), nb * (nk + ne) + r_idx] = 1.0
         return out
+
+
+def archs_to_arrays(archs: Sequence[ArchConfig]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(ks, e, d, resolution)`` int32 arrays of a list of archs (one row each)."""
+    if not archs:
+        return (np.zeros((0, 0), np.int32),) * 3 + (np.zeros(0, np.int32),)
+    return (np.array([a.ks for a in archs], np.int32), np.array([a.e for a in archs], np.int32),
+            np.array([a.d for a in archs], np.int32), np.array([a.resolution for a in archs], np.int32))
+
+
+def arrays_to_archs(ks: np.ndarray, e: np.ndarray, d: np.ndarray, r: np.ndarray) -> list[ArchConfig]:
+    """The inverse of ``archs_to_arrays``."""
+    return [ArchConfig(ks=k.tolist(), e=x.tolist(), d=y.tolist(), resolution=int(z)) for k, x, y, z in zip(ks, e, d, r)]
 
 
 def _short_list(values: Sequence[int], n: int = 6) -> str:
