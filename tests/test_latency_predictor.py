@@ -103,22 +103,34 @@ def _foreign_task():
     return tvm.IRModule({"main": te.create_prim_func([a, b])})
 
 
-def test_dataset_from_database_counts_garbage(tmp_path, tiny_space, tiny_supernet):
-    from tvm_ofa.predict.dataset import build_dataset
+@pytest.fixture(scope="module")
+def synthetic_db(tmp_path_factory, tiny_space, tiny_supernet):
+    """A real MetaSchedule database for two subnets' tasks plus a foreign workload, with run
+    times from :func:`synthetic_seconds`, a failed record per task and two garbage lines."""
     from tvm_ofa.predict.workloads import workload_from_mod
 
-    tasks = _tasks(tiny_supernet, tiny_space.sample(5))
+    log_dir = tmp_path_factory.mktemp("logs") / "t"
+    log_dir.mkdir()
+    tasks = list(_tasks(tiny_supernet, tiny_space.sample(5)))
 
     class _Foreign:
         dispatched = [_foreign_task()]
         task_name, weight = "foreign_exp", 1
 
-    _write_database(tmp_path, list(tasks) + [_Foreign()],
+    _write_database(log_dir, tasks + [_Foreign()],
                     lambda mod: synthetic_seconds(workload_from_mod(mod)) if workload_from_mod(mod) else 1e-3)
-    with open(tmp_path / "database_tuning_record.json", "a") as f:
+    with open(log_dir / "database_tuning_record.json", "a") as f:
         f.write('[0, [["trace"], [0.001\n')  # a torn line from a killed tuner
         f.write("not json at all\n")
-    data = build_dataset(tmp_path)
+    return log_dir, tasks
+
+
+def test_dataset_from_database_counts_garbage(synthetic_db):
+    from tvm_ofa.predict.dataset import build_dataset
+    from tvm_ofa.predict.workloads import workload_from_mod
+
+    log_dir, tasks = synthetic_db
+    data = build_dataset(log_dir)
     assert len(data) == len(tasks)
     assert data.skipped_lines == 2 and data.foreign_workloads == 1
     assert data.failed_records == len(tasks)
@@ -126,6 +138,28 @@ def test_dataset_from_database_counts_garbage(tmp_path, tiny_space, tiny_superne
     for t in tasks:
         w = workload_from_mod(t.dispatched[0])
         assert got[w.key] == pytest.approx(synthetic_seconds(w))
+
+
+def test_cli_fit_predict_eval(synthetic_db, tmp_path, capsys):
+    from tvm_ofa.cli import main
+
+    log_dir, _ = synthetic_db
+    target = tmp_path / "t.yaml"
+    target.write_text("name: t\ntarget: {kind: llvm, mcpu: generic}\n")
+    common = ["--target", str(target), "--log-root", str(log_dir.parent)]
+    assert main(["latency", "fit", *common, "--width-mult", "0.35", "--n-classes", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "2 unreadable lines" in out and "1 foreign workloads" in out
+    assert (log_dir / "latency_predictor.json").is_file()
+    assert main(["latency", "predict", *common, "--arch", "random:3"]) == 0
+    assert "predicted" in capsys.readouterr().out
+    assert main(["latency", "predict", *common, "--arch", '{"ks": [9], "e": [3], "d": [1]}']) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error" in err
+    assert main(["latency", "eval", *common]) == 0
+    assert "tasks never tuned" in capsys.readouterr().out
+    assert main(["latency", "fit", "--target", str(target), "--log-root", str(tmp_path / "none")]) == 2
+    assert "tvm-ofa tune" in capsys.readouterr().err
 
 
 def test_no_logs_is_a_one_line_error(tmp_path):

@@ -1,0 +1,196 @@
+#!/usr/bin/env python
+"""Collect the latency predictor's training data for a target: tune subnets sampled across the
+space into the target's tuning logs and measure the fully tuned subnets end to end.
+
+Writes, under ``<log-root>/<target>/<cpu>/`` (e.g. ``tuning_logs/host-cpu/znver4/``):
+
+- the MetaSchedule JSON database (via ``tvm_ofa.compiler.tune``, which skips workloads already
+  tuned, so subnets sharing layer shapes share work);
+- ``measurements.jsonl``: one line per measured subnet (arch, id, median/p90 ms, repeats, CPU,
+  threads, network config, trials per task).
+
+Resumable: subnet ``i`` is drawn from ``(seed, i)``, measured subnets are skipped on a rerun, and
+an interrupted tune loses at most the batch in flight. Stop with Ctrl-C or ``--hours``.
+
+    python bench/collect_latency_data.py --target targets/host-cpu.yaml --hours 8
+    python bench/collect_latency_data.py --target host-cpu --prune-keep 3   # shrink the logs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+RESOLUTIONS = (128, 160, 192, 224)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", default="host-cpu", help="target config (path or shipped name)")
+    p.add_argument("--log-root", default="tuning_logs", help="root of the per-target logs")
+    p.add_argument("--hours", type=float, default=1.0, help="stop starting new subnets after this long")
+    p.add_argument("--trials-per-task", type=int, default=None,
+                   help="MetaSchedule trials per workload (default: the target's tuning.trials_per_task)")
+    p.add_argument("--trials-per-round", type=int, default=None, help="default: the target's")
+    p.add_argument("--max-subnets", type=int, default=None, help="stop after this many subnets")
+    p.add_argument("--resolutions", type=int, nargs="+", default=list(RESOLUTIONS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width-mult", type=float, default=1.0)
+    p.add_argument("--n-classes", type=int, default=1000)
+    p.add_argument("--repeats", type=int, default=20, help="timed repeats per measured subnet")
+    p.add_argument("--no-measure", action="store_true", help="only tune")
+    p.add_argument("--prune-keep", type=int, default=None, metavar="K",
+                   help="keep only the best K records per workload (run after collecting, or alone "
+                        "with --max-subnets 0): keeps the committed logs small")
+    return p.parse_args(argv)
+
+
+def sample_arch(space, seed: int, i: int, resolutions):
+    import numpy as np
+
+    rng = np.random.default_rng([seed, i])
+    return space.sample(rng, resolution=resolutions[i % len(resolutions)])
+
+
+def prune(log_dir: Path, keep: int) -> tuple[int, int]:
+    """Keep the ``keep`` fastest valid records per workload (workload lines untouched, so record
+    indices stay valid); return ``(records before, after)``."""
+    rec_path = log_dir / "database_tuning_record.json"
+    if not rec_path.exists():
+        return 0, 0
+    lines = [ln for ln in rec_path.read_text(errors="replace").splitlines() if ln.strip()]
+    per_wl: dict[int, list[tuple[float, str]]] = {}
+    for ln in lines:
+        try:
+            idx, rec = json.loads(ln)
+            secs = [float(s) for s in rec[1]]
+            mean = sum(secs) / len(secs)
+        except (ValueError, TypeError, IndexError, ZeroDivisionError):
+            continue
+        if mean < 1e9:  # failed candidates carry 1e10
+            per_wl.setdefault(int(idx), []).append((mean, ln))
+    kept = [ln for recs in per_wl.values() for _, ln in sorted(recs)[:keep]]
+    tmp = rec_path.with_suffix(".json.tmp")
+    tmp.write_text("".join(ln + "\n" for ln in kept))
+    os.replace(tmp, rec_path)
+    return len(lines), len(kept)
+
+
+def measured_ids(path: Path) -> set[str]:
+    ids = set()
+    if path.exists():
+        for ln in path.read_text(errors="replace").splitlines():
+            try:
+                ids.add(json.loads(ln)["id"])
+            except (ValueError, KeyError, TypeError):
+                continue
+    return ids
+
+
+def measure(cfg, lowered, log_dir: Path, repeats: int) -> dict:
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    from tvm_ofa.compiler.build import build
+    from tvm_ofa.compiler.database import open_database
+
+    target = cfg.tvm_target()
+    ex = build(lowered.mod, target, open_database(log_dir).db)
+    dev = tvm.cpu()
+    vm = relax.VirtualMachine(ex, dev)
+    x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(lowered.input_shape).astype("float32"), dev)
+    vm["main"](x)  # warm-up
+    res = vm.time_evaluator("main", dev, number=5, repeat=repeats, min_repeat_ms=50)(x)
+    times = np.array(res.results) * 1e3
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
+            "repeats": int(repeats)}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from tvm_ofa.targets import load_target
+
+    cfg = load_target(args.target)
+    # the runtime thread pool reads this once, at its first use
+    os.environ.setdefault("TVM_NUM_THREADS", str(cfg.num_threads))
+    import warnings
+
+    import torch
+    from tqdm import tqdm
+
+    from tvm_ofa.arch import SearchSpace
+    from tvm_ofa.compiler.lower import lower_module
+    from tvm_ofa.compiler.tune import coverage, tune
+    from tvm_ofa.nn.ofa_mbv3 import OFAMobileNetV3
+    from tvm_ofa.predict.workloads import NetConfig
+    from tvm_ofa.targets import host_provenance
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    log_dir = cfg.log_dir(args.log_root)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    meas_path = log_dir / "measurements.jsonl"
+    prov = host_provenance(cfg)
+    trials = args.trials_per_task or cfg.tuning["trials_per_task"]
+    space = SearchSpace()
+    torch.manual_seed(0)
+    # latency does not depend on the weights: an untrained supernet has the same shapes
+    net = OFAMobileNetV3(n_classes=args.n_classes, width_mult=args.width_mult, space=space).eval()
+    net_cfg = NetConfig(args.width_mult, args.n_classes, net.stem_stride)
+    done = measured_ids(meas_path)
+    deadline = time.monotonic() + 3600 * args.hours
+    limit = args.max_subnets if args.max_subnets is not None else 10**9
+    print(f"collecting into {log_dir} (cpu {prov.get('cpu')}, {cfg.num_threads} threads, "
+          f"{trials} trials/task); {len(done)} subnets already measured", flush=True)
+    bar = tqdm(total=None if args.max_subnets is None else limit, unit="subnet", dynamic_ncols=True)
+    i = n = 0
+    try:
+        while n < limit and time.monotonic() < deadline:
+            arch = sample_arch(space, args.seed, i, args.resolutions)
+            i += 1
+            if arch.id in done:
+                continue
+            lowered = lower_module(net.extract(arch), (1, 3, arch.resolution, arch.resolution))
+
+            def progress(ev, _arch=arch):
+                bar.set_postfix_str(f"{_arch.id} tasks {ev.tasks_done}/{ev.tasks_total} "
+                                    f"trials {ev.trials}/{ev.trials_budget}")
+
+            report = tune(cfg, lowered, trials_per_task=trials, trials_per_round=args.trials_per_round,
+                          log_root=args.log_root, progress=progress)
+            n += 1
+            bar.update(1)
+            if args.no_measure:
+                continue
+            tuned, total = coverage(cfg, lowered, args.log_root)
+            if tuned < total:
+                bar.write(f"{arch.id}: {total - tuned}/{total} workloads without a valid record; not measured")
+                continue
+            m = measure(cfg, lowered, log_dir, args.repeats)
+            rec = {"id": arch.id, "arch": arch.to_dict(), **m, "cpu": prov.get("cpu"),
+                   "threads": cfg.num_threads, "net": net_cfg.to_dict(), "trials_per_task": trials,
+                   "task_sum_ms": report.estimated_ms, "tvm_version": prov.get("tvm_version"),
+                   "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            with open(meas_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            done.add(arch.id)
+            bar.write(f"{arch.id}: {m['median_ms']:.3f} ms (task sum {report.estimated_ms or 0:.3f} ms, "
+                      f"{report.tasks_tuned} tasks tuned, {report.tasks_skipped} reused)")
+    except KeyboardInterrupt:
+        bar.write("interrupted: records written so far are kept; rerun to continue")
+    finally:
+        bar.close()
+    if args.prune_keep:
+        before, after = prune(log_dir, args.prune_keep)
+        print(f"pruned {log_dir / 'database_tuning_record.json'}: {before} -> {after} records "
+              f"(best {args.prune_keep} per workload)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
