@@ -1,0 +1,160 @@
+"""The persistent per-target tuning database: MetaSchedule's JSON database plus a repair step.
+
+MetaSchedule's ``JSONDatabase`` keeps two append-only files, ``database_workload.json`` (one
+``[shash, workload]`` per line) and ``database_tuning_record.json`` (``[workload_index, record]``
+per line). A killed tuner can leave a torn last line, and ``JSONDatabase`` aborts on any line it
+cannot parse, so :func:`repair` drops unparsable lines (remapping record indices if a workload
+line goes) before the database is opened, and reports how many it dropped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+WORKLOAD_FILE = "database_workload.json"
+RECORD_FILE = "database_tuning_record.json"
+FINISHED_FILE = "finished_tasks.json"
+
+
+class DatabaseWarning(UserWarning):
+    """Lines of a tuning database that were unreadable and skipped."""
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return path.read_bytes().decode("utf-8", errors="replace").splitlines()
+
+
+def _parse(line: str) -> Any | None:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
+def _atomic_write(path: Path, lines: list[str]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        f.write("".join(line + "\n" for line in lines))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def repair(log_dir: str | os.PathLike) -> int:
+    """Drop unparsable lines from the database files in ``log_dir``; return how many went.
+
+    Emits a :class:`DatabaseWarning` when it drops anything. Files are rewritten atomically and
+    only when something changed.
+    """
+    log_dir = Path(log_dir)
+    wl_path, rec_path = log_dir / WORKLOAD_FILE, log_dir / RECORD_FILE
+    dropped = 0
+    remap: dict[int, int] = {}
+    wl_lines = _read_lines(wl_path)
+    kept_wl: list[str] = []
+    for i, line in enumerate(wl_lines):
+        if not line.strip():
+            continue
+        obj = _parse(line)
+        if isinstance(obj, list) and len(obj) == 2 and isinstance(obj[0], str):
+            remap[i] = len(kept_wl)
+            kept_wl.append(line)
+        else:
+            dropped += 1
+    rec_lines = _read_lines(rec_path)
+    kept_rec: list[str] = []
+    for line in rec_lines:
+        if not line.strip():
+            continue
+        obj = _parse(line)
+        if isinstance(obj, list) and len(obj) == 2 and isinstance(obj[0], int) and obj[0] in remap:
+            if remap[obj[0]] != obj[0]:
+                line = json.dumps([remap[obj[0]], obj[1]], separators=(",", ":"))
+            kept_rec.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        if wl_path.exists():
+            _atomic_write(wl_path, kept_wl)
+        if rec_path.exists():
+            _atomic_write(rec_path, kept_rec)
+        warnings.warn(f"{log_dir}: skipped {dropped} unreadable line(s) of the tuning database "
+                      "(an interrupted write); the rest is intact", DatabaseWarning, stacklevel=2)
+    return dropped
+
+
+@dataclass
+class TuningDatabase:
+    """A repaired, opened JSON database and the bookkeeping tuning needs.
+
+    Attributes
+    ----------
+    log_dir : Path
+    db : tvm.s_tir.meta_schedule.database.JSONDatabase
+    skipped_lines : int
+        Unreadable lines dropped when it was opened.
+    """
+
+    log_dir: Path
+    db: Any
+    skipped_lines: int = 0
+    _finished: dict[str, int] = field(default_factory=dict)
+
+    def workload_key(self, mod: Any) -> str:
+        """The structural hash MetaSchedule keys the workload by (commits it if new)."""
+        return str(self.db.commit_workload(mod).as_json()[0])
+
+    def record_counts(self) -> Counter:
+        """Tuning records per workload key, counted from the files (failed builds included)."""
+        keys = [(_parse(line) or [None])[0] for line in _read_lines(self.log_dir / WORKLOAD_FILE)
+                if line.strip()]
+        counts: Counter = Counter()
+        for line in _read_lines(self.log_dir / RECORD_FILE):
+            obj = _parse(line)
+            if isinstance(obj, list) and obj and isinstance(obj[0], int) and obj[0] < len(keys):
+                counts[keys[obj[0]]] += 1
+        return counts
+
+    def finished_budget(self, key: str) -> int:
+        """Trial budget a completed tune of this workload ran to (0 if none completed)."""
+        return self._finished.get(key, 0)
+
+    def mark_finished(self, keys: list[str], budget: int) -> None:
+        """Record that the tuner finished these workloads at ``budget`` trials (a task whose
+        space is exhausted finishes with fewer records)."""
+        for k in keys:
+            self._finished[k] = max(self._finished.get(k, 0), budget)
+        _atomic_write(self.log_dir / FINISHED_FILE,
+                      [json.dumps(self._finished, indent=0, sort_keys=True)])
+
+    def best_seconds(self, mod: Any, target: Any) -> float | None:
+        """Mean run time of the best record of ``mod``, None when it has none."""
+        wl = self.db.commit_workload(mod)
+        top = self.db.get_top_k(wl, 1)
+        if not top or top[0].run_secs is None or not len(top[0].run_secs):
+            return None
+        secs = [float(s) for s in top[0].run_secs]
+        return sum(secs) / len(secs)
+
+
+def open_database(log_dir: str | os.PathLike) -> TuningDatabase:
+    """Repair and open the JSON database in ``log_dir`` (created if missing)."""
+    from tvm.s_tir.meta_schedule.database import JSONDatabase
+
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    skipped = repair(log_dir)
+    db = JSONDatabase(path_workload=str(log_dir / WORKLOAD_FILE),
+                      path_tuning_record=str(log_dir / RECORD_FILE), allow_missing=True)
+    finished: dict[str, int] = {}
+    fin = _parse((log_dir / FINISHED_FILE).read_text()) if (log_dir / FINISHED_FILE).exists() else None
+    if isinstance(fin, dict):
+        finished = {str(k): int(v) for k, v in fin.items() if isinstance(v, int)}
+    return TuningDatabase(log_dir=log_dir, db=db, skipped_lines=skipped, _finished=finished)

@@ -1,0 +1,67 @@
+"""Timing a built Relax VM: locally or through an RPC session, median and p90 of repeats."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass
+class Latency:
+    """Milliseconds per run (batch as built)."""
+
+    median_ms: float
+    p90_ms: float
+    repeats: int
+    warmup: int
+    threads: int | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(times_ms: list[float], warmup: int, threads: int | None) -> Latency:
+    arr = np.asarray(times_ms, dtype=np.float64)
+    return Latency(median_ms=float(np.median(arr)), p90_ms=float(np.percentile(arr, 90)),
+                   repeats=len(times_ms), warmup=warmup, threads=threads)
+
+
+def time_calls(fn: Callable[[], Any], warmup: int = 10, repeats: int = 50,
+               threads: int | None = None) -> Latency:
+    """Wall-clock time ``fn`` (which must block until done) ``repeats`` times after a warmup."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return summarize(times, warmup, threads)
+
+
+def benchmark_vm(vm: Any, device: Any, x: np.ndarray, warmup: int = 10, repeats: int = 50,
+                 threads: int | None = None) -> Latency:
+    """Time ``vm["main"]`` with TVM's time evaluator (one sample per repeat), which also works
+    through an RPC session where Python-side timing would include the network."""
+    import tvm
+
+    arg = tvm.runtime.tensor(x, device)
+    vm.set_input("main", arg)
+    vm.invoke_stateful("main")  # first call allocates
+    if warmup:
+        vm.time_evaluator("invoke_stateful", device, number=warmup, repeat=1)("main")
+    res = vm.time_evaluator("invoke_stateful", device, number=1, repeat=repeats)("main")
+    return summarize([float(r) * 1e3 for r in res.results], warmup, threads)
+
+
+def set_threads(n: int | None) -> None:
+    """Pin TVM's runtime thread pool size (``TVM_NUM_THREADS`` is read once at start)."""
+    if not n:
+        return
+    import tvm
+
+    fn = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
+    if fn is not None:
+        fn(0, int(n))  # 0: big cores first

@@ -1,0 +1,145 @@
+"""MetaSchedule builders and runners per target config (``runner.kind`` -> factory)."""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from tvm_ofa.targets import TargetConfig
+
+
+def _ensure_importable() -> None:
+    # builder workers unpickle fast_build by reference: they must be able to import tvm_ofa
+    root = str(Path(__file__).resolve().parents[2])
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if root not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root] + [p for p in paths if p])
+
+
+def cross_export(rt_mod: Any, cc: str) -> str:
+    """MetaSchedule ``f_export`` for cross targets: link a shared library with ``cc`` so an RPC
+    server without a compiler can load it."""
+    import tempfile
+
+    from tvm.contrib import cc as _cc
+
+    path = os.path.join(tempfile.mkdtemp(), "tvm_tmp_mod.so")
+    rt_mod.export_library(path, fcompile=functools.partial(_cc.create_shared, cc=cc))
+    return path
+
+
+def _worker_init(fam: str) -> None:
+    # runs once per builder worker: pay tvm's import and the intrinsics there, not per batch
+    import tvm  # noqa: F401
+
+    import tvm_ofa.compiler.build  # noqa: F401
+    from tvm_ofa.compiler.intrin import register_light
+
+    register_light(fam)
+
+
+def make_builder(cfg: TargetConfig, timeout_s: float = 60.0) -> Any:
+    """A MetaSchedule builder with a pool of workers that lives as long as the builder.
+
+    MetaSchedule's ``LocalBuilder`` starts a fresh pool for every batch; each worker then imports
+    tvm (~5 s) before building anything, which dominated tuning time on 2 cores. The build function
+    is :func:`tvm_ofa.compiler.build.fast_build` (no blanket tensor-intrinsic import).
+    """
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import _serialize_params, _worker_func
+    from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
+
+    from tvm_ofa.compiler.build import fast_build
+    from tvm_ofa.compiler.intrin import family
+
+    _ensure_importable()
+    f_export = functools.partial(cross_export, cc=cfg.cc) if cfg.cc else None
+    fam = family(cfg.resolved_target())
+
+    @derived_object
+    class PersistentBuilder(PyBuilder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pool = None
+
+        def build(self, build_inputs: list) -> list:
+            if self.pool is None:
+                # recycle workers now and then: MetaSchedule reports leaks in long-lived ones
+                self.pool = PopenPoolExecutor(max_workers=max(1, os.cpu_count() or 1),
+                                              timeout=timeout_s, initializer=_worker_init,
+                                              initargs=(fam,), maximum_process_uses=200)
+            results = []
+            args = [(fast_build, f_export, bi.mod, bi.target, _serialize_params(bi.params))
+                    for bi in build_inputs]
+            for res in self.pool.map_with_error_catching(lambda a: _worker_func(*a), args):
+                if res.status == StatusKind.COMPLETE:
+                    results.append(BuilderResult(res.value, None))
+                elif res.status == StatusKind.TIMEOUT:
+                    results.append(BuilderResult(None, f"build timed out after {timeout_s} s"))
+                else:
+                    results.append(BuilderResult(None, f"build failed: {res.value}"))
+            return results
+
+        def shutdown(self) -> None:
+            if self.pool is not None:
+                self.pool.shutdown()
+                self.pool = None
+
+    return PersistentBuilder()
+
+
+def _evaluator(min_repeat_ms: int) -> Any:
+    from tvm.s_tir.meta_schedule.runner import EvaluatorConfig
+
+    return EvaluatorConfig(number=3, repeat=1, min_repeat_ms=min_repeat_ms,
+                           enable_cpu_cache_flush=False)
+
+
+def _local_runner(cfg: TargetConfig, spec: dict, min_repeat_ms: int) -> Any:
+    from tvm.s_tir.meta_schedule.runner import LocalRunner
+
+    return LocalRunner(timeout_sec=30, evaluator_config=_evaluator(min_repeat_ms))
+
+
+def _rpc_runner(cfg: TargetConfig, spec: dict, min_repeat_ms: int) -> Any:
+    from tvm.s_tir.meta_schedule.runner import RPCConfig, RPCRunner
+
+    rpc = RPCConfig(tracker_host=spec["tracker_host"], tracker_port=int(spec["tracker_port"]),
+                    tracker_key=spec["key"], session_timeout_sec=int(spec.get("timeout_s", 60)))
+    return RPCRunner(rpc_config=rpc, evaluator_config=_evaluator(min_repeat_ms), max_workers=1)
+
+
+RUNNERS: dict[str, Callable[[TargetConfig, dict, int], Any]] = {
+    "local": _local_runner,
+    "rpc": _rpc_runner,
+}
+
+
+def make_runner(cfg: TargetConfig, min_repeat_ms: int = 40) -> Any:
+    """The MetaSchedule runner the target's ``runner`` section names."""
+    spec = cfg.runner
+    return RUNNERS[spec["kind"]](cfg, spec, min_repeat_ms)
+
+
+def measurable(cfg: TargetConfig) -> tuple[bool, str]:
+    """Whether this machine can time code for ``cfg`` now, and if not a plain reason."""
+    kind = cfg.runner["kind"]
+    if kind == "rpc":
+        from tvm_ofa.compiler.rpc import tracker_reachable
+
+        host, port = cfg.runner["tracker_host"], int(cfg.runner["tracker_port"])
+        if not tracker_reachable(host, port):
+            return False, f"no RPC tracker reachable at {host}:{port} (key {cfg.runner['key']})"
+        return True, ""
+    if cfg.target.get("kind") == "cuda":
+        import tvm
+
+        if not tvm.cuda(0).exist:
+            return False, "no CUDA GPU on this machine"
+        return True, ""
+    if cfg.is_cross:
+        return False, f"{cfg.name} code does not run on this {os.uname().machine} machine " \
+                      "and its runner is local"
+    return True, ""

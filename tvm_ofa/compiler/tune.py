@@ -1,0 +1,225 @@
+"""MetaSchedule tuning of a lowered subnet against the target's persistent database.
+
+Tasks whose workload the database already covers (records for the budget asked, or a completed
+tune at that budget) are skipped, so a second tune of an identical subnet runs zero trials and
+subnets that share layer shapes share work. The JSON database is appended to after every batch,
+so a killed tune loses at most the batch in flight and a rerun continues from the records.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from tvm_ofa.compiler.database import TuningDatabase, open_database
+from tvm_ofa.compiler.lower import LoweredModel
+from tvm_ofa.errors import TvmOfaError
+from tvm_ofa.targets import DEFAULT_LOG_ROOT, TargetConfig, host_provenance
+
+
+class TuningError(TvmOfaError):
+    """Tuning could not run (no runner reachable, every build failed, ...)."""
+
+
+@dataclass
+class TuneProgress:
+    """One progress event, sent after every measured batch (and once at the start)."""
+
+    tasks_done: int
+    tasks_total: int
+    trials: int
+    trials_budget: int
+    best_ms: float | None
+    task_name: str = ""
+
+
+@dataclass
+class TuneReport:
+    """What a tune did. ``estimated_ms`` is the weighted sum of the best per-task times."""
+
+    log_dir: str
+    tasks_total: int
+    tasks_skipped: int
+    tasks_tuned: int
+    new_trials: int
+    estimated_ms: float | None
+    skipped_lines: int = 0
+    task_names: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+ProgressFn = Callable[[TuneProgress], None]
+
+
+def write_provenance(cfg: TargetConfig, log_dir: Path) -> dict:
+    """Write ``provenance.json`` (CPU name and features, threads, TVM version) beside the logs."""
+    info = host_provenance(cfg)
+    path = log_dir / "provenance.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    if {k: v for k, v in old.items() if k != "tvm_version"} != \
+            {k: v for k, v in info.items() if k != "tvm_version"} or old.get("tvm_version") != info["tvm_version"]:
+        path.write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def _make_callback(state: dict, progress: ProgressFn | None) -> Any:
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+    from tvm.ir.utils import derived_object
+
+    @derived_object
+    class _Progress(PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results,
+                  runner_results) -> None:
+            state["trials"] += len(measure_candidates)
+            name = state["names"][task_id]
+            for b, r in zip(builder_results, runner_results):
+                if b.error_msg is None and r.error_msg is None and r.run_secs:
+                    secs = sum(float(s) for s in r.run_secs) / len(r.run_secs)
+                    state["best"][name] = min(state["best"].get(name, secs), secs)
+            if progress is not None:
+                done = state["skipped"] + sum(
+                    1 for t in task_scheduler.tasks_ if bool(t.is_terminated))
+                progress(TuneProgress(done, state["total"], state["trials"], state["budget"],
+                                      _estimate(state), name))
+
+    return _Progress()
+
+
+def _strategy(kind: str, budget: int) -> Any:
+    from tvm.s_tir.meta_schedule.search_strategy import EvolutionarySearch, ReplayTrace
+
+    # the default population (512) costs seconds of cost-model scoring per task and round on a
+    # 2-core machine; a few dozen trials per task do not need it
+    factories = {
+        "evolutionary": lambda: EvolutionarySearch(population_size=min(512, max(64, 8 * budget)),
+                                                   init_min_unmeasured=min(50, max(8, budget))),
+        "replay-trace": lambda: ReplayTrace(),
+    }
+    if kind not in factories:
+        raise TuningError(f"unknown search strategy {kind!r} (choose: {', '.join(factories)})")
+    return factories[kind]()
+
+
+def _estimate(state: dict) -> float | None:
+    best, weights = state["best"], state["weights"]
+    if not best:
+        return None
+    return 1e3 * sum(best[n] * weights[n] for n in best)
+
+
+def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | None = None,
+         trials_per_round: int | None = None, log_root: str | Path = DEFAULT_LOG_ROOT,
+         progress: Optional[ProgressFn] = None, min_repeat_ms: int = 40, seed: int | None = None,
+         builder: Any = None, runner: Any = None, strategy: str = "evolutionary") -> TuneReport:
+    """Tune the workloads of ``lowered`` that the target's database does not cover yet.
+
+    Parameters
+    ----------
+    cfg : TargetConfig
+    lowered : LoweredModel
+    trials_per_task, trials_per_round : int, optional
+        Defaults from ``cfg.tuning``.
+    log_root : path
+        Root of the per-target log folders (``cfg.log_dir(log_root)``).
+    progress : callable, optional
+        Called with a :class:`TuneProgress` after every measured batch.
+    min_repeat_ms : int
+        Minimum timing window per candidate (smaller is faster and noisier).
+    seed : int, optional
+    builder, runner : optional
+        MetaSchedule builder/runner overrides (defaults follow ``cfg``).
+    strategy : str
+        ``"evolutionary"`` (XGB-guided, population scaled to the budget) or ``"replay-trace"``
+        (random sampling; cheap, for tests).
+
+    Returns
+    -------
+    TuneReport
+    """
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.relax_integration import (extract_tasks,
+                                                           extracted_tasks_to_tune_contexts)
+
+    from tvm_ofa.compiler.runners import make_builder, make_runner, measurable
+
+    from tvm_ofa.compiler.intrin import family, register_light
+
+    register_light(family(cfg.resolved_target()))
+    budget = int(trials_per_task or cfg.tuning["trials_per_task"])
+    per_round = int(trials_per_round or cfg.tuning["trials_per_round"])
+    target = cfg.tvm_target()
+    log_dir = cfg.log_dir(log_root)
+    tdb = open_database(log_dir)
+    write_provenance(cfg, log_dir)
+
+    tasks = extract_tasks(lowered.mod, target)
+    counts = tdb.record_counts()
+    keys = [tdb.workload_key(t.dispatched[0]) for t in tasks]
+    pending = [i for i, k in enumerate(keys)
+               if max(counts.get(k, 0), tdb.finished_budget(k)) < budget]
+    names = [t.task_name for t in tasks]
+    state: dict[str, Any] = {
+        "trials": 0, "skipped": len(tasks) - len(pending), "total": len(tasks),
+        "weights": {n: float(t.weight) for n, t in zip(names, tasks)}, "best": {},
+        "names": [names[i] for i in pending],
+        "budget": sum(max(per_round, budget - counts.get(keys[i], 0)) for i in pending),
+    }
+    for i, t in enumerate(tasks):
+        if i not in pending:
+            secs = tdb.best_seconds(t.dispatched[0], target)
+            if secs is not None:
+                state["best"][names[i]] = secs
+    if progress is not None:
+        progress(TuneProgress(state["skipped"], len(tasks), 0, state["budget"], _estimate(state)))
+    report = TuneReport(log_dir=str(log_dir), tasks_total=len(tasks), tasks_skipped=state["skipped"],
+                        tasks_tuned=len(pending), new_trials=0, estimated_ms=None,
+                        skipped_lines=tdb.skipped_lines, task_names=names)
+    if pending:
+        if runner is None:
+            ok, why = measurable(cfg)
+            if not ok:
+                raise TuningError(f"{cfg.path}: runner: cannot measure {cfg.name}: {why}")
+            runner = make_runner(cfg, min_repeat_ms)
+        builder = builder or make_builder(cfg)
+        with tempfile.TemporaryDirectory(prefix="tvm-ofa-ms-") as work_dir, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # MetaSchedule's per-task loggers are verbose; library code stays quiet
+            logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+            contexts, weights = extracted_tasks_to_tune_contexts(
+                [tasks[i] for i in pending], work_dir=work_dir, seed=seed,
+                strategy=_strategy(strategy, budget),
+                num_threads=max(1, cfg.num_threads) if cfg.is_cpu and not cfg.is_cross else "physical")
+            ms.tune.tune_tasks(
+                tasks=contexts, task_weights=weights, work_dir=work_dir,
+                max_trials_global=state["budget"], max_trials_per_task=budget,
+                num_trials_per_iter=per_round, builder=builder, runner=runner,
+                database=tdb.db, cost_model="xgb",
+                measure_callbacks=ms.measure_callback.MeasureCallback.create("default")
+                + [_make_callback(state, progress)],
+                task_scheduler="gradient")
+        tdb.mark_finished([keys[i] for i in pending], budget)
+        report.new_trials = state["trials"]
+    report.estimated_ms = _estimate(state)
+    return report
+
+
+def coverage(cfg: TargetConfig, lowered: LoweredModel, log_root: str | Path = DEFAULT_LOG_ROOT
+             ) -> tuple[int, int]:
+    """``(workloads with a valid record, total workloads)`` of ``lowered`` in the database."""
+    from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
+
+    log_dir = cfg.log_dir(log_root)
+    if not log_dir.exists():
+        tasks = extract_tasks(lowered.mod, cfg.tvm_target())
+        return 0, len(tasks)
+    target = cfg.tvm_target()
+    tdb = open_database(log_dir)
+    tasks = extract_tasks(lowered.mod, target)
+    tuned = sum(1 for t in tasks if tdb.best_seconds(t.dispatched[0], target) is not None)
+    return tuned, len(tasks)
