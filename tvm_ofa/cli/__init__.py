@@ -19,6 +19,7 @@ VERBS: dict[str, str] = {
     "demo": "tvm_ofa.cli.demo",
     "latency": "tvm_ofa.cli.latency",
     "train": "tvm_ofa.cli.train",
+    "search": "tvm_ofa.cli.search",
 }
 
 

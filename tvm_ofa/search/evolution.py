@@ -18,6 +18,7 @@ import numpy as np
 
 from tvm_ofa.arch import ArchConfig, SearchSpace
 from tvm_ofa.search import population as pop
+from tvm_ofa.search.blas import single_threaded_blas
 from tvm_ofa.search.budget import AccuracyFn, Counted, LatencyFn, check_budgets, latency_floor
 from tvm_ofa.search.population import Genes
 
@@ -142,6 +143,7 @@ def _regenerate(space: SearchSpace, genes: Genes, pa: np.ndarray, pb: np.ndarray
     return kids  # type: ignore[return-value]
 
 
+@single_threaded_blas()  # see tvm_ofa.search.blas: small matmuls, many calls
 def evolution_search(latency_fn: LatencyFn, accuracy_fn: AccuracyFn, budgets_ms: Sequence[float],
                      space: SearchSpace | None = None, *, population_size: int = 100, generations: int = 500,
                      parent_ratio: float = 0.25, mutation_ratio: float = 0.5, mutate_prob: float = 0.1,

@@ -13,6 +13,7 @@ import numpy as np
 
 from tvm_ofa.arch import SearchSpace
 from tvm_ofa.search import population as pop
+from tvm_ofa.search.blas import single_threaded_blas
 from tvm_ofa.search.budget import AccuracyFn, Counted, LatencyFn, check_budgets, latency_floor
 from tvm_ofa.search.evolution import Winner
 from tvm_ofa.search.population import Genes
@@ -109,6 +110,7 @@ def _rank_keys(acc: np.ndarray, lat: np.ndarray, max_latency_ms: float | None) -
     return rank, crowd
 
 
+@single_threaded_blas()  # see tvm_ofa.search.blas: small matmuls, many calls
 def nsga2_search(latency_fn: LatencyFn, accuracy_fn: AccuracyFn, space: SearchSpace | None = None, *,
                  population_size: int = 100, generations: int = 500, mutate_prob: float = 0.1,
                  max_latency_ms: float | None = None, seed: int = 0, target: str | None = None) -> ParetoFront:
