@@ -201,3 +201,13 @@ def test_winner_to_dict_round_trips():
     res = evolution_search(synth_latency, synth_accuracy, [2.0], SPACE, generations=2, population_size=10)
     d = res.winners[0].to_dict()
     assert ArchConfig.from_dict(d["arch"]) == res.winners[0].arch
+
+
+def test_two_objective_sort_equals_general_sort():
+    from tvm_ofa.search import nsga2
+
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        obj = rng.integers(0, 6, (60, 2)).astype(float)  # many ties and copies
+        general = nsga2.non_dominated_sort(np.concatenate([obj, np.zeros((60, 1))], axis=1))
+        np.testing.assert_array_equal(nsga2.non_dominated_sort(obj), general)

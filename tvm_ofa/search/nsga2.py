@@ -6,6 +6,7 @@ the best seen over the run, not only the last population's first rank.
 """
 from __future__ import annotations
 
+import bisect
 import time
 from dataclasses import dataclass, field
 
@@ -47,6 +48,8 @@ class ParetoFront:
 def non_dominated_sort(objectives: np.ndarray) -> np.ndarray:
     """Front rank (0 = non-dominated) of each row of ``objectives`` ``(N, M)``, all minimized."""
     o = np.asarray(objectives, dtype=np.float64)
+    if o.ndim == 2 and o.shape[1] == 2:
+        return _sort_2d(o)
     le = (o[:, None, :] <= o[None, :, :]).all(2)
     lt = (o[:, None, :] < o[None, :, :]).any(2)
     dom = le & lt  # dom[i, j]: i dominates j
@@ -60,6 +63,28 @@ def non_dominated_sort(objectives: np.ndarray) -> np.ndarray:
         n_dominators[current] = -1  # never picked again
         current = np.flatnonzero(n_dominators == 0)
         r += 1
+    return rank
+
+
+def _sort_2d(o: np.ndarray) -> np.ndarray:
+    """``non_dominated_sort`` for two objectives in O(N log N): in lexicographic order a point is
+    dominated exactly by earlier, unequal points with a second objective <= its own."""
+    order = np.lexsort((o[:, 1], o[:, 0]))
+    rank = np.empty(len(o), dtype=np.int64)
+    front_min: list[float] = []  # smallest second objective in each front so far, increasing
+    prev = None
+    for i in order.tolist():
+        f0, f1 = o[i, 0], o[i, 1]
+        if prev is not None and o[prev, 0] == f0 and o[prev, 1] == f1:
+            rank[i] = rank[prev]  # copies do not dominate each other
+        else:
+            k = bisect.bisect_right(front_min, f1)  # first front none of whose points is <= f1
+            if k == len(front_min):
+                front_min.append(f1)
+            else:
+                front_min[k] = f1
+            rank[i] = k
+        prev = i
     return rank
 
 
@@ -174,7 +199,7 @@ def nsga2_search(latency_fn: LatencyFn, accuracy_fn: AccuracyFn, space: SearchSp
         dup[pop.unique(all_g)[1]] = False
         sel = np.lexsort((np.arange(len(all_a)), -cd, r, dup))[:N]
         genes, acc, lat = pop.take(all_g, sel), all_a[sel], all_l[sel]
-        rank, crowd = _rank_keys(acc, lat, max_latency_ms)
+        rank, crowd = r[sel], cd[sel]  # as NSGA-II: ranks and distances from the merged set
 
     return ParetoFront(arch_g, arch_a, arch_l, floor_ms, lat_fn.rows, acc_fn.rows, time.perf_counter() - t0,
                        {"population_size": N, "generations": generations, "mutate_prob": mutate_prob,
