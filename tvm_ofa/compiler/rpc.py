@@ -59,3 +59,41 @@ class LoopbackRPC:
         for proc in (self._server, self._tracker):
             if proc is not None:
                 proc.terminate()
+
+
+def measure_rpc(artifact: str, runner: dict, warmup: int = 10, repeats: int = 50) -> Any:
+    """Upload an artifact's model.so to the device behind an RPC tracker and time ``main`` there.
+
+    Parameters
+    ----------
+    artifact : path
+        Artifact folder.
+    runner : dict
+        ``{tracker_host, tracker_port, key}`` (a target config's ``runner`` section).
+    """
+    from pathlib import Path
+
+    import numpy as np
+    from tvm import relax
+
+    from tvm_ofa.compiler.artifact import LIBRARY, read_metadata
+    from tvm_ofa.compiler.measure import summarize
+
+    meta = read_metadata(artifact)
+    sess = connect(runner["tracker_host"], int(runner["tracker_port"]), runner["key"],
+                   int(runner.get("timeout_s", 60)))
+    lib_path = Path(artifact) / LIBRARY
+    sess.upload(str(lib_path))
+    lib = sess.load_module(LIBRARY)
+    dev = sess.cpu(0)
+    vm = relax.VirtualMachine(lib, dev)
+    x = np.random.default_rng(0).standard_normal(meta["input_shape"]).astype(meta["input_dtype"])
+    import tvm
+
+    vm.set_input("main", tvm.runtime.tensor(x, dev))
+    vm.invoke_stateful("main")
+    if warmup:
+        vm.time_evaluator("invoke_stateful", dev, number=warmup, repeat=1)("main")
+    res = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=repeats)("main")
+    threads = (meta.get("latency") or {}).get("threads")
+    return summarize([float(r) * 1e3 for r in res.results], warmup, threads)

@@ -1,0 +1,41 @@
+"""Arguments and helpers the compiler verbs (tune, compile) share."""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable
+
+from tvm_ofa.cli._common import add_model_arguments
+
+
+def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", default="host-cpu", metavar="YAML",
+                        help="target config file or shipped name (default: host-cpu)")
+    add_model_arguments(parser)
+    parser.add_argument("--trials", type=int, metavar="N", help="trials per task (default: the "
+                        "target's tuning.trials_per_task)")
+    parser.add_argument("--trials-per-round", type=int, metavar="N")
+    parser.add_argument("--log-root", default="tuning_logs", metavar="DIR")
+    parser.add_argument("--batch", type=int, default=1)
+
+
+def tqdm_progress() -> tuple[Callable[[Any], None], Callable[[], None]]:
+    """A progress callback rendering :class:`TuneProgress` with tqdm, and its closer."""
+    from tqdm import tqdm
+
+    bar: dict[str, Any] = {}
+
+    def update(p: Any) -> None:
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=p.trials_budget, unit="trial", desc="tuning", dynamic_ncols=True)
+        b = bar["bar"]
+        b.total = max(p.trials_budget, p.trials)
+        b.n = p.trials
+        best = f"{p.best_ms:.3f} ms" if p.best_ms is not None else "-"
+        b.set_postfix_str(f"tasks {p.tasks_done}/{p.tasks_total}  est. {best}")
+        b.refresh()
+
+    def close() -> None:
+        if "bar" in bar:
+            bar["bar"].close()
+
+    return update, close

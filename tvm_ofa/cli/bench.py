@@ -1,0 +1,39 @@
+"""``tvm-ofa bench``: time an artifact (median and p90)."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "time an emitted artifact locally or on an RPC device"
+DESCRIPTION = """examples:
+  tvm-ofa bench artifacts/host-cpu/r160-d22222-1a2b3c4d --repeats 100
+  tvm-ofa bench artifacts/arm-cortex-a72/r160-... --rpc 127.0.0.1:9190/rasp4"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("artifact", help="artifact folder")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--threads", type=int, help="runtime threads (default: as measured)")
+    parser.add_argument("--rpc", metavar="HOST:PORT/KEY", help="measure through an RPC tracker")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tvm_ofa.errors import ConfigError
+
+    if args.rpc:
+        from tvm_ofa.compiler.rpc import measure_rpc
+
+        try:
+            hostport, key = args.rpc.split("/", 1)
+            host, port = hostport.rsplit(":", 1)
+            spec = {"tracker_host": host, "tracker_port": int(port), "key": key}
+        except ValueError:
+            raise ConfigError(f"--rpc {args.rpc}: expected HOST:PORT/KEY") from None
+        lat = measure_rpc(args.artifact, spec, args.warmup, args.repeats)
+    else:
+        from tvm_ofa.compiler.artifact import load_artifact
+
+        lat = load_artifact(args.artifact, threads=args.threads).benchmark(args.warmup, args.repeats)
+    print(f"median {lat.median_ms:.3f} ms   p90 {lat.p90_ms:.3f} ms   "
+          f"({lat.repeats} repeats after {lat.warmup} warmup, threads {lat.threads or 'default'})")
+    return 0

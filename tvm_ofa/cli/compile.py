@@ -1,0 +1,52 @@
+"""``tvm-ofa compile``: tune what is missing, build, export the artifact folder."""
+from __future__ import annotations
+
+import argparse
+
+from tvm_ofa.cli._compile_common import add_compile_arguments, tqdm_progress
+
+HELP = "build a subnet into artifacts/<target>/<arch-id>/ (tunes missing workloads first)"
+DESCRIPTION = """Tune the workloads the target's database lacks (unless --no-tune), build with
+the tuned schedules, export model.so + metadata.json and measure it when possible.
+
+examples:
+  tvm-ofa compile --target targets/host-cpu.yaml --arch arch.json
+  tvm-ofa compile --target targets/arm-cortex-a72.yaml --arch smallest --no-tune"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_compile_arguments(parser)
+    parser.add_argument("--no-tune", action="store_true", help="build with the records there are")
+    parser.add_argument("--out", default="artifacts", metavar="DIR", help="artifact root")
+    parser.add_argument("--no-measure", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tvm_ofa.cli._common import load_model, resolve_arch
+    from tvm_ofa.compiler.pipeline import compile_arch
+    from tvm_ofa.compiler.artifact import read_metadata
+    from tvm_ofa.targets import load_target
+
+    cfg = load_target(args.target)
+    net, _ = load_model(args)
+    arch = resolve_arch(args.arch, net.space, args.resolution)
+    update, close = tqdm_progress()
+    try:
+        out = compile_arch(cfg, arch, net, batch=args.batch, log_root=args.log_root,
+                           out_root=args.out, tune_first=not args.no_tune,
+                           trials_per_task=args.trials, trials_per_round=args.trials_per_round,
+                           progress=update, measure=not args.no_measure)
+    finally:
+        close()
+    meta = read_metadata(out)
+    t = meta["tuning"]
+    print(f"artifact    {out}")
+    print(f"tuning      {t['tuned_workloads']}/{t['total_workloads']} workloads tuned"
+          + (f" ({t['note']})" if t.get("note") else ""))
+    lat = meta.get("latency")
+    if lat:
+        print(f"latency     median {lat['median_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms "
+              f"({lat['threads']} threads)")
+    else:
+        print(f"latency     {meta.get('latency_note')}")
+    return 0

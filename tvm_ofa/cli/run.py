@@ -1,0 +1,37 @@
+"""``tvm-ofa run``: run an artifact on an input and print the top-5 classes."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "run an emitted artifact on an input (.npy) and print the top-5 classes"
+DESCRIPTION = """examples:
+  tvm-ofa run artifacts/host-cpu/r160-d22222-1a2b3c4d
+  tvm-ofa run artifacts/host-cpu/r160-d22222-1a2b3c4d --input x.npy"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("artifact", help="artifact folder")
+    parser.add_argument("--input", metavar="NPY", help="float32 NCHW input (default: random)")
+    parser.add_argument("--top", type=int, default=5)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from tvm_ofa.compiler.artifact import ArtifactError, load_artifact
+
+    art = load_artifact(args.artifact)
+    if args.input:
+        try:
+            x = np.load(args.input)
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{args.input}: cannot read input: {exc}") from None
+    else:
+        x = np.random.default_rng(0).standard_normal(art.input_shape).astype("float32")
+        print(f"input       random {list(art.input_shape)}")
+    logits = art(x)[0]
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    for rank, c in enumerate(np.argsort(-logits)[: args.top], 1):
+        print(f"{rank}. class {int(c):<5} logit {float(logits[c]):9.4f}  p {float(p[c]):.4f}")
+    return 0

@@ -1,0 +1,152 @@
+"""The emitted artifact: ``artifacts/<target>/<arch-id>/{model.so, metadata.json}``.
+
+``model.so`` is a Relax VM executable exported with ``export_library``; the weights are bound as
+constants at lowering, i.e. linked into the library. One file per subnet keeps the C++ runner and
+``load_artifact`` free of a params side file, and ``weights_sha256`` in the metadata names them.
+Entry ``main`` takes one float32 NCHW tensor and returns the logits ``(batch, n_classes)``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tvm_ofa.errors import TvmOfaError
+
+FORMAT = "tvm-ofa-artifact"
+VERSION = 1
+LIBRARY = "model.so"
+METADATA = "metadata.json"
+
+
+class ArtifactError(TvmOfaError):
+    """A folder that is not a readable tvm-ofa artifact."""
+
+
+def export(executable: Any, out_dir: str | os.PathLike, cc: str | None = None) -> Path:
+    """Write ``executable`` to ``out_dir/model.so``, linking with ``cc`` when cross-compiling."""
+    from tvm.contrib import cc as _cc
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / LIBRARY
+    tmp = out_dir / (LIBRARY + ".tmp.so")
+    if cc:
+        if shutil.which(cc) is None:
+            raise ArtifactError(f"cross compiler {cc!r} not found on PATH "
+                                "(Debian: apt-get install gcc-aarch64-linux-gnu)")
+        executable.export_library(str(tmp), fcompile=_cc.create_shared, cc=cc)
+    else:
+        executable.export_library(str(tmp))
+    os.replace(tmp, path)  # a reader never sees a half-written library
+    return path
+
+
+def write_metadata(out_dir: str | os.PathLike, meta: dict) -> Path:
+    meta = {"format": FORMAT, "version": VERSION, **meta}
+    path = Path(out_dir) / METADATA
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """Metadata of an artifact folder (or of its metadata.json / model.so)."""
+    p = Path(path)
+    d = p if p.is_dir() else p.parent
+    mp = d / METADATA
+    try:
+        meta = json.loads(mp.read_text())
+    except OSError:
+        raise ArtifactError(f"{d}: not a tvm-ofa artifact ({METADATA} missing)") from None
+    except ValueError as exc:
+        raise ArtifactError(f"{mp}: invalid JSON: {exc}") from None
+    if meta.get("format") != FORMAT:
+        raise ArtifactError(f"{mp}: format: expected {FORMAT!r}, got {meta.get('format')!r}")
+    if meta.get("version") != VERSION:
+        raise ArtifactError(f"{mp}: version: {meta.get('version')!r} is not supported "
+                            f"(this tvm-ofa reads {VERSION})")
+    return meta
+
+
+class Artifact:
+    """A loaded artifact: call it on a numpy array to get the logits.
+
+    Attributes
+    ----------
+    path : Path
+    metadata : dict
+    """
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None):
+        import tvm
+        from tvm import relax
+
+        from tvm_ofa.compiler.measure import set_threads
+
+        self.path = Path(path)
+        self.metadata = read_metadata(self.path)
+        self.path = self.path if self.path.is_dir() else self.path.parent
+        lib = self.path / LIBRARY
+        if not lib.exists():
+            raise ArtifactError(f"{self.path}: {LIBRARY} missing")
+        target = self.metadata.get("target", {}).get("resolved", {})
+        if target.get("kind") == "llvm" and str(target.get("mtriple", "")) \
+                and not str(target["mtriple"]).startswith(os.uname().machine):
+            raise ArtifactError(f"{self.path}: built for {target['mtriple']}, cannot run on this "
+                                f"{os.uname().machine} machine (measure it over RPC instead)")
+        self.threads = threads or (self.metadata.get("latency") or {}).get("threads")
+        set_threads(self.threads)
+        self.device = tvm.device(device, 0)
+        try:
+            self._lib = tvm.runtime.load_module(str(lib))
+        except Exception as exc:
+            raise ArtifactError(f"{lib}: cannot load: {str(exc).strip().splitlines()[-1]}") from None
+        self.vm = relax.VirtualMachine(self._lib, self.device)
+        self.input_shape = tuple(self.metadata["input_shape"])
+        self.input_dtype = self.metadata.get("input_dtype", "float32")
+
+    def _check(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=self.input_dtype)
+        if tuple(x.shape) != self.input_shape:
+            raise ArtifactError(f"{self.path}: input shape {tuple(x.shape)} does not match the "
+                                f"artifact's {self.input_shape}")
+        return x
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        import tvm
+
+        out = self.vm[self.metadata.get("entry", "main")](tvm.runtime.tensor(self._check(x),
+                                                                               self.device))
+        if not hasattr(out, "numpy"):  # a tuple return
+            out = out[0]
+        return out.numpy()
+
+    def benchmark(self, warmup: int = 10, repeats: int = 50, x: np.ndarray | None = None) -> Any:
+        """Median/p90 latency in ms (:class:`tvm_ofa.compiler.measure.Latency`)."""
+        from tvm_ofa.compiler.measure import benchmark_vm
+
+        if x is None:
+            x = np.random.default_rng(0).standard_normal(self.input_shape).astype(self.input_dtype)
+        return benchmark_vm(self.vm, self.device, self._check(x), warmup, repeats, self.threads)
+
+
+def load_artifact(path: str | os.PathLike, device: str = "cpu", threads: int | None = None
+                  ) -> Artifact:
+    """Load ``artifacts/<target>/<arch-id>/`` as a callable on numpy arrays.
+
+    Parameters
+    ----------
+    path : path
+        The artifact folder (or its model.so / metadata.json).
+    device : str
+        TVM device name (``cpu``, ``cuda``).
+    threads : int, optional
+        Runtime threads (default: the count the artifact was measured with).
+    """
+    return Artifact(path, device=device, threads=threads)

@@ -1,0 +1,120 @@
+"""Arch -> artifact: extract, lower, tune what is missing, build, export, measure, describe."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from tvm_ofa.targets import DEFAULT_LOG_ROOT, TargetConfig
+
+DEFAULT_ARTIFACT_ROOT = Path("artifacts")
+
+
+def artifact_dir(cfg: TargetConfig, arch_id: str, root: str | os.PathLike = DEFAULT_ARTIFACT_ROOT
+                 ) -> Path:
+    """``<root>/<target-name>/<arch-id>/``."""
+    return Path(root) / cfg.name / arch_id
+
+
+def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
+         log_root: str | os.PathLike = DEFAULT_LOG_ROOT,
+         out_root: str | os.PathLike = DEFAULT_ARTIFACT_ROOT, tune_first: bool = True,
+         trials_per_task: int | None = None, trials_per_round: int | None = None,
+         progress: Optional[Any] = None, measure: bool = True, warmup: int = 10,
+         repeats: int = 50, strategy: str = "evolutionary") -> Path:
+    """Build ``module`` (the static subnet of ``arch``) for ``cfg`` and write its artifact folder.
+
+    Parameters
+    ----------
+    cfg : TargetConfig
+    arch : ArchConfig
+    module : torch.nn.Module
+        ``supernet.extract(arch)``.
+    batch : int
+    log_root, out_root : path
+        Tuning log root and artifact root.
+    tune_first : bool
+        Tune the workloads the database lacks before building (skipped, with the reason in the
+        metadata, when the target cannot be measured from here).
+    trials_per_task, trials_per_round, progress, strategy
+        Passed to :func:`tvm_ofa.compiler.tune.tune`.
+    measure : bool
+        Time the library when this machine can run it.
+
+    Returns
+    -------
+    Path
+        The artifact folder.
+    """
+    import tvm
+
+    from tvm_ofa.compiler.artifact import export, load_artifact, write_metadata
+    from tvm_ofa.compiler.build import build
+    from tvm_ofa.compiler.database import open_database
+    from tvm_ofa.compiler.intrin import family, register_light
+    from tvm_ofa.compiler.lower import lower_module
+    from tvm_ofa.compiler.runners import measurable
+    from tvm_ofa.compiler.tune import coverage, tune
+    from tvm_ofa.targets import host_provenance
+
+    register_light(family(cfg.resolved_target()))
+    res = int(arch.resolution)
+    lowered = lower_module(module, (batch, 3, res, res))
+    can_measure, why = measurable(cfg)
+    tune_note = None
+    if tune_first and can_measure:
+        tune(cfg, lowered, trials_per_task=trials_per_task, trials_per_round=trials_per_round,
+             log_root=log_root, progress=progress, strategy=strategy)
+    elif tune_first:
+        tune_note = f"not tuned: {why}"
+    log_dir = cfg.log_dir(log_root)
+    target = cfg.tvm_target()
+    db = open_database(log_dir).db if log_dir.exists() else None
+    tuned, total = coverage(cfg, lowered, log_root)
+    executable = build(lowered.mod, target, db if tuned else None)
+    out = artifact_dir(cfg, arch.id, out_root)
+    export(executable, out, cc=cfg.cc if cfg.is_cross else None)
+
+    prov = host_provenance(cfg)
+    meta: dict[str, Any] = {
+        "target": {"name": cfg.name, "config": str(cfg.path), "resolved": cfg.resolved_target()},
+        "arch": arch.to_dict(),
+        "arch_id": arch.id,
+        "input_shape": list(lowered.input_shape),
+        "input_dtype": lowered.input_dtype,
+        "output_shape": list(lowered.output_shape),
+        "entry": "main",
+        "weights": "linked",  # bound as constants inside model.so
+        "weights_sha256": lowered.weights_sha256,
+        "tvm_version": tvm.__version__,
+        "cpu": {"name": prov.get("cpu"), "features": prov.get("cpu_features", [])}
+        if cfg.is_cpu else None,
+        "tuning": {"coverage": round(tuned / total, 4) if total else 0.0,
+                   "tuned_workloads": tuned, "total_workloads": total,
+                   "log_dir": str(log_dir), "note": tune_note or
+                   (None if tuned else "untuned: no records for this subnet's workloads")},
+        "latency": None,
+        "latency_note": None,
+        "predicted_latency_ms": None,
+        "accuracy": None,
+    }
+    write_metadata(out, meta)
+    if measure and can_measure and not cfg.is_cross:
+        art = load_artifact(out, threads=cfg.num_threads)
+        x = np.random.default_rng(0).standard_normal(lowered.input_shape).astype("float32")
+        meta["latency"] = art.benchmark(warmup, repeats, x).to_dict()
+    elif measure and cfg.runner["kind"] == "rpc" and can_measure:
+        from tvm_ofa.compiler.rpc import measure_rpc
+
+        meta["latency"] = measure_rpc(out, cfg.runner, warmup, repeats).to_dict()
+    else:
+        meta["latency_note"] = f"unmeasured: {why}" if not can_measure else "unmeasured: not asked"
+    write_metadata(out, meta)
+    return out
+
+
+def compile_arch(cfg: TargetConfig, arch: Any, supernet: Any, **kwargs: Any) -> Path:
+    """Extract ``arch`` from ``supernet`` and :func:`emit` it; keyword arguments as there."""
+    return emit(cfg, arch, supernet.extract(arch).eval(), **kwargs)
