@@ -20,6 +20,12 @@ VERBS: dict[str, str] = {
     "latency": "tvm_ofa.cli.latency",
     "train": "tvm_ofa.cli.train",
     "search": "tvm_ofa.cli.search",
+    "accuracy": "tvm_ofa.cli.accuracy",
+    "targets": "tvm_ofa.cli.targets",
+    "tune": "tvm_ofa.cli.tune",
+    "compile": "tvm_ofa.cli.compile",
+    "run": "tvm_ofa.cli.run",
+    "bench": "tvm_ofa.cli.bench",
 }
 
 
