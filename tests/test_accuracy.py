@@ -1,0 +1,73 @@
+import json
+
+import numpy as np
+import pytest
+
+from tvm_ofa.arch import archs_to_arrays
+from tvm_ofa.data import ImageDataset
+from tvm_ofa.predict.accuracy import (
+    AccuracyPredictor,
+    AccuracyPredictorError,
+    AccuracyRecord,
+    fit_best,
+    measure_accuracies,
+    read_records,
+)
+
+
+def _synthetic_records(space, n, seed=0):
+    # accuracy grows with depth, kernel and expand, as real supernets roughly do, plus noise
+    rng = np.random.default_rng(seed)
+    archs = space.sample_many(n, rng)
+    w = rng.uniform(0.0005, 0.002, space.encoding_size)
+    acc = 0.7 + space.encode_batch(archs) @ w + rng.normal(0, 0.002, n)
+    return [AccuracyRecord(a, float(y)) for a, y in zip(archs, acc)]
+
+
+def test_fit_keeps_the_better_model_and_ranks_well(tiny_space, tmp_path):
+    records = _synthetic_records(tiny_space, 300)
+    pred, scores = fit_best(records, tiny_space, seed=0)
+    assert set(scores) == {"mlp", "xgboost"}
+    assert pred.kind == min(scores, key=lambda k: scores[k]["rmse_pct"])
+    assert scores[pred.kind]["kendall_tau"] > 0.6
+    test = _synthetic_records(tiny_space, 100, seed=0)[:0] or _synthetic_records(tiny_space, 300, seed=0)[-50:]
+    path = pred.save(tmp_path / "acc.json", metrics=scores)
+    loaded = AccuracyPredictor.load(path, tiny_space)
+    archs = [r.arch for r in test]
+    assert np.allclose(loaded.predict(archs), pred.predict(archs), atol=1e-5)
+    # the array path searches use gives the same numbers
+    assert np.allclose(loaded.predict(arrays=archs_to_arrays(archs)), pred.predict(archs), atol=1e-5)
+
+
+def test_predictor_errors(tiny_space, tmp_path):
+    with pytest.raises(AccuracyPredictorError, match="at least 10"):
+        fit_best(_synthetic_records(tiny_space, 5), tiny_space)
+    with pytest.raises(AccuracyPredictorError, match="tvm-ofa accuracy fit"):
+        AccuracyPredictor.load(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(AccuracyPredictorError, match="corrupt"):
+        AccuracyPredictor.load(tmp_path / "bad.json")
+    from tvm_ofa import SearchSpace
+
+    pred = AccuracyPredictor(tiny_space, "xgboost").fit(_synthetic_records(tiny_space, 20))
+    pred.save(tmp_path / "p.json")
+    with pytest.raises(AccuracyPredictorError, match="another search space"):
+        AccuracyPredictor.load(tmp_path / "p.json", SearchSpace())
+
+
+def test_measure_appends_resumes_and_survives_a_torn_line(tiny_supernet, tiny_space, tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (40, 3, 28, 28), dtype=np.uint8)
+    data = ImageDataset(images, rng.integers(0, 10, 40), tuple("abcdefghij"), "synthetic")
+    train, val = data.subset(np.arange(24)), data.subset(np.arange(24, 40))
+    archs = tiny_space.sample_many(3, 1)
+    out = tmp_path / "acc.jsonl"
+    first = list(measure_accuracies(tiny_supernet, archs[:2], train, val, out, calib_batches=1, batch_size=8))
+    assert len(first) == 2 and all(0.0 <= r.accuracy <= 1.0 for r in first)
+    with out.open("a") as f:
+        f.write('{"arch": {"ks": [3')  # a run killed mid-write
+    again = list(measure_accuracies(tiny_supernet, archs, train, val, out, calib_batches=1, batch_size=8))
+    assert [r.arch for r in again] == [archs[2]]
+    records, skipped = read_records(out)
+    assert len(records) == 3 and skipped == 1
+    assert json.loads(out.read_text().splitlines()[0])["arch_id"] == archs[0].id
