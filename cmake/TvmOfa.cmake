@@ -44,9 +44,12 @@ if(NOT TVM_OFA_CLI)
 endif()
 
 # tvm_ofa_add_model(NAME <name> TARGET <target.yaml> ARCH <arch.json> [CHECKPOINT <file>]
-#                   [OUTPUT_DIR <dir>] [NO_TUNE] [EXTRA_ARGS <arg>...] [DEPENDS <file>...])
+#                   [OUTPUT_DIR <dir>] [NO_TUNE] [EXTRA_ARGS <arg>...] [DEPENDS <file>...]
+#                   [WORKING_DIRECTORY <dir>])
 #
-# At build time runs `tvm-ofa compile` into OUTPUT_DIR (default
+# At build time runs `tvm-ofa compile ... --out <OUTPUT_DIR>/tvm-ofa-out` in WORKING_DIRECTORY
+# (default: the tvm-ofa checkout, whose tuning_logs/ it then reuses), copies the artifact it
+# wrote (directly there or in <target>/<arch-id>/ below) to OUTPUT_DIR (default
 # ${CMAKE_CURRENT_BINARY_DIR}/tvm_ofa/<name>), re-running only when an input file changes, and
 # defines
 #   <name>                INTERFACE library: links tvm_ofa::model, adds the generated header
@@ -56,7 +59,8 @@ endif()
 #   <name>_MODEL_LIBRARY
 #   <name>_MODEL_METADATA
 function(tvm_ofa_add_model)
-  cmake_parse_arguments(ARG "NO_TUNE" "NAME;TARGET;ARCH;CHECKPOINT;OUTPUT_DIR" "EXTRA_ARGS;DEPENDS" ${ARGN})
+  cmake_parse_arguments(ARG "NO_TUNE" "NAME;TARGET;ARCH;CHECKPOINT;OUTPUT_DIR;WORKING_DIRECTORY"
+                        "EXTRA_ARGS;DEPENDS" ${ARGN})
   foreach(req NAME TARGET ARCH)
     if(NOT ARG_${req})
       message(FATAL_ERROR "tvm_ofa_add_model: missing ${req}")
@@ -88,11 +92,19 @@ function(tvm_ofa_add_model)
     set(out "${CMAKE_CURRENT_BINARY_DIR}/tvm_ofa/${name}")
   endif()
 
+  if(ARG_WORKING_DIRECTORY)
+    get_filename_component(workdir "${ARG_WORKING_DIRECTORY}" ABSOLUTE BASE_DIR "${CMAKE_CURRENT_SOURCE_DIR}")
+  else()
+    set(workdir "${TVM_OFA_ROOT}")
+  endif()
+
   set(cmd ${TVM_OFA_CLI} compile --target "${abs_TARGET}" --arch "${abs_ARCH}")
   if(abs_CHECKPOINT)
     list(APPEND cmd --checkpoint "${abs_CHECKPOINT}")
   endif()
-  list(APPEND cmd --out "${out}")
+  # the compiler writes under a staging dir; the check step copies the artifact to ${out}
+  set(stage "${out}/tvm-ofa-out")
+  list(APPEND cmd --out "${stage}")
   if(ARG_NO_TUNE)
     list(APPEND cmd --no-tune)
   endif()
@@ -100,11 +112,15 @@ function(tvm_ofa_add_model)
 
   add_custom_command(
     OUTPUT "${out}/model.so" "${out}/metadata.json"
-    COMMAND "${CMAKE_COMMAND}" -E make_directory "${out}"
+    COMMAND "${CMAKE_COMMAND}" -E make_directory "${stage}"
     COMMAND ${cmd}
-    # fails the build with one line if the compiler left no artifact where we expect it
-    COMMAND "${CMAKE_COMMAND}" -DDIR=${out} -P "${TVM_OFA_ROOT}/cmake/TvmOfaCheckArtifact.cmake"
+    # finds the artifact in either --out layout, copies it to ${out}, or fails with one line
+    COMMAND "${CMAKE_COMMAND}" -DSTAGE=${stage} -DDIR=${out}
+            -P "${TVM_OFA_ROOT}/cmake/TvmOfaCheckArtifact.cmake"
     DEPENDS ${inputs} ${ARG_DEPENDS}
+    # relative paths of the compiler (tuning_logs/) resolve here: by default the tvm-ofa
+    # checkout, so builds reuse its tuning database instead of retuning in every build tree
+    WORKING_DIRECTORY "${workdir}"
     COMMENT "tvm-ofa compile ${name} -> ${out}"
     VERBATIM)
   add_custom_target(${name}_compile ALL DEPENDS "${out}/model.so" "${out}/metadata.json")

@@ -59,7 +59,8 @@ def main(argv=None) -> int:
         if not Path(f).is_file():
             print(f"stand-in tvm-ofa: {f}: no such file", file=sys.stderr)
             return 2
-    make_tiny_artifact(args.out)
+    # the pipeline's layout: <out>/<target-name>/<arch-id>/
+    make_tiny_artifact(Path(args.out) / Path(args.target).stem / "tiny-test")
     return 0
 
 
