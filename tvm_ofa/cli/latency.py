@@ -94,12 +94,12 @@ def _fit(args: argparse.Namespace) -> int:
     used = meas if args.use_all else [m for m in meas if not is_held_out(m.arch)]
     pred = fit_predictor("xgboost", data, used, net=net)
     path = pred.save(log_dir, prov)
-    c0, c1 = pred.overhead
-    print(f"overhead    {c0:.3f} ms + {c1 * 1e3:.1f} us per task "
+    scale, c0, c1 = pred.calibration
+    print(f"calibration {scale:.3f} x task sum + {c0:.3f} ms + {c1 * 1e3:.1f} us per task "
           f"(from {pred.meta['n_measurements']} measured subnets)")
     if not pred.meta["n_measurements"]:
-        print("note        no end-to-end measurements: overhead 0, predictions are the sum of tuned "
-              "task times (run bench/collect_latency_data.py to calibrate)")
+        print("note        no end-to-end measurements: predictions are the sum of tuned task times "
+              "(run bench/collect_latency_data.py to calibrate)")
     if len(data) < 50:
         print(f"note        only {len(data)} tuned workloads: predictions for shapes far from them "
               "are unreliable")
@@ -204,7 +204,7 @@ def _eval(args: argparse.Namespace) -> int:
     for section, title in (("unseen_workloads", "tasks never tuned (a quarter of the workloads, "
                                                  "hidden from the model)"),
                            ("subnets", f"held-out subnets end to end ({len(test)}; "
-                                       f"{len(train)} others calibrate the overhead)")):
+                                       f"{len(train)} others calibrate)")):
         if not out[section]:
             if section == "subnets":
                 print("\nno held-out end-to-end measurements: run bench/collect_latency_data.py")

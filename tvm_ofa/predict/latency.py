@@ -1,9 +1,11 @@
 """Latency of a subnet after tuning and compiling for a target, predicted from that target's
 tuning logs.
 
-Network latency = sum over the subnet's fused tasks (times their weight) of the per-workload
-latency + an overhead ``c0 + c1 * n_tasks`` fitted against measured end-to-end latencies (the
-Relax VM's call and allocation cost, which no tuning record contains).
+Network latency = ``scale * task_sum + c0 + c1 * n_tasks``: ``task_sum`` is the sum over the
+subnet's fused tasks (times their weight) of the per-workload latency; the calibration
+(``scale, c0, c1 >= 0``) is fitted against measured end-to-end latencies (the Relax VM's call and
+allocation cost, which no tuning record contains, and the gap between the tuner's isolated
+timings and a whole network's).
 
 Per-workload latency comes from one of :data:`PREDICTORS`:
 
@@ -48,7 +50,7 @@ _WARNED: set[tuple[str, str]] = set()
 
 
 class LatencyPredictor:
-    """Base class: per-workload latency model + fitted per-network overhead.
+    """Base class: per-workload latency model + end-to-end calibration.
 
     Parameters
     ----------
@@ -63,7 +65,7 @@ class LatencyPredictor:
     def __init__(self, space: SearchSpace | None = None, net: NetConfig | None = None):
         self.space = space or SearchSpace()
         self.net = net or NetConfig()
-        self.overhead = (0.0, 0.0)  # ms per network, ms per task
+        self.calibration = (1.0, 0.0, 0.0)  # scale of the task sum, ms per network, ms per task
         self.meta: dict[str, Any] = {}
         self._table: WorkloadTable | None = None
         self._op_ms: np.ndarray | None = None
@@ -102,7 +104,7 @@ class LatencyPredictor:
 
     def op_sum_ms(self, archs: Sequence[ArchConfig] | None = None, *, arrays: tuple | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
-        """``(sum of task latencies, number of tasks)`` per arch, before the overhead."""
+        """``(sum of task latencies, number of tasks)`` per arch, before calibration."""
         ids = self.table.ids(archs, arrays=arrays)
         return self._table_ms()[ids].sum(axis=1), (ids >= 0).sum(axis=1)
 
@@ -117,36 +119,42 @@ class LatencyPredictor:
             skips building ArchConfig objects).
         """
         total, n_ops = self.op_sum_ms(archs, arrays=arrays)
-        return total + self.overhead[0] + self.overhead[1] * n_ops
+        scale, c0, c1 = self.calibration
+        return scale * total + c0 + c1 * n_ops
 
     def fit(self, data: WorkloadDataset, measurements: Sequence[Measurement] = ()) -> "LatencyPredictor":
-        """Fit the per-workload model on ``data``, then the overhead on ``measurements`` (those of
+        """Fit the per-workload model on ``data``, then the calibration on ``measurements`` (those of
         another network config are ignored)."""
         if len(data) == 0:
             raise LatencyPredictorError(f"{data.source or 'dataset'}: no OFA workload with a valid "
                                         "tuning record to learn from")
         self._fit_ops(data)
         self._op_ms = None
-        self.fit_overhead(measurements)
+        self.calibrate(measurements)
         self.meta.update({"n_workloads": len(data), "n_records": data.total_records,
                           "skipped_lines": data.skipped_lines, "foreign_workloads": data.foreign_workloads})
         return self
 
-    def fit_overhead(self, measurements: Sequence[Measurement]) -> None:
+    def calibrate(self, measurements: Sequence[Measurement]) -> None:
         ms = [m for m in measurements if m.net == self.net and self.space.contains(m.arch)]
         self.meta["n_measurements"] = len(ms)
+        self.calibration = (1.0, 0.0, 0.0)
         if not ms:
-            self.overhead = (0.0, 0.0)
             return
         total, n_ops = self.op_sum_ms([m.arch for m in ms])
-        resid = np.array([m.median_ms for m in ms]) - total
-        c0, c1 = float(np.median(resid)), 0.0
-        if len(ms) >= 8 and np.ptp(n_ops) > 0:
-            a = np.stack([np.ones(len(ms)), n_ops.astype(np.float64)], axis=1)
-            (b0, b1), *_ = np.linalg.lstsq(a, resid, rcond=None)
-            if b1 >= 0:  # a negative per-task cost is noise fitting, keep the constant
-                c0, c1 = float(b0), float(b1)
-        self.overhead = (c0, c1)
+        y = np.array([m.median_ms for m in ms])
+        if len(ms) < 8:
+            # too few to separate scale from offsets; a ratio keeps predictions positive
+            self.calibration = (float(np.median(y / np.maximum(total, 1e-9))), 0.0, 0.0)
+            return
+        from scipy.optimize import nnls
+
+        # relative error matters (small and large subnets alike): weight rows by 1/y
+        a = np.stack([total, np.ones(len(ms)), n_ops.astype(np.float64)], axis=1) / y[:, None]
+        coef, _ = nnls(a, np.ones(len(ms)))
+        if coef[0] <= 0:
+            coef = np.array([float(np.median(y / np.maximum(total, 1e-9))), 0.0, 0.0])
+        self.calibration = tuple(float(c) for c in coef)
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, folder: str | Path, provenance: dict[str, Any]) -> Path:
@@ -164,7 +172,8 @@ class LatencyPredictor:
                **{k: provenance.get(k) for k in ("target", "resolved_target", "cpu", "cpu_features",
                                                  "threads", "tvm_version")},
                **self.meta, "net": self.net.to_dict(), "space": self.space.to_dict(),
-               "overhead_ms": list(self.overhead), "features": list(FEATURES),
+               "calibration": {"scale": self.calibration[0], "ms_per_network": self.calibration[1],
+                               "ms_per_task": self.calibration[2]}, "features": list(FEATURES),
                "state": self._state_for_save(folder)}
         path = folder / PREDICTOR_FILE
         tmp = path.with_suffix(".json.tmp")
@@ -325,7 +334,9 @@ def load_predictor(folder: str | Path, provenance: dict[str, Any]) -> LatencyPre
             warnings.warn(f"{path}: predictor describes CPU {doc.get('cpu')}, this machine is "
                           f"{provenance.get('cpu')}: predictions may be off", CpuMismatchWarning, stacklevel=2)
     pred = PREDICTORS[kind](SearchSpace.from_dict(doc["space"]), NetConfig.from_dict(doc["net"]))
-    pred.overhead = (float(doc["overhead_ms"][0]), float(doc["overhead_ms"][1]))
+    cal = doc.get("calibration") or {}
+    pred.calibration = (float(cal.get("scale", 1.0)), float(cal.get("ms_per_network", 0.0)),
+                        float(cal.get("ms_per_task", 0.0)))
     pred.meta = {k: doc.get(k) for k in ("n_workloads", "n_records", "n_measurements", "date", "cpu",
                                           "cpu_features", "threads", "tvm_version", "target")}
     pred._load_state(doc.get("state") or {}, folder)
