@@ -42,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--width-mult", type=float, default=1.0)
     p.add_argument("--n-classes", type=int, default=1000)
-    p.add_argument("--repeats", type=int, default=20, help="timed repeats per measured subnet")
+    p.add_argument("--repeats", type=int, default=50, help="timed repeats per measured subnet")
     p.add_argument("--no-measure", action="store_true", help="only tune")
     p.add_argument("--prune-keep", type=int, default=None, metavar="K",
                    help="keep only the best K records per workload (run after collecting, or alone "
@@ -99,17 +99,15 @@ def measure(cfg, lowered, log_dir: Path, repeats: int) -> dict:
 
     from tvm_ofa.compiler.build import build
     from tvm_ofa.compiler.database import open_database
+    from tvm_ofa.compiler.measure import benchmark_vm
 
-    target = cfg.tvm_target()
-    ex = build(lowered.mod, target, open_database(log_dir).db)
+    # the same timing as `tvm-ofa compile` puts into an artifact's metadata
+    ex = build(lowered.mod, cfg.tvm_target(), open_database(log_dir).db)
     dev = tvm.cpu()
     vm = relax.VirtualMachine(ex, dev)
-    x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(lowered.input_shape).astype("float32"), dev)
-    vm["main"](x)  # warm-up
-    res = vm.time_evaluator("main", dev, number=5, repeat=repeats, min_repeat_ms=50)(x)
-    times = np.array(res.results) * 1e3
-    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
-            "repeats": int(repeats)}
+    x = np.random.default_rng(0).standard_normal(lowered.input_shape).astype("float32")
+    lat = benchmark_vm(vm, dev, x, warmup=10, repeats=repeats, threads=cfg.num_threads)
+    return {"median_ms": lat.median_ms, "p90_ms": lat.p90_ms, "repeats": int(repeats)}
 
 
 def main(argv=None) -> int:

@@ -66,12 +66,12 @@ def _load_data(args: argparse.Namespace, cfg: Any, log_dir: Path) -> tuple[Any, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DatabaseWarning)
         data = build_dataset(log_dir)
-    meas, bad = load_measurements(log_dir, args.artifacts)
+    meas, bad = load_measurements(log_dir, args.artifacts, cpu=cfg.host_cpu())
     net = _net_config(args, meas)
     print(f"logs        {log_dir}")
     print(f"workloads   {len(data)} OFA workloads from {data.total_records} valid records")
     skipped = {"unreadable lines": data.skipped_lines, "foreign workloads": data.foreign_workloads,
-               "failed records": data.failed_records, "unusable measurement lines": bad}
+               "failed records": data.failed_records, "unusable or other-CPU measurements": bad}
     if any(skipped.values()):
         print("skipped     " + ", ".join(f"{n} {what}" for what, n in skipped.items() if n))
     print(f"measured    {len(meas)} compiled subnets end to end")

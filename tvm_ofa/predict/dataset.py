@@ -200,35 +200,52 @@ class Measurement:
                    d.get("p90_ms"), d.get("repeats"), d.get("cpu"), d.get("threads"))
 
 
-def load_measurements(log_dir: str | Path, artifacts: Sequence[str | Path] = ()) -> tuple[list[Measurement], int]:
-    """End-to-end measurements: ``measurements.jsonl`` in ``log_dir`` plus artifact folders'
-    ``metadata.json`` (``arch``, ``latency.median_ms``).
+def load_measurements(log_dir: str | Path, artifacts: Sequence[str | Path] = (), cpu: str | None = None
+                      ) -> tuple[list[Measurement], int]:
+    """End-to-end measurements: ``measurements.jsonl`` in ``log_dir`` plus fully tuned artifact
+    folders' ``metadata.json`` (``arch``, ``latency.median_ms``).
+
+    Parameters
+    ----------
+    cpu : str, optional
+        Drop (and count) measurements taken on another CPU.
 
     Returns
     -------
     (list of Measurement, int)
-        The measurements (latest per arch id and network config) and the number of unusable lines.
+        The measurements (latest per arch id and network config) and the number of unusable ones.
     """
     bad = 0
     latest: dict[tuple, Measurement] = {}
+
+    def add(m: Measurement) -> None:
+        nonlocal bad
+        if cpu is not None and m.cpu is not None and m.cpu != cpu:
+            bad += 1
+        else:
+            latest[(m.arch.id, m.net)] = m
+
     for d in _json_lines(Path(log_dir) / MEASUREMENTS_FILE):
         try:
-            m = Measurement.from_dict(d)
+            add(Measurement.from_dict(d))
         except (TypeError, KeyError, ValueError, ArchError):
             bad += 1
-            continue
-        latest[(m.arch.id, m.net)] = m
     for folder in artifacts:
         try:
             meta = json.loads((Path(folder) / "metadata.json").read_text())
+            if (meta.get("tuning") or {}).get("coverage") != 1:
+                raise ValueError("not fully tuned: its latency is not what the predictor models")
             lat = meta["latency"]
+            # artifacts do not record the width; batch and classes come from the shapes
+            net = {"batch": meta["input_shape"][0], "n_classes": meta["output_shape"][-1], **(meta.get("net") or {})}
             m = Measurement.from_dict({"arch": meta["arch"], "median_ms": lat["median_ms"],
-                                       "p90_ms": lat.get("p90_ms"), "net": meta.get("net") or {},
-                                       "cpu": meta.get("cpu"), "threads": meta.get("threads")})
-        except (OSError, TypeError, KeyError, ValueError, ArchError):
+                                       "p90_ms": lat.get("p90_ms"), "net": net,
+                                       "cpu": (meta.get("cpu") or {}).get("name"),
+                                       "threads": lat.get("threads")})
+        except (OSError, TypeError, KeyError, IndexError, ValueError, ArchError):
             bad += 1
             continue
-        latest[(m.arch.id, m.net)] = m
+        add(m)
     return list(latest.values()), bad
 
 
