@@ -29,7 +29,7 @@ class ArtifactError(TvmOfaError):
 
 def export(executable: Any, out_dir: str | os.PathLike, cc: str | None = None) -> Path:
     """Write ``executable`` to ``out_dir/model.so``, linking with ``cc`` when cross-compiling."""
-    from tvm.contrib import cc as _cc
+    from tvm.support import cc as _cc
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

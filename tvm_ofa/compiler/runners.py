@@ -22,7 +22,7 @@ def cross_export(rt_mod: Any, cc: str) -> str:
     server without a compiler can load it."""
     import tempfile
 
-    from tvm.contrib import cc as _cc
+    from tvm.support import cc as _cc
 
     path = os.path.join(tempfile.mkdtemp(), "tvm_tmp_mod.so")
     rt_mod.export_library(path, fcompile=functools.partial(_cc.create_shared, cc=cc))

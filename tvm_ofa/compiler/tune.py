@@ -106,6 +106,27 @@ def _strategy(kind: str, budget: int) -> Any:
     return factories[kind]()
 
 
+def _contexts(tasks: list, strategy: Any, seed: int | None, num_threads: Any
+              ) -> tuple[list, list[float]]:
+    """TuneContexts with one quiet logger: MetaSchedule's own ``get_loggers_from_work_dir`` adds a
+    stdout handler (library code never prints) and breaks when called twice in one process."""
+    from tvm.s_tir.meta_schedule import TuneContext
+    from tvm.s_tir.meta_schedule.utils import fork_seed
+
+    quiet = logging.getLogger("tvm_ofa.compiler.tune.tasks")
+    if not quiet.handlers:
+        quiet.addHandler(logging.NullHandler())
+        quiet.propagate = False
+    contexts, weights = [], []
+    for task, rand_state in zip(tasks, fork_seed(seed, n=len(tasks))):
+        contexts.append(TuneContext(mod=task.dispatched[0], target=task.target,
+                                    space_generator="post-order-apply", search_strategy=strategy,
+                                    task_name=task.task_name, logger=quiet, rand_state=rand_state,
+                                    num_threads=num_threads).clone())
+        weights.append(float(task.weight))
+    return contexts, weights
+
+
 def _estimate(state: dict) -> float | None:
     best, weights = state["best"], state["weights"]
     if not best:
@@ -143,8 +164,7 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
     TuneReport
     """
     from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.relax_integration import (extract_tasks,
-                                                           extracted_tasks_to_tune_contexts)
+    from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
 
     from tvm_ofa.compiler.runners import make_builder, make_runner, measurable
 
@@ -189,11 +209,8 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
         builder = builder or make_builder(cfg)
         with tempfile.TemporaryDirectory(prefix="tvm-ofa-ms-") as work_dir, warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            # MetaSchedule's per-task loggers are verbose; library code stays quiet
-            logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-            contexts, weights = extracted_tasks_to_tune_contexts(
-                [tasks[i] for i in pending], work_dir=work_dir, seed=seed,
-                strategy=_strategy(strategy, budget),
+            contexts, weights = _contexts(
+                [tasks[i] for i in pending], strategy=_strategy(strategy, budget), seed=seed,
                 num_threads=max(1, cfg.num_threads) if cfg.is_cpu and not cfg.is_cross else "physical")
             ms.tune.tune_tasks(
                 tasks=contexts, task_weights=weights, work_dir=work_dir,
