@@ -17,12 +17,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian packages: the offline dataset and the aarch64 cross linker (tests skip without them).
+# Debian packages: the offline dataset, the aarch64 cross linker, cmake and g++ for the C++ runner
+# (tests skip without them, saying why).
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=""; \
 	  [ -d /usr/share/datasets/fashion-mnist ] || missing="$$missing dataset-fashion-mnist"; \
 	  command -v aarch64-linux-gnu-gcc >/dev/null || missing="$$missing gcc-aarch64-linux-gnu"; \
+	  command -v cmake >/dev/null || missing="$$missing cmake"; \
+	  command -v g++ >/dev/null || missing="$$missing g++"; \
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
 	else echo "not root: skipping apt packages (dataset-fashion-mnist, gcc-aarch64-linux-gnu)"; fi
 

@@ -15,17 +15,18 @@ from tvm_ofa.errors import TvmOfaError
 
 # verb -> module; the registry is the one place a verb is added.
 VERBS: dict[str, str] = {
-    "subnet": "tvm_ofa.cli.subnet",
     "demo": "tvm_ofa.cli.demo",
-    "latency": "tvm_ofa.cli.latency",
+    "subnet": "tvm_ofa.cli.subnet",
     "train": "tvm_ofa.cli.train",
-    "search": "tvm_ofa.cli.search",
     "accuracy": "tvm_ofa.cli.accuracy",
     "targets": "tvm_ofa.cli.targets",
     "tune": "tvm_ofa.cli.tune",
     "compile": "tvm_ofa.cli.compile",
     "run": "tvm_ofa.cli.run",
     "bench": "tvm_ofa.cli.bench",
+    "latency": "tvm_ofa.cli.latency",
+    "search": "tvm_ofa.cli.search",
+    "specialize": "tvm_ofa.cli.specialize",
 }
 
 

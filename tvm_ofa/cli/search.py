@@ -62,28 +62,6 @@ def _accuracy(args: argparse.Namespace, pred: Any) -> tuple[Any, str]:
                       "(or --accuracy-proxy macs to rank by MACs)")
 
 
-def _plot(path: Path, winners: list, budgets: list, front: Any, y_label: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    if front is not None:
-        ax.step(front.latency_ms, front.accuracy, where="post", color="tab:blue", lw=1, alpha=0.6)
-        ax.scatter(front.latency_ms, front.accuracy, s=10, color="tab:blue", label="Pareto front")
-    for i, b in enumerate(budgets):
-        ax.axvline(b, color="gray", ls="--", lw=0.8, label="budget" if i == 0 else None)
-    ax.scatter([w.latency_ms for w in winners], [w.accuracy for w in winners], s=60, marker="*",
-               color="tab:red", zorder=3, label="chosen")
-    ax.set_xlabel("predicted latency (ms)")
-    ax.set_ylabel(y_label)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def run(args: argparse.Namespace) -> int:
     from tvm_ofa.predict.latency import load_predictor
     from tvm_ofa.search import best_under, evolution_search, nsga2_search
@@ -142,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
         Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
         print(f"wrote       {args.out}")
     if args.plot:
-        _plot(Path(args.plot), winners, budgets, front, "MMACs (proxy, not accuracy)" if proxy else
+        from tvm_ofa.search.plot import plot_front
+
+        plot_front(Path(args.plot), winners, budgets, front, "MMACs (proxy, not accuracy)" if proxy else
               "predicted accuracy")
         print(f"plot        {args.plot}")
     return 0
