@@ -237,3 +237,40 @@ def test_aarch64_export_untuned(tiny_sub, tmp_path):
     meta = read_metadata(out)
     assert meta["latency"] is None and "no RPC tracker reachable" in meta["latency_note"]
     assert meta["tuning"]["tuned_workloads"] == 0 and "not tuned" in meta["tuning"]["note"]
+
+
+@pytest.mark.slow
+def test_tune_through_rpc_runner(mini, tmp_path):
+    """Candidates measured by an RPC server registered at a loopback tracker."""
+    from tvm_ofa.compiler.lower import lower_module
+    from tvm_ofa.compiler.rpc import LoopbackRPC
+    from tvm_ofa.compiler.tune import tune
+
+    low = lower_module(mini, (1, 3, 32, 32))
+    with LoopbackRPC(key="tvm-ofa-tune") as rpc:
+        cfg = host_cfg(runner={"kind": "rpc", "tracker_host": "127.0.0.1",
+                               "tracker_port": rpc.port, "key": "tvm-ofa-tune"},
+                       tuning={"trials_per_task": 1, "trials_per_round": 1})
+        rep = tune(cfg, low, log_root=tmp_path, min_repeat_ms=5)
+    assert rep.new_trials >= rep.tasks_total and rep.estimated_ms > 0
+
+
+def test_unreachable_rpc_target_is_a_one_line_error(mini, tmp_path):
+    from tvm_ofa.compiler.lower import lower_module
+    from tvm_ofa.compiler.tune import TuningError, tune
+
+    cfg = host_cfg(runner={"kind": "rpc", "tracker_host": "127.0.0.1", "tracker_port": 9,
+                           "key": "none"})
+    with pytest.raises(TuningError, match=r"^host-test.yaml: runner: cannot measure .*no RPC tracker"):
+        tune(cfg, lower_module(mini, (1, 3, 32, 32)), log_root=tmp_path)
+
+
+def test_load_artifact_errors(tmp_path):
+    from tvm_ofa import load_artifact
+    from tvm_ofa.compiler.artifact import ArtifactError
+
+    with pytest.raises(ArtifactError, match="no such artifact"):
+        load_artifact(tmp_path / "missing")
+    (tmp_path / "metadata.json").write_text('{"format": "other"}')
+    with pytest.raises(ArtifactError, match="format: expected 'tvm-ofa-artifact'"):
+        load_artifact(tmp_path)

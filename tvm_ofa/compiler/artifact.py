@@ -58,6 +58,8 @@ def write_metadata(out_dir: str | os.PathLike, meta: dict) -> Path:
 def read_metadata(path: str | os.PathLike) -> dict:
     """Metadata of an artifact folder (or of its metadata.json / model.so)."""
     p = Path(path)
+    if not p.exists():
+        raise ArtifactError(f"{p}: no such artifact folder")
     d = p if p.is_dir() else p.parent
     mp = d / METADATA
     try:

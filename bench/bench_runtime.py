@@ -1,0 +1,177 @@
+#!/usr/bin/env python
+"""Runtime comparison on this CPU: PyTorch eager, ONNX Runtime, OpenVINO and the tuned tvm-ofa
+artifact, for the smallest, a middle and the largest subnet at 160 and 224 px, batch 1.
+
+All runtimes get the same thread count; they are timed interleaved (A, B, C, D, A, B, ...) over
+several rounds and the table shows medians over rounds of per-round medians. The TVM artifact is
+built with ``tvm_ofa.compiler.pipeline.emit``, which tunes the workloads the target's database
+lacks first (``--trials`` per task; long: ~50 tasks per subnet). The table goes into
+``docs/BENCHMARKS.md`` between markers, with the command, the CPU and the trial budget.
+
+    python bench/bench_runtime.py --trials 64            # full run (hours of tuning on 2 cores)
+    python bench/bench_runtime.py --no-tune --out /tmp/b.md --resolutions 160 --subnets smallest
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+START, END = "<!-- bench_runtime:start -->", "<!-- bench_runtime:end -->"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", default="host-cpu")
+    p.add_argument("--checkpoint", help="supernet checkpoint (default: the embedded one)")
+    p.add_argument("--subnets", nargs="+", default=["smallest", "middle", "largest"])
+    p.add_argument("--resolutions", nargs="+", type=int, default=[160, 224])
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=20, help="timed calls per runtime and round")
+    p.add_argument("--trials", type=int, help="trials per task (default: the target's)")
+    p.add_argument("--no-tune", action="store_true", help="build with the records there are")
+    p.add_argument("--log-root", default="tuning_logs")
+    p.add_argument("--artifacts", default="artifacts")
+    p.add_argument("--out", default="docs/BENCHMARKS.md")
+    return p.parse_args(argv)
+
+
+def subnet(space, name: str, resolution: int):
+    from tvm_ofa.arch import ArchConfig
+
+    mid = lambda c: sorted(c)[len(c) // 2]  # noqa: E731
+    archs = {
+        "smallest": lambda: space.smallest(resolution),
+        "largest": lambda: space.largest(resolution),
+        "middle": lambda: ArchConfig(ks=[mid(space.ks_choices)] * space.n_blocks,
+                                     e=[mid(space.e_choices)] * space.n_blocks,
+                                     d=[mid(space.d_choices)] * space.n_stages, resolution=resolution),
+    }
+    return archs[name]()
+
+
+def runners(module, x, artifact_dir, threads: int, tmp: str) -> dict:
+    """name -> zero-argument callable running one inference to completion."""
+    import numpy as np
+    import onnxruntime as ort
+    import openvino as ov
+    import torch
+
+    from tvm_ofa import load_artifact
+
+    torch.set_num_threads(threads)
+    xt = torch.from_numpy(x)
+    onnx_path = os.path.join(tmp, "model.onnx")
+    torch.onnx.export(module, (xt,), onnx_path, input_names=["x"], output_names=["y"])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+    core = ov.Core()
+    compiled = core.compile_model(onnx_path, "CPU", {"INFERENCE_NUM_THREADS": threads})
+    req = compiled.create_infer_request()
+    art = load_artifact(artifact_dir, threads=threads)
+
+    def run_torch():
+        with torch.no_grad():
+            module(xt)
+
+    out = {"PyTorch eager": run_torch,
+           "ONNX Runtime": lambda: sess.run(None, {"x": x}),
+           "OpenVINO": lambda: req.infer({0: x}),
+           "tvm-ofa (TVM)": lambda: art(x)}
+    ref = module(xt).detach().numpy()
+    for name, f in (("ONNX Runtime", lambda: sess.run(None, {"x": x})[0]), ("tvm-ofa (TVM)", lambda: art(x))):
+        err = float(np.abs(f() - ref).max())
+        if err > 1e-3:
+            raise SystemExit(f"{name} output differs from PyTorch by {err}")
+    return out
+
+
+def interleaved(fns: dict, rounds: int, repeats: int) -> dict:
+    for f in fns.values():  # warm up every runtime before the first timed round
+        for _ in range(3):
+            f()
+    per = {n: [] for n in fns}
+    for _ in range(rounds):
+        for name, f in fns.items():
+            ts = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                f()
+                ts.append((time.perf_counter() - t0) * 1e3)
+            per[name].append(statistics.median(ts))
+    return {n: statistics.median(v) for n, v in per.items()}
+
+
+def write_table(path: Path, block: str) -> None:
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    section = f"{START}\n{block}\n{END}"
+    if START in text and END in text:
+        text = text[: text.index(START)] + section + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+def main(argv=None) -> int:
+    import numpy as np
+    import tvm
+
+    from tvm_ofa.cli._common import load_model
+    from tvm_ofa.compiler.artifact import read_metadata
+    from tvm_ofa.compiler.pipeline import emit
+    from tvm_ofa.targets import host_provenance, load_target
+
+    args = parse_args(argv)
+    cfg = load_target(args.target)
+    net, source = load_model(argparse.Namespace(checkpoint=args.checkpoint))
+    prov = host_provenance(cfg)
+    rows = []
+    for res in args.resolutions:
+        for name in args.subnets:
+            arch = net.space.validate(subnet(net.space, name, res))
+            module = net.extract(arch).eval()
+            t0 = time.time()
+            folder = emit(cfg, arch, module, log_root=args.log_root, out_root=args.artifacts,
+                          tune_first=not args.no_tune, trials_per_task=args.trials, measure=False)
+            meta = read_metadata(folder)
+            print(f"{arch.id}: built in {time.time() - t0:.0f} s, "
+                  f"{meta['tuning']['tuned_workloads']}/{meta['tuning']['total_workloads']} tuned",
+                  flush=True)
+            x = np.random.default_rng(0).standard_normal((1, 3, res, res)).astype("float32")
+            with tempfile.TemporaryDirectory() as tmp:
+                med = interleaved(runners(module, x, folder, args.threads, tmp), args.rounds, args.repeats)
+            rows.append((name, res, arch.id, meta["tuning"], med))
+            print("  " + "  ".join(f"{k} {v:.2f} ms" for k, v in med.items()), flush=True)
+    runtimes = list(rows[0][4]) if rows else []
+    trials = args.trials or cfg.tuning["trials_per_task"]
+    lines = [
+        "## Runtime comparison (batch 1, fp32)",
+        "",
+        f"`{' '.join(['python', 'bench/bench_runtime.py'] + [shlex.quote(a) for a in (argv or sys.argv[1:])])}`"
+        f" on {prov.get('cpu')} ({os.uname().machine}), {args.threads} threads for every runtime, "
+        f"TVM {tvm.__version__}, supernet: {source}; medians of {args.rounds} interleaved rounds of "
+        f"{args.repeats} calls; TVM tuned with {'no new tuning' if args.no_tune else f'{trials} trials per task'} "
+        f"(coverage per row); load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}.",
+        "",
+        "| subnet | px | " + " | ".join(runtimes) + " | TVM tuned workloads |",
+        "| --- | --- | " + " | ".join("---" for _ in runtimes) + " | --- |",
+    ]
+    for name, res, aid, tun, med in rows:
+        lines.append(f"| {name} (`{aid}`) | {res} | " + " | ".join(f"{med[r]:.2f} ms" for r in runtimes)
+                     + f" | {tun['tuned_workloads']}/{tun['total_workloads']} |")
+    write_table(Path(args.out), "\n".join(lines))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
