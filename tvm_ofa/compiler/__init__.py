@@ -4,7 +4,7 @@ per-target database, build and export it, and measure it locally or through a TV
 Public API (all heavy imports are lazy)::
 
     lower_module(module, input_shape) -> LoweredModel
-    tune(cfg, lowered, ...) -> TuneReport           # or iter_tune(...) for progress events
+    tune(cfg, lowered, ..., progress=callback) -> TuneReport
     compile_arch(cfg, arch, supernet, ...) -> Path  # tune what is missing, build, export, measure
     load_artifact(dir) -> Artifact
 """
@@ -19,15 +19,14 @@ _LAZY = {
     "TuningDatabase": "tvm_ofa.compiler.database",
     "open_database": "tvm_ofa.compiler.database",
     "tune": "tvm_ofa.compiler.tune",
-    "iter_tune": "tvm_ofa.compiler.tune",
     "TuneProgress": "tvm_ofa.compiler.tune",
     "TuneReport": "tvm_ofa.compiler.tune",
     "build": "tvm_ofa.compiler.build",
     "compile_arch": "tvm_ofa.compiler.pipeline",
-    "emit_artifact": "tvm_ofa.compiler.artifact",
     "load_artifact": "tvm_ofa.compiler.artifact",
     "Artifact": "tvm_ofa.compiler.artifact",
-    "benchmark": "tvm_ofa.compiler.measure",
+    "emit": "tvm_ofa.compiler.pipeline",
+    "Latency": "tvm_ofa.compiler.measure",
 }
 __all__ = sorted(_LAZY)
 
