@@ -29,7 +29,7 @@ system-deps:
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
 	else echo "not root: skipping apt packages (dataset-fashion-mnist, gcc-aarch64-linux-gnu)"; fi
 
-demo: $(STAMP)
+demo: $(STAMP) system-deps
 	$(VENV)/bin/tvm-ofa demo
 
 test: $(STAMP) system-deps

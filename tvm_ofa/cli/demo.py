@@ -1,35 +1,148 @@
-"""``tvm-ofa demo``: the README's first command, run on the embedded default."""
+"""``tvm-ofa demo``: the README's first command, the main job on the embedded default."""
 from __future__ import annotations
 
 import argparse
 
-HELP = "run the main job on the embedded default (shipped checkpoint and tuning logs)"
-DESCRIPTION = """Run the end-to-end job on the embedded default: load the shipped supernet, take
-its smallest, a middle and its largest subnet, and describe each one."""
+HELP = "run the main job on the embedded default (shipped checkpoint, tuning logs, predictors)"
+DESCRIPTION = """Specialize the embedded supernet for this machine: three latency budgets spread
+over the host's feasible range, each searched, tuned (reusing the shipped logs), built and
+measured; then load one emitted library and classify a few images of the shipped dataset.
+
+Parts that this checkout does not ship yet (a trained checkpoint, this CPU's latency predictor,
+the accuracy predictor) are named with the command that creates them, and the demo does what it
+can without them: it builds the smallest subnet with the logs there are and runs it."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", metavar="FILE", help="use this supernet instead of the shipped one")
+    parser.add_argument("--target", default="host-cpu", help="target config (default: host-cpu)")
+    parser.add_argument("--trials", type=int, default=16,
+                        help="tuning trials per task for workloads the shipped logs lack (default 16)")
+    parser.add_argument("--out", default="artifacts", help="artifact root (default: artifacts)")
+    parser.add_argument("--images", type=int, default=8, help="test images to classify (default 8)")
+
+
+def _classify(folder, arch, dataset_name: str, n: int) -> None:
+    import numpy as np
+
+    from tvm_ofa import load_artifact
+    from tvm_ofa.data import DatasetError, elastic_batches, load_fashion_mnist
+
+    art = load_artifact(folder)
+    print(f"\nclassifying with {folder}/model.so (loaded by the TVM runtime, no PyTorch):")
+    if dataset_name != "fashion-mnist":
+        print(f"  (the supernet was trained on {dataset_name}; showing Fashion-MNIST inputs anyway)")
+    try:
+        test = load_fashion_mnist("test")
+    except DatasetError as err:
+        print(f"  skipped: {err}")
+        return
+    data = test.subset(np.arange(0, len(test), max(1, len(test) // 500))[:max(n, 200)])
+    correct = shown = 0
+    for x, y, _ in elastic_batches(data, 1, [arch.resolution], seed=0, augment=False, shuffle=False,
+                                   drop_last=False):
+        pred = int(np.argmax(art(x.numpy())[0]))
+        label = int(y[0])
+        correct += pred == label
+        if shown < n:
+            mark = "ok" if pred == label else f"(is {test.classes[label]})"
+            print(f"  image {shown:>2}: {test.classes[pred]:<12} {mark}")
+            shown += 1
+    print(f"  accuracy of the compiled library on {len(data)} test images: {correct / len(data):.1%}")
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
+    import warnings
 
-    from tvm_ofa.cli._common import load_model
+    from tvm_ofa.compiler.artifact import read_metadata
+    from tvm_ofa.compiler.pipeline import emit
+    from tvm_ofa.defaults import DEFAULT_CHECKPOINT, default_checkpoint
+    from tvm_ofa.errors import TvmOfaError
+    from tvm_ofa.nn.checkpoint import load_supernet, read_checkpoint
     from tvm_ofa.nn.profile import count_macs
+    from tvm_ofa.targets import host_provenance, load_target
 
-    net, source = load_model(args)
-    space = net.space
-    middle = space.sample(np.random.default_rng(0), resolution=space.resolutions[len(space.resolutions) // 2])
-    print(f"supernet: {source} ({net.width_mult}x width, {net.n_classes} classes, "
-          f"{space.size():.2e} subnets)")
-    print(f"{'subnet':<26} {'params':>9} {'MACs':>9}  output")
-    for arch in (space.smallest(), middle, space.largest()):
-        sub = net.extract(arch)
-        with torch.no_grad():
-            out = sub(torch.zeros(1, 3, arch.resolution, arch.resolution))
-        params = sum(p.numel() for p in sub.parameters())
-        macs = count_macs(arch, net.width_mult, net.n_classes, net.stem_stride)
-        print(f"{arch.id:<26} {params / 1e6:>8.2f}M {macs / 1e6:>8.1f}M  {tuple(out.shape)}")
+    cfg = load_target(args.target)
+    prov = host_provenance(cfg)
+    print(f"target      {cfg.name}: {prov.get('cpu')}, {prov.get('threads')} threads, TVM {prov.get('tvm_version')}")
+    ckpt = default_checkpoint()
+    if ckpt is None:
+        import torch
+
+        from tvm_ofa.nn.ofa_mbv3 import OFAMobileNetV3
+
+        print(f"supernet    none shipped at {DEFAULT_CHECKPOINT} yet: using an UNTRAINED supernet "
+              "(create one with `tvm-ofa train --config configs/fmnist-cpu.yaml`)")
+        torch.manual_seed(0)
+        net, dataset = OFAMobileNetV3(n_classes=10).eval(), "nothing (untrained)"
+    else:
+        net = load_supernet(ckpt)
+        dataset = ((read_checkpoint(ckpt).get("meta") or {}).get("config") or {}).get("dataset", "?")
+        print(f"supernet    {ckpt} (trained on {dataset}; {net.space.size():.1e} subnets)")
+
+    missing = []
+    lat = acc = None
+    try:
+        from tvm_ofa.predict.latency import load_predictor
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            lat = load_predictor(cfg.log_dir(), prov)
+        for w in caught:
+            print(f"warning     {w.message}")
+    except TvmOfaError as err:
+        missing.append(f"latency predictor: {err}")
+    if ckpt is not None:
+        from tvm_ofa.predict.accuracy import AccuracyPredictor
+
+        try:
+            acc = AccuracyPredictor.load(ckpt.with_name("accuracy_predictor.json"), space=net.space)
+        except TvmOfaError as err:
+            missing.append(f"accuracy predictor: {err}")
+    else:
+        missing.append("accuracy predictor: needs a trained checkpoint first")
+    if lat is not None and lat.space != net.space:
+        missing.append(f"latency predictor: {cfg.log_dir()} covers another search space than the supernet")
+        lat = None
+
+    if lat is not None and acc is not None:
+        return _specialize(args, cfg, net, lat, acc, ckpt, dataset)
+
+    print("\nnot shipped yet, so no search this time:")
+    for m in missing:
+        print(f"  - {m}")
+    arch = net.space.smallest()
+    print(f"\nbuilding the smallest subnet {arch.id} ({count_macs(arch, net.width_mult, net.n_classes, net.stem_stride) / 1e6:.1f} MMACs) "
+          f"with the tuning records in {cfg.log_dir()}")
+    folder = emit(cfg, arch, net.extract(arch), out_root=args.out, tune_first=False, repeats=30)
+    meta = read_metadata(folder)
+    t, lat_m = meta["tuning"], meta.get("latency")
+    print(f"artifact    {folder}")
+    print(f"tuning      {t['tuned_workloads']}/{t['total_workloads']} workloads tuned"
+          + ("" if t["tuned_workloads"] else " (untuned: the library runs TVM's default schedules)"))
+    if lat_m:
+        print(f"latency     median {lat_m['median_ms']:.3f} ms, p90 {lat_m['p90_ms']:.3f} ms ({lat_m['threads']} threads)")
+    _classify(folder, arch, dataset, args.images)
+    return 0
+
+
+def _specialize(args, cfg, net, lat, acc, ckpt, dataset) -> int:
+    import numpy as np
+
+    from tvm_ofa.arch import ArchConfig, archs_to_arrays
+    from tvm_ofa.cli import specialize as spec_cli
+    from tvm_ofa.search.budget import latency_floor
+
+    floor, _ = latency_floor(net.space, lambda g: lat.predict(arrays=g), np.random.default_rng(0))
+    top = float(lat.predict(arrays=archs_to_arrays([net.space.largest()]))[0])
+    # spread over the feasible range, clear of its ends where the predictor has least support
+    budgets = [round(floor + (top - floor) * f, 3) for f in (0.15, 0.45, 0.8)]
+    print(f"feasible    {floor:.3f} .. {top:.3f} ms predicted; budgets {', '.join(map(str, budgets))} ms\n")
+    parser = argparse.ArgumentParser()
+    spec_cli.add_arguments(parser)
+    spec_args = parser.parse_args(["--target", args.target, "--latency-ms", *map(str, budgets),
+                                   "--checkpoint", str(ckpt), "--trials", str(args.trials),
+                                   "--out", args.out, "--generations", "200"])
+    results = spec_cli.specialize_and_report(spec_args)
+    best = max(results, key=lambda r: r.budget_ms)
+    _classify(best.artifact, ArchConfig.from_dict(best.arch), dataset, args.images)
     return 0

@@ -56,6 +56,12 @@ def _digest(paths: list[Path]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    specialize_and_report(args)
+    return 0
+
+
+def specialize_and_report(args: argparse.Namespace) -> list:
+    """Run the specialization the arguments describe, print the summary, return the results."""
     from tvm_ofa.cli._common import load_model
     from tvm_ofa.cli._compile_common import tqdm_progress
     from tvm_ofa.defaults import default_checkpoint
@@ -133,4 +139,4 @@ def run(args: argparse.Namespace) -> int:
     plot_front(plot, winners, list(args.latency_ms), front, "predicted accuracy",
                measured=[r.measured_latency_ms for r in results])
     print(f"plot        {plot}")
-    return 0
+    return results
