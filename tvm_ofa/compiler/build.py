@@ -3,6 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from tvm_ofa.errors import TvmOfaError
+
+
+class BuildError(TvmOfaError):
+    """TVM could not compile the module for the target."""
+
 
 def fast_build(mod: Any, target: Any, _params: Any = None) -> Any:
     """MetaSchedule ``f_build`` for CPU targets.
@@ -39,5 +45,10 @@ def build(mod: Any, target: Any, database: Any | None = None) -> Any:
     if database is not None:
         with target, database, tvm.transform.PassContext(opt_level=3):
             mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
-    with tvm.transform.PassContext(opt_level=3):
-        return tvm.compile(mod, target=target)
+    try:
+        with tvm.transform.PassContext(opt_level=3):
+            return tvm.compile(mod, target=target)
+    except Exception as exc:  # TVM's errors are pages long: keep the last line
+        lines = str(exc).strip().splitlines()
+        raise BuildError(f"building for {target.kind.name} failed: "
+                         f"{lines[-1] if lines else type(exc).__name__}") from exc

@@ -212,14 +212,24 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
             contexts, weights = _contexts(
                 [tasks[i] for i in pending], strategy=_strategy(strategy, budget), seed=seed,
                 num_threads=max(1, cfg.num_threads) if cfg.is_cpu and not cfg.is_cross else "physical")
-            ms.tune.tune_tasks(
-                tasks=contexts, task_weights=weights, work_dir=work_dir,
-                max_trials_global=state["budget"], max_trials_per_task=budget,
-                num_trials_per_iter=per_round, builder=builder, runner=runner,
-                database=tdb.db, cost_model="xgb",
-                measure_callbacks=ms.measure_callback.MeasureCallback.create("default")
-                + [_make_callback(state, progress)],
-                task_scheduler="gradient")
+            try:
+                ms.tune.tune_tasks(
+                    tasks=contexts, task_weights=weights, work_dir=work_dir,
+                    max_trials_global=state["budget"], max_trials_per_task=budget,
+                    num_trials_per_iter=per_round, builder=builder, runner=runner,
+                    database=tdb.db, cost_model="xgb",
+                    measure_callbacks=ms.measure_callback.MeasureCallback.create("default")
+                    + [_make_callback(state, progress)],
+                    task_scheduler="gradient")
+            except (KeyboardInterrupt, TvmOfaError):
+                raise
+            except Exception as exc:  # a TVM error: one line for the user, the chain for debugging
+                lines = str(exc).strip().splitlines()
+                raise TuningError(f"{cfg.path}: tuning {cfg.name} failed: "
+                                  f"{lines[-1] if lines else type(exc).__name__}") from exc
+            finally:
+                if hasattr(builder, "shutdown"):
+                    builder.shutdown()  # the persistent pool's workers go with the tune
         tdb.mark_finished([keys[i] for i in pending], budget)
         report.new_trials = state["trials"]
     report.estimated_ms = _estimate(state)
