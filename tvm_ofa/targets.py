@@ -246,9 +246,8 @@ def cpu_features(cfg: TargetConfig) -> list[str]:
         import tvm
         from tvm.target import codegen
 
-        with tvm.target.Target({k: v for k, v in cfg.resolved_target().items() if k != "host"}):
-            feats = codegen.llvm_get_cpu_features()
-        return sorted(str(k) for k, v in dict(feats).items() if bool(v))
+        target = tvm.target.Target({k: v for k, v in cfg.resolved_target().items() if k != "host"})
+        return sorted(str(f) for f in codegen.llvm_get_cpu_features(target))
     except Exception:  # features are provenance, not function: fall back rather than fail
         try:
             for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -61,9 +61,11 @@ def write_provenance(cfg: TargetConfig, log_dir: Path) -> dict:
     """Write ``provenance.json`` (CPU name and features, threads, TVM version) beside the logs."""
     info = host_provenance(cfg)
     path = log_dir / "provenance.json"
-    old = json.loads(path.read_text()) if path.exists() else {}
-    if {k: v for k, v in old.items() if k != "tvm_version"} != \
-            {k: v for k, v in info.items() if k != "tvm_version"} or old.get("tvm_version") != info["tvm_version"]:
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = None
+    if old != info:
         path.write_text(json.dumps(info, indent=2) + "\n")
     return info
 
