@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -165,6 +166,7 @@ def train_supernet(cfg: TrainConfig, progress: Progress | None = None) -> TrainR
         if phase.phase != "largest" and teacher is None:
             teacher = copy.deepcopy(net).eval()
         sub_space = phase_space(space, phase)
+        phase_start = time.time()
         optimizer = _optimizer(net, cfg, phase.lr)
         if not fresh_phase and trainer_blob.get("optimizer"):
             optimizer.load_state_dict(trainer_blob["optimizer"])
@@ -216,7 +218,9 @@ def train_supernet(cfg: TrainConfig, progress: Progress | None = None) -> TrainR
             teacher = copy.deepcopy(net).eval()
             if world.is_main:
                 save_supernet(teacher, run.teacher, meta={"note": "largest network after phase 'largest'"})
-        summary = {"phase": phase.phase, "stage": phase.stage, "steps": total}
+        # wall time of this process's part of the phase (a resumed phase counts from the resume)
+        summary = {"phase": phase.phase, "stage": phase.stage, "steps": total, "epochs": phase.epochs,
+                   "seconds": round(time.time() - phase_start, 1), "world_size": world.size}
         if world.is_main:
             for name, arch in (("largest", space.largest(max(space.resolutions))),
                                ("smallest", space.smallest(min(space.resolutions)))):
