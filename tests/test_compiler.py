@@ -122,6 +122,7 @@ def test_tune_writes_database_and_progress(tuned):
     assert rep.tasks_total >= 4 and rep.tasks_tuned == rep.tasks_total and rep.new_trials > 0
     assert events[0].trials == 0 and events[-1].trials == rep.new_trials
     assert events[-1].best_ms is not None and rep.estimated_ms > 0
+    assert events[-1].tasks_done == events[-1].tasks_total == rep.tasks_total
     log_dir = cfg.log_dir(root)
     prov = json.loads((log_dir / "provenance.json").read_text())
     assert prov["cpu"] == log_dir.name and prov["cpu_features"] and prov["threads"] == 2

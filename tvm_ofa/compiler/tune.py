@@ -80,13 +80,17 @@ def _make_callback(state: dict, progress: ProgressFn | None) -> Any:
                   runner_results) -> None:
             state["trials"] += len(measure_candidates)
             name = state["names"][task_id]
+            per_task = state["task_trials"]
+            per_task[task_id] = per_task.get(task_id, 0) + len(measure_candidates)
             for b, r in zip(builder_results, runner_results):
                 if b.error_msg is None and r.error_msg is None and r.run_secs:
                     secs = sum(float(s) for s in r.run_secs) / len(r.run_secs)
                     state["best"][name] = min(state["best"].get(name, secs), secs)
             if progress is not None:
+                # the scheduler marks a task terminated only when it next picks it
                 done = state["skipped"] + sum(
-                    1 for t in task_scheduler.tasks_ if bool(t.is_terminated))
+                    1 for i, t in enumerate(task_scheduler.tasks_)
+                    if bool(t.is_terminated) or per_task.get(i, 0) >= state["per_task_budget"])
                 progress(TuneProgress(done, state["total"], state["trials"], state["budget"],
                                       _estimate(state), name))
 
@@ -187,7 +191,8 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
                if max(counts.get(k, 0), tdb.finished_budget(k)) < budget]
     names = [t.task_name for t in tasks]
     state: dict[str, Any] = {
-        "trials": 0, "skipped": len(tasks) - len(pending), "total": len(tasks),
+        "trials": 0, "task_trials": {}, "per_task_budget": budget,
+        "skipped": len(tasks) - len(pending), "total": len(tasks),
         "weights": {n: float(t.weight) for n, t in zip(names, tasks)}, "best": {},
         "names": [names[i] for i in pending],
         "budget": sum(max(per_round, budget - counts.get(keys[i], 0)) for i in pending),
