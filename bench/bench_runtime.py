@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     net, source = load_model(argparse.Namespace(checkpoint=args.checkpoint))
     if args.checkpoint is None and str(source).startswith("untrained"):
         realistic_init_(net)
-        source = "untrained supernet, BN/linear re-initialized for realistic activations"
+        source = "untrained supernet, parameters re-initialized at random (seed 0) for realistic activations"
     prov = host_provenance(cfg)
     rows = []
     for res in args.resolutions:
