@@ -6,6 +6,7 @@ it removes one tuning task per conv and the folded weights are what the artifact
 from __future__ import annotations
 
 import copy
+import warnings
 import hashlib
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -90,10 +91,12 @@ def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa:
     module = fold_batchnorm(module) if fold_bn else copy.deepcopy(module).eval()
     x = torch.zeros(tuple(input_shape), dtype=torch.float32)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # torch 2.13 deprecation noise from its own pytree code, not ours to fix
+            warnings.simplefilter("ignore", FutureWarning)
             out = module(x)
             ep = torch.export.export(module, (x,))
-        mod = from_exported_program(ep, keep_params_as_input=True, unwrap_unit_return_tuple=True)
+            mod = from_exported_program(ep, keep_params_as_input=True, unwrap_unit_return_tuple=True)
     except Exception as exc:
         raise LoweringError(f"cannot lower {type(module).__name__}: "
                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from None
