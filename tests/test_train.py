@@ -153,3 +153,19 @@ def test_two_process_data_parallel_training_keeps_ranks_identical(tmp_path):
     # and training moved the weights away from the initialization
     init = torch.load(tmp_path / "run" / "teacher.pt", weights_only=True)["state_dict"]
     assert any(not torch.equal(init[k], r0[k]) for k in r0 if k.endswith("weight"))
+
+
+@needs_fmnist
+def test_subnet_extractor_recalibrates_bn_from_the_checkpoints_dataset(tiny_supernet, tiny_space, tmp_path):
+    from tvm_ofa import save_supernet
+    from tvm_ofa.train.evaluate import subnet_extractor
+
+    arch = tiny_space.smallest()
+    plain = subnet_extractor(tiny_supernet, None)(arch)
+    ckpt = save_supernet(tiny_supernet, tmp_path / "net.pt",
+                         meta={"config": {"dataset": "fashion-mnist", "train_subset": 64}})
+    calibrated = subnet_extractor(tiny_supernet, str(ckpt), calib_batches=2, batch_size=16)(arch)
+    assert not calibrated.training
+    assert not torch.allclose(plain.stem.bn.running_mean, calibrated.stem.bn.running_mean)
+    # the supernet itself is untouched
+    assert torch.equal(tiny_supernet.extract(arch).stem.bn.running_mean, plain.stem.bn.running_mean)

@@ -23,16 +23,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tvm_ofa.cli._common import load_model, resolve_arch
-    from tvm_ofa.compiler.pipeline import compile_arch
+    from tvm_ofa.compiler.pipeline import emit
+    from tvm_ofa.train.evaluate import subnet_extractor
     from tvm_ofa.compiler.artifact import read_metadata
     from tvm_ofa.targets import load_target
 
     cfg = load_target(args.target)
-    net, _ = load_model(args)
+    net, source = load_model(args)
     arch = resolve_arch(args.arch, net.space, args.resolution)
     update, close = tqdm_progress()
     try:
-        out = compile_arch(cfg, arch, net, batch=args.batch, log_root=args.log_root,
+        # batch norm recalibrated on the checkpoint's training data when its metadata names it
+        module = subnet_extractor(net, source)(arch)
+        out = emit(cfg, arch, module, batch=args.batch, log_root=args.log_root,
                            out_root=args.out, tune_first=not args.no_tune,
                            trials_per_task=args.trials, trials_per_round=args.trials_per_round,
                            progress=update, measure=not args.no_measure)

@@ -113,7 +113,10 @@ def run(args: argparse.Namespace) -> int:
     arch = net.space.smallest()
     print(f"\nbuilding the smallest subnet {arch.id} ({count_macs(arch, net.width_mult, net.n_classes, net.stem_stride) / 1e6:.1f} MMACs) "
           f"with the tuning records in {cfg.log_dir()}")
-    folder = emit(cfg, arch, net.extract(arch), out_root=args.out, tune_first=False, repeats=30)
+    from tvm_ofa.train.evaluate import subnet_extractor
+
+    module = subnet_extractor(net, str(ckpt) if ckpt else None)(arch)
+    folder = emit(cfg, arch, module, out_root=args.out, tune_first=False, repeats=30)
     meta = read_metadata(folder)
     t, lat_m = meta["tuning"], meta.get("latency")
     print(f"artifact    {folder}")

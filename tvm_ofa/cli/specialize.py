@@ -72,6 +72,7 @@ def specialize_and_report(args: argparse.Namespace) -> list:
     from tvm_ofa.search.plot import plot_front
     from tvm_ofa.search.specialize import specialize
     from tvm_ofa.targets import host_provenance, load_target
+    from tvm_ofa.train.evaluate import subnet_extractor
 
     cfg = load_target(args.target)
     checkpoint = args.checkpoint or default_checkpoint()
@@ -114,7 +115,8 @@ def specialize_and_report(args: argparse.Namespace) -> list:
         results = specialize(cfg, net, lat, acc, args.latency_ms, out_root=args.out, log_root=args.log_root,
                              seed=args.seed, population_size=args.population, generations=args.generations,
                              max_attempts=args.max_attempts, trials_per_task=args.trials,
-                             repeats=args.repeats, run_key=key, progress=progress, tune_progress=update)
+                             repeats=args.repeats, run_key=key, progress=progress, tune_progress=update,
+                             extract=subnet_extractor(net, source))
     finally:
         close()
     print(f"\n  {'budget':>7} {'status':>8} {'pred. ms':>9} {'meas. ms':>9} {'p90 ms':>8} {'pred. acc':>9}  artifact")

@@ -67,8 +67,8 @@ def specialize(cfg: Any, supernet: Any, latency_predictor: Any, accuracy_predict
                log_root: str | os.PathLike = "tuning_logs", seed: int = 0, population_size: int = 100,
                generations: int = 500, max_attempts: int = 3, trials_per_task: int | None = None,
                trials_per_round: int | None = None, warmup: int = 10, repeats: int = 50,
-               run_key: str = "", progress: Progress | None = None, tune_progress: Any = None
-               ) -> list[Specialized]:
+               run_key: str = "", progress: Progress | None = None, tune_progress: Any = None,
+               extract: Callable[[ArchConfig], Any] | None = None) -> list[Specialized]:
     """Search, emit and measure one subnet per budget.
 
     Parameters
@@ -80,6 +80,8 @@ def specialize(cfg: Any, supernet: Any, latency_predictor: Any, accuracy_predict
     budgets_ms : sequence of float
     max_attempts : int
         Searches per budget when measurements miss it.
+    extract : callable, optional
+        ``arch -> static module`` (e.g. with batch norm recalibrated); default ``supernet.extract``.
     run_key : str
         Identifies the inputs (checkpoint, predictors); recorded results with another key are redone.
     progress : callable, optional
@@ -126,7 +128,8 @@ def specialize(cfg: Any, supernet: Any, latency_predictor: Any, accuracy_predict
             arch: ArchConfig = winner.arch
             progress({"event": "emit", "budget_ms": budget, "arch_id": arch.id,
                       "predicted_latency_ms": winner.latency_ms})
-            folder = emit(cfg, arch, supernet.extract(arch).eval(), log_root=log_root, out_root=out_root,
+            module = extract(arch) if extract is not None else supernet.extract(arch).eval()
+            folder = emit(cfg, arch, module, log_root=log_root, out_root=out_root,
                           trials_per_task=trials_per_task, trials_per_round=trials_per_round,
                           progress=tune_progress, warmup=warmup, repeats=repeats)
             meta = read_metadata(folder)

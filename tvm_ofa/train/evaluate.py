@@ -54,3 +54,36 @@ def evaluate_subnet(supernet: nn.Module, arch: ArchConfig, train: ImageDataset, 
                                                             augment=False, max_batches=calib_batches))
     recalibrate_bn(sub, batches)
     return accuracy(sub, val, arch.resolution, batch_size, device, max_val_batches)
+
+
+def subnet_extractor(supernet: nn.Module, checkpoint: str | None, calib_batches: int = 16,
+                     batch_size: int = 64):
+    """A function ``arch -> static subnet`` that recalibrates batch norm on the training data the
+    checkpoint was trained on (named in its metadata).
+
+    A supernet's running statistics are averaged over the many subnets trained with it; a subnet
+    deployed with them can be far off (once-for-all recalibrates before every evaluation). Without
+    a known dataset (official checkpoints, untrained supernets) the plain extraction is returned.
+    """
+    from tvm_ofa.nn.checkpoint import read_checkpoint
+
+    config = {}
+    if checkpoint and str(checkpoint).endswith((".pt", ".pth")):
+        data = read_checkpoint(checkpoint)
+        if isinstance(data, dict):
+            config = ((data.get("meta") or {}).get("config")) or {}
+    if not config.get("dataset"):
+        return lambda arch: supernet.extract(arch).eval()
+    from tvm_ofa.train.config import load_train_config
+    from tvm_ofa.train.shrink import load_datasets
+
+    keep = ("dataset", "image_size", "val_fraction", "seed", "train_subset")
+    train, _ = load_datasets(load_train_config(None, **{k: config[k] for k in keep if k in config}))
+
+    def extract(arch: ArchConfig) -> nn.Module:
+        sub = supernet.extract(arch)
+        batches = (x for x, _, _ in elastic_batches(train, batch_size, [arch.resolution], seed=1, augment=False,
+                                                    max_batches=calib_batches))
+        return recalibrate_bn(sub, batches)
+
+    return extract
