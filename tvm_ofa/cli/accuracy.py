@@ -79,7 +79,8 @@ def _measure(args: argparse.Namespace) -> int:
             bar.update(1)
             bar.set_postfix(last=f"{rec.accuracy:.3f}")
         skipped = len(archs) - (bar.n - before)
-    print(f"{args.out}: measured on {val.name} ({len(val)} images); {skipped} already there")
+    used = len(val) if args.max_val_batches is None else min(len(val), args.max_val_batches * cfg.batch_size)
+    print(f"{args.out}: measured on {used} images of {val.name}; {skipped} already there")
     return 0
 
 
