@@ -135,7 +135,8 @@ def main(argv=None) -> int:
     meas_path = log_dir / "measurements.jsonl"
     prov = host_provenance(cfg)
     trials = args.trials_per_task or cfg.tuning["trials_per_task"]
-    space = SearchSpace()
+    # the space the data is for: its resolutions are the ones asked for
+    space = SearchSpace(resolutions=tuple(sorted(set(args.resolutions))))
     torch.manual_seed(0)
     # latency does not depend on the weights: an untrained supernet has the same shapes
     net = OFAMobileNetV3(n_classes=args.n_classes, width_mult=args.width_mult, space=space).eval()
