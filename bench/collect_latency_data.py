@@ -44,17 +44,44 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n-classes", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=50, help="timed repeats per measured subnet")
     p.add_argument("--no-measure", action="store_true", help="only tune")
+    p.add_argument("--measure-only", action="store_true",
+                   help="tune nothing: measure end to end (the extremes, then uniform samples) the subnets "
+                        "whose workloads all have records, until --max-subnets are measured; run it on an "
+                        "idle machine, as tuning in the background slows the timed runs several-fold")
     p.add_argument("--prune-keep", type=int, default=None, metavar="K",
                    help="keep only the best K records per workload (run after collecting, or alone "
                         "with --max-subnets 0): keeps the committed logs small")
     return p.parse_args(argv)
 
 
-def sample_arch(space, seed: int, i: int, resolutions):
+def sample_arch(space, seed: int, i: int, resolutions, tuned_keys: set[str] | None = None, net_cfg=None):
+    """Subnet ``i``: first the smallest and largest at every resolution (the ends of the range a
+    search uses), then, while the space has workloads without records, the one of 256 seeded
+    candidates that brings the most of them (so the whole space gets tuned in few subnets), then
+    uniform samples."""
     import numpy as np
 
+    from tvm_ofa.predict.workloads import subnet_workloads
+
+    res = sorted(resolutions)
+    if i < 2 * len(res):
+        r = res[i // 2]
+        return space.smallest(r) if i % 2 == 0 else space.largest(r)
     rng = np.random.default_rng([seed, i])
-    return space.sample(rng, resolution=resolutions[i % len(resolutions)])
+    if tuned_keys is None:
+        return space.sample(rng, resolution=res[i % len(res)])
+    cands = space.sample_many(256, rng)
+    gain = [len({w.key for w in subnet_workloads(a, net_cfg)} - tuned_keys) for a in cands]
+    return cands[int(np.argmax(gain))] if max(gain) > 0 else cands[0]
+
+
+def tuned_workload_keys(log_dir: Path) -> set[str]:
+    from tvm_ofa.predict.dataset import NoTuningLogsError, build_dataset
+
+    try:
+        return {w.key for w in build_dataset(log_dir).workloads}
+    except NoTuningLogsError:
+        return set()
 
 
 def prune(log_dir: Path, keep: int) -> tuple[int, int]:
@@ -142,15 +169,19 @@ def main(argv=None) -> int:
     net = OFAMobileNetV3(n_classes=args.n_classes, width_mult=args.width_mult, space=space).eval()
     net_cfg = NetConfig(args.width_mult, args.n_classes, net.stem_stride)
     done = measured_ids(meas_path)
+    tuned_keys = tuned_workload_keys(log_dir)
     deadline = time.monotonic() + 3600 * args.hours
     limit = args.max_subnets if args.max_subnets is not None else 10**9
     print(f"collecting into {log_dir} (cpu {prov.get('cpu')}, {cfg.num_threads} threads, "
           f"{trials} trials/task); {len(done)} subnets already measured", flush=True)
     bar = tqdm(total=None if args.max_subnets is None else limit, unit="subnet", dynamic_ncols=True)
     i = n = 0
+    if args.measure_only:
+        return measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned_keys, prov,
+                            trials, deadline, limit)
     try:
         while n < limit and time.monotonic() < deadline:
-            arch = sample_arch(space, args.seed, i, args.resolutions)
+            arch = sample_arch(space, args.seed, i, args.resolutions, tuned_keys, net_cfg)
             i += 1
             if arch.id in done:
                 continue
@@ -164,6 +195,9 @@ def main(argv=None) -> int:
                           log_root=args.log_root, progress=progress)
             n += 1
             bar.update(1)
+            from tvm_ofa.predict.workloads import subnet_workloads
+
+            tuned_keys |= {w.key for w in subnet_workloads(arch, net_cfg)}
             if args.no_measure:
                 continue
             tuned, total = coverage(cfg, lowered, args.log_root)
@@ -174,7 +208,9 @@ def main(argv=None) -> int:
             rec = {"id": arch.id, "arch": arch.to_dict(), **m, "cpu": prov.get("cpu"),
                    "threads": cfg.num_threads, "net": net_cfg.to_dict(), "trials_per_task": trials,
                    "task_sum_ms": report.estimated_ms, "tvm_version": prov.get("tvm_version"),
-                   "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                   "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                   # other work on the same cores shifts timings: keep the evidence with them
+                   "loadavg": [round(x, 2) for x in os.getloadavg()]}
             with open(meas_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             done.add(arch.id)
@@ -188,6 +224,45 @@ def main(argv=None) -> int:
         before, after = prune(log_dir, args.prune_keep)
         print(f"pruned {log_dir / 'database_tuning_record.json'}: {before} -> {after} records "
               f"(best {args.prune_keep} per workload)")
+    return 0
+
+
+def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned_keys, prov, trials,
+                 deadline, limit) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from tvm_ofa.compiler.lower import lower_module
+    from tvm_ofa.predict.workloads import subnet_workloads
+
+    target = len(done) + limit if args.max_subnets is not None else 10**9
+    bar = tqdm(total=None if args.max_subnets is None else limit, unit="subnet", dynamic_ncols=True)
+    i = 0
+    res = sorted(args.resolutions)
+    try:
+        while len(done) < target and time.monotonic() < deadline and i < 100_000:
+            if i < 2 * len(res):
+                arch = space.smallest(res[i // 2]) if i % 2 == 0 else space.largest(res[i // 2])
+            else:
+                arch = space.sample(np.random.default_rng([args.seed, 1_000_000 + i]))
+            i += 1
+            if arch.id in done or any(w.key not in tuned_keys for w in subnet_workloads(arch, net_cfg)):
+                continue
+            lowered = lower_module(net.extract(arch), (1, 3, arch.resolution, arch.resolution))
+            m = measure(cfg, lowered, log_dir, args.repeats)
+            rec = {"id": arch.id, "arch": arch.to_dict(), **m, "cpu": prov.get("cpu"),
+                   "threads": cfg.num_threads, "net": net_cfg.to_dict(), "trials_per_task": trials,
+                   "tvm_version": prov.get("tvm_version"), "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                   "loadavg": [round(x, 2) for x in os.getloadavg()]}
+            with open(meas_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            done.add(arch.id)
+            bar.update(1)
+            bar.write(f"{arch.id}: {m['median_ms']:.3f} ms")
+    except KeyboardInterrupt:
+        bar.write("interrupted: measurements written so far are kept; rerun to continue")
+    finally:
+        bar.close()
     return 0
 
 

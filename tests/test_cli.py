@@ -3,7 +3,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from tvm_ofa import save_supernet
 from tvm_ofa.cli import main

@@ -25,6 +25,7 @@ VERBS: dict[str, str] = {
     "run": "tvm_ofa.cli.run",
     "bench": "tvm_ofa.cli.bench",
     "latency": "tvm_ofa.cli.latency",
+    "calibrate": "tvm_ofa.cli.calibrate",
     "search": "tvm_ofa.cli.search",
     "specialize": "tvm_ofa.cli.specialize",
 }

@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tuning trials per task for workloads the shipped logs lack (default 16)")
     parser.add_argument("--out", default="artifacts", help="artifact root (default: artifacts)")
     parser.add_argument("--images", type=int, default=8, help="test images to classify (default 8)")
+    parser.add_argument("--calibrate-minutes", type=float, default=4.0, metavar="MIN",
+                        help="on a CPU the shipped logs never saw, calibrate for up to this long first "
+                             "(default 4)")
 
 
 def _classify(folder, arch, dataset_name: str, n: int) -> None:
@@ -51,7 +54,6 @@ def _classify(folder, arch, dataset_name: str, n: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import warnings
 
     from tvm_ofa.compiler.artifact import read_metadata
     from tvm_ofa.compiler.pipeline import emit
@@ -82,13 +84,9 @@ def run(args: argparse.Namespace) -> int:
     missing = []
     lat = acc = None
     try:
-        from tvm_ofa.predict.latency import load_predictor
+        from tvm_ofa.cli.calibrate import ensure_predictor
 
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            lat = load_predictor(cfg.log_dir(), prov)
-        for w in caught:
-            print(f"warning     {w.message}")
+        lat = ensure_predictor(cfg, "tuning_logs", args.calibrate_minutes)
     except TvmOfaError as err:
         missing.append(f"latency predictor: {err}")
     if ckpt is not None:
@@ -144,7 +142,8 @@ def _specialize(args, cfg, net, lat, acc, ckpt, dataset) -> int:
     spec_cli.add_arguments(parser)
     spec_args = parser.parse_args(["--target", args.target, "--latency-ms", *map(str, budgets),
                                    "--checkpoint", str(ckpt), "--trials", str(args.trials),
-                                   "--out", args.out, "--generations", "200"])
+                                   "--out", args.out, "--generations", "200",
+                                   "--calibrate-minutes", "0"])
     results = spec_cli.specialize_and_report(spec_args)
     best = max(results, key=lambda r: r.budget_ms)
     _classify(best.artifact, ArchConfig.from_dict(best.arch), dataset, args.images)

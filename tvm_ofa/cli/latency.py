@@ -164,7 +164,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     from tvm_ofa.cli._common import print_json
     from tvm_ofa.predict.dataset import is_held_out
-    from tvm_ofa.predict.latency import PREDICTORS, LatencyPredictorError, evaluate, fit_predictor
+    from tvm_ofa.predict.latency import FITTABLE, LatencyPredictorError, evaluate, fit_predictor
 
     cfg, log_dir, prov = _setup(args)
     data, meas, net = _load_data(args, cfg, log_dir)
@@ -176,7 +176,7 @@ def _eval(args: argparse.Namespace) -> int:
     # task level: a quarter of the workloads (by key) hidden from the model
     hide = np.array([int(hashlib.sha1(w.key.encode()).hexdigest()[:8], 16) % 4 == 0 for w in data.workloads])
     if hide.any() and (~hide).any():
-        for kind in PREDICTORS:
+        for kind in FITTABLE:
             p = fit_predictor(kind, data.subset(~hide), net=net)
             y = 1e3 * data.latency_s[hide]
             yp = p.workload_ms([w for w, h in zip(data.workloads, hide) if h])
@@ -187,7 +187,7 @@ def _eval(args: argparse.Namespace) -> int:
                 "within_10pct": float((err <= 0.1).mean())}
     scatter = {}
     if test:
-        for kind in PREDICTORS:
+        for kind in FITTABLE:
             p = fit_predictor(kind, data, train, net=net)
             out["subnets"][kind] = evaluate(p, test)
             scatter[kind] = (np.array([m.median_ms for m in test]), p.predict([m.arch for m in test]))

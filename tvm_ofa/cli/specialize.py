@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import warnings
 from pathlib import Path
 
 from tvm_ofa.errors import TvmOfaError
@@ -40,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="artifacts", metavar="DIR", help="artifact root")
     parser.add_argument("--plot", metavar="PNG", help="default: <out>/<target>/pareto.png")
     parser.add_argument("--repeats", type=int, default=50, help="timed runs per measurement")
+    parser.add_argument("--calibrate-minutes", type=float, default=5.0, metavar="MIN",
+                        help="on a CPU without logs of its own, calibrate from the closest CPU's for up "
+                             "to this long first (0: refuse instead; default 5)")
 
 
 def _accuracy_path(args: argparse.Namespace, checkpoint: str) -> Path:
@@ -63,10 +65,10 @@ def run(args: argparse.Namespace) -> int:
 def specialize_and_report(args: argparse.Namespace) -> list:
     """Run the specialization the arguments describe, print the summary, return the results."""
     from tvm_ofa.cli._common import load_model
+    from tvm_ofa.cli.calibrate import ensure_predictor
     from tvm_ofa.cli._compile_common import tqdm_progress
     from tvm_ofa.defaults import default_checkpoint
     from tvm_ofa.predict.accuracy import AccuracyPredictor
-    from tvm_ofa.predict.latency import load_predictor
     from tvm_ofa.search import nsga2_search
     from tvm_ofa.search.evolution import Winner
     from tvm_ofa.search.plot import plot_front
@@ -83,11 +85,7 @@ def specialize_and_report(args: argparse.Namespace) -> list:
     net, source = load_model(args)
     prov = host_provenance(cfg)
     log_dir = cfg.log_dir(args.log_root)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        lat = load_predictor(log_dir, prov)
-    for w in caught:
-        print(f"warning: {w.message}")
+    lat = ensure_predictor(cfg, args.log_root, args.calibrate_minutes)
     acc_path = _accuracy_path(args, source)
     acc = AccuracyPredictor.load(acc_path, space=net.space)
     if lat.space != net.space:

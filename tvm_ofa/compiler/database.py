@@ -158,3 +158,35 @@ def open_database(log_dir: str | os.PathLike) -> TuningDatabase:
     if isinstance(fin, dict):
         finished = {str(k): int(v) for k, v in fin.items() if isinstance(v, int)}
     return TuningDatabase(log_dir=log_dir, db=db, skipped_lines=skipped, _finished=finished)
+
+
+CALIBRATION_FILE = "calibration.json"
+
+
+def calibration_source(log_dir: str | os.PathLike) -> Path | None:
+    """The log folder whose schedules ``log_dir`` borrows (written by ``tvm-ofa calibrate``),
+    None when it has none or the folder is gone."""
+    doc = _parse((Path(log_dir) / CALIBRATION_FILE).read_text()) \
+        if (Path(log_dir) / CALIBRATION_FILE).is_file() else None
+    src = doc.get("source_dir") if isinstance(doc, dict) else None
+    if not src:
+        return None
+    path = Path(src)
+    if not path.is_absolute():
+        path = Path(log_dir) / path
+    return path if (path / WORKLOAD_FILE).is_file() else None
+
+
+def schedule_database(log_dir: str | os.PathLike) -> Any | None:
+    """The schedules a build for ``log_dir``'s machine applies: its own records first, then those
+    of the machine it was calibrated from (a schedule is valid TIR on any CPU of the same ISA;
+    it is rebuilt for this one). None when neither exists."""
+    from tvm.s_tir.meta_schedule.database import OrderedUnionDatabase
+
+    log_dir = Path(log_dir)
+    own = open_database(log_dir).db if log_dir.exists() else None
+    src = calibration_source(log_dir) if log_dir.exists() else None
+    if src is None:
+        return own
+    borrowed = open_database(src).db
+    return OrderedUnionDatabase(own, borrowed) if own is not None else borrowed

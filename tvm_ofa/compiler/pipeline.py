@@ -52,7 +52,7 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
 
     from tvm_ofa.compiler.artifact import export, load_artifact, write_metadata
     from tvm_ofa.compiler.build import build
-    from tvm_ofa.compiler.database import open_database
+    from tvm_ofa.compiler.database import schedule_database
     from tvm_ofa.compiler.intrin import family, register_light
     from tvm_ofa.compiler.lower import lower_module
     from tvm_ofa.compiler.runners import measurable
@@ -71,7 +71,7 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
         tune_note = f"not tuned: {why}"
     log_dir = cfg.log_dir(log_root)
     target = cfg.tvm_target()
-    db = open_database(log_dir).db if log_dir.exists() else None
+    db = schedule_database(log_dir)
     tuned, total = coverage(cfg, lowered, log_root)
     executable = build(lowered.mod, target, db if tuned else None)
     out = artifact_dir(cfg, arch.id, out_root)

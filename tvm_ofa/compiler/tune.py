@@ -13,9 +13,9 @@ import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Collection, Optional
 
-from tvm_ofa.compiler.database import TuningDatabase, open_database
+from tvm_ofa.compiler.database import calibration_source, open_database, schedule_database
 from tvm_ofa.compiler.lower import LoweredModel
 from tvm_ofa.errors import TvmOfaError
 from tvm_ofa.targets import DEFAULT_LOG_ROOT, TargetConfig, host_provenance
@@ -143,7 +143,8 @@ def _estimate(state: dict) -> float | None:
 def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | None = None,
          trials_per_round: int | None = None, log_root: str | Path = DEFAULT_LOG_ROOT,
          progress: Optional[ProgressFn] = None, min_repeat_ms: int = 40, seed: int | None = None,
-         builder: Any = None, runner: Any = None, strategy: str = "evolutionary") -> TuneReport:
+         builder: Any = None, runner: Any = None, strategy: str = "evolutionary",
+         only: Optional[Collection[str]] = None) -> TuneReport:
     """Tune the workloads of ``lowered`` that the target's database does not cover yet.
 
     Parameters
@@ -164,6 +165,10 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
     strategy : str
         ``"evolutionary"`` (XGB-guided, population scaled to the budget) or ``"replay-trace"``
         (random sampling; cheap, for tests).
+    only : collection of str, optional
+        Tune only the tasks whose workload key (``tvm_ofa.predict.workloads.Workload.key``) is
+        in it. Without it, tasks that the machine's calibration source has a schedule for count
+        as covered (``tvm-ofa calibrate`` decides which of them are worth tuning here).
 
     Returns
     -------
@@ -189,6 +194,19 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
     keys = [tdb.workload_key(t.dispatched[0]) for t in tasks]
     pending = [i for i, k in enumerate(keys)
                if max(counts.get(k, 0), tdb.finished_budget(k)) < budget]
+    if only is not None:
+        from tvm_ofa.predict.workloads import workload_from_mod
+
+        wanted = set(only)
+        pending = [i for i in pending
+                   if (w := workload_from_mod(tasks[i].dispatched[0])) is not None and w.key in wanted]
+    else:
+        src = calibration_source(log_dir)
+        if src is not None:
+            borrowed = open_database(src).db
+            pending = [i for i in pending if counts.get(keys[i], 0) == 0
+                       and borrowed.query_tuning_record(tasks[i].dispatched[0], target,
+                                                        tasks[i].task_name) is None]
     names = [t.task_name for t in tasks]
     state: dict[str, Any] = {
         "trials": 0, "task_trials": {}, "per_task_budget": budget,
@@ -245,15 +263,14 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
 
 def coverage(cfg: TargetConfig, lowered: LoweredModel, log_root: str | Path = DEFAULT_LOG_ROOT
              ) -> tuple[int, int]:
-    """``(workloads with a valid record, total workloads)`` of ``lowered`` in the database."""
+    """``(workloads with a schedule, total workloads)`` of ``lowered``: the machine's own records
+    or, after ``tvm-ofa calibrate``, those it borrows from its source machine."""
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
 
-    log_dir = cfg.log_dir(log_root)
-    if not log_dir.exists():
-        tasks = extract_tasks(lowered.mod, cfg.tvm_target())
-        return 0, len(tasks)
     target = cfg.tvm_target()
-    tdb = open_database(log_dir)
     tasks = extract_tasks(lowered.mod, target)
-    tuned = sum(1 for t in tasks if tdb.best_seconds(t.dispatched[0], target) is not None)
+    db = schedule_database(cfg.log_dir(log_root))
+    if db is None:
+        return 0, len(tasks)
+    tuned = sum(1 for t in tasks if db.query_tuning_record(t.dispatched[0], target, t.task_name) is not None)
     return tuned, len(tasks)

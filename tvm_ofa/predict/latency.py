@@ -281,19 +281,145 @@ class LookupPredictor(LatencyPredictor):
         self.lut, self.s_per_mac = dict(state["lut"]), dict(state["s_per_mac"])
 
 
+def op_group(w: Workload) -> str:
+    """The operator family a machine change scales together: dense 1x1 convolutions, other
+    dense convolutions (the stem), depthwise convolutions, and the memory-bound rest."""
+    if w.kind == "conv2d":
+        return "conv1x1" if w.k == 1 else "conv"
+    return "dwconv" if w.kind == "dwconv" else "other"
+
+
+OP_GROUPS = ("conv1x1", "conv", "dwconv", "other")
+
+
+class CalibratedPredictor(LatencyPredictor):
+    """Another machine's predictor carried over to this one (``tvm-ofa calibrate``).
+
+    A workload tuned on this machine is predicted by its own best record; any other by the source
+    predictor's value times a factor of its :func:`op_group`, fitted on end-to-end measurements of
+    a few subnets here (ridge-shrunk towards one common factor, so that few measurements cannot
+    swing a group the data barely sees).
+    """
+
+    kind = "calibrated"
+    ridge = 1.0  # weight of the pull of each group factor towards the common one
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.source_ms: dict[str, float] = {}
+        self.local_ms: dict[str, float] = {}
+        self.factors: dict[str, float] = {g: 1.0 for g in OP_GROUPS}
+        self.source: dict[str, Any] = {}
+
+    @classmethod
+    def from_source(cls, source: LatencyPredictor, local: WorkloadDataset | None = None,
+                    info: dict[str, Any] | None = None) -> "CalibratedPredictor":
+        """Start from ``source`` (its per-workload predictions over its whole space, net-level
+        scale kept) and this machine's own tuning records ``local``."""
+        pred = cls(source.space, source.net)
+        keys = [w.key for w in source.table.workloads]
+        pred.source_ms = dict(zip(keys, (float(v) for v in source._table_ms()[:-1])))
+        pred.calibration = (source.calibration[0], 0.0, 0.0)
+        pred.source = dict(info or {})
+        pred.set_local(local)
+        return pred
+
+    def set_local(self, local: WorkloadDataset | None) -> None:
+        """Use this machine's own best records (refit after new tuning)."""
+        self.local_ms = {} if local is None else {k: 1e3 * v for k, v in local.by_key().items()
+                                                  if k in self.source_ms}
+        self._op_ms = None
+
+    def _predict_ops_s(self, workloads: Sequence[Workload]) -> np.ndarray:
+        out = []
+        for w in workloads:
+            if w.key in self.local_ms:
+                out.append(self.local_ms[w.key])
+            else:
+                # a workload outside the source's space has no prediction: the group's mean ratio
+                base = self.source_ms.get(w.key)
+                if base is None:
+                    raise LatencyPredictorError(f"workload {w.key} is outside the source predictor's space")
+                out.append(base * self.factors[op_group(w)])
+        return 1e-3 * np.asarray(out, dtype=np.float64)
+
+    def _group_sums(self, archs: Sequence[ArchConfig]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per arch: (source ms per group over workloads not tuned here, local ms, task count)."""
+        ids = self.table.ids(archs)
+        wl = self.table.workloads
+        src = np.zeros((len(archs), len(OP_GROUPS)))
+        loc = np.zeros(len(archs))
+        for i, row in enumerate(ids):
+            for j in row[row >= 0]:
+                w = wl[j]
+                if w.key in self.local_ms:
+                    loc[i] += self.local_ms[w.key]
+                else:
+                    src[i, OP_GROUPS.index(op_group(w))] += self.source_ms[w.key]
+        return src, loc, (ids >= 0).sum(axis=1)
+
+    def calibrate(self, measurements: Sequence[Measurement]) -> None:
+        """Fit the group factors and the per-network/per-task offsets on end-to-end measurements
+        (relative error, non-negative); with fewer than 5, one common factor only."""
+        ms = [m for m in measurements if m.net == self.net and self.space.contains(m.arch)]
+        self.meta["n_measurements"] = len(ms)
+        self._op_ms = None
+        if not ms:
+            return
+        scale = self.calibration[0]
+        y = np.array([m.median_ms for m in ms])
+        src, loc, n_ops = self._group_sums([m.arch for m in ms])
+        common = float(np.median((y - scale * loc) / np.maximum(scale * src.sum(1), 1e-9)))
+        common = max(common, 1e-3)
+        self.factors = {g: common for g in OP_GROUPS}
+        self.calibration = (scale, 0.0, 0.0)
+        if len(ms) >= 5:
+            from scipy.optimize import nnls
+
+            # unknowns: scale * factor per group, ms per network, ms per task
+            a = np.concatenate([scale * src, np.ones((len(ms), 1)), n_ops[:, None]], axis=1) / y[:, None]
+            b = 1.0 - scale * loc / y
+            lam = self.ridge
+            prior = scale * common
+            reg = np.zeros((len(OP_GROUPS), a.shape[1]))
+            reg[np.arange(len(OP_GROUPS)), np.arange(len(OP_GROUPS))] = lam / prior
+            a = np.concatenate([a, reg])
+            b = np.concatenate([b, np.full(len(OP_GROUPS), lam)])
+            coef, _ = nnls(a, b)
+            self.factors = {g: max(float(c) / scale, 1e-3) for g, c in zip(OP_GROUPS, coef)}
+            self.calibration = (scale, float(coef[-2]), float(coef[-1]))
+        self._op_ms = None
+
+    def fit(self, data: WorkloadDataset, measurements: Sequence[Measurement] = ()) -> "LatencyPredictor":
+        raise LatencyPredictorError("a calibrated predictor is made by `tvm-ofa calibrate`, not fitted on logs")
+
+    def _state(self) -> dict[str, Any]:
+        return {"source": self.source, "factors": self.factors, "source_ms": self.source_ms,
+                "local_ms": self.local_ms}
+
+    def _load_state(self, state: dict[str, Any], folder: Path) -> None:
+        self.source = dict(state.get("source") or {})
+        self.factors = {g: float(state["factors"].get(g, 1.0)) for g in OP_GROUPS}
+        self.source_ms = {k: float(v) for k, v in state["source_ms"].items()}
+        self.local_ms = {k: float(v) for k, v in (state.get("local_ms") or {}).items()}
+
+
 # predictor kind -> class; the CLI and `evaluate` iterate over it
 PREDICTORS: dict[str, type[LatencyPredictor]] = {
     "xgboost": XGBoostPredictor,
     "macs": MacsPredictor,
     "lookup": LookupPredictor,
+    "calibrated": CalibratedPredictor,
 }
+# the kinds fitted from a machine's own tuning logs (`tvm-ofa latency fit` / `eval`)
+FITTABLE = ("xgboost", "macs", "lookup")
 
 
 def fit_predictor(kind: str, data: WorkloadDataset, measurements: Sequence[Measurement] = (),
                   space: SearchSpace | None = None, net: NetConfig | None = None) -> LatencyPredictor:
     """Fit a predictor of :data:`PREDICTORS` on a workload dataset and end-to-end measurements."""
-    if kind not in PREDICTORS:
-        raise LatencyPredictorError(f"unknown predictor {kind!r} (choose: {', '.join(PREDICTORS)})")
+    if kind not in FITTABLE:
+        raise LatencyPredictorError(f"unknown predictor {kind!r} (choose: {', '.join(FITTABLE)})")
     return PREDICTORS[kind](space, net).fit(data, measurements)
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from tvm_ofa.arch import SearchSpace
 from tvm_ofa.data import ImageDataset, batches_per_epoch, elastic_batches, load_fashion_mnist, load_image_folder
-from tvm_ofa.errors import CheckpointError, ConfigError
+from tvm_ofa.errors import ConfigError
 from tvm_ofa.nn.checkpoint import load_supernet, read_checkpoint, save_supernet
 from tvm_ofa.nn.ofa_mbv3 import OFAMobileNetV3
 from tvm_ofa.train import distributed as dist_utils

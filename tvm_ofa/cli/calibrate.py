@@ -1,0 +1,103 @@
+"""``tvm-ofa calibrate``: a latency predictor for a machine the shipped logs never saw."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "calibrate the latency predictor on a machine whose CPU has no logs (minutes, resumable)"
+DESCRIPTION = """Make this machine (or the RPC device of the target) usable for search in minutes:
+borrow the schedules of the closest CPU that has logs, measure a few deliberately chosen subnets
+end to end (the extremes and a space-filling sample), fit this machine's predictor from the
+source's, and spend the time left tuning the workloads that carry the most predicted latency.
+Logs stay per CPU (tuning_logs/<target>/<cpu>/). Interrupt at any time: a rerun continues.
+
+examples:
+  tvm-ofa calibrate --target targets/host-cpu.yaml --minutes 10
+  tvm-ofa calibrate --target my-board.yaml --source tuning_logs/host-cpu/znver4 --minutes 30"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", default="host-cpu", metavar="YAML",
+                        help="target config file or shipped name (default: host-cpu)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="time budget of this run (default 10)")
+    parser.add_argument("--source", metavar="DIR",
+                        help="log folder of the machine to start from (default: the closest CPU "
+                             "with a predictor under the same target)")
+    parser.add_argument("--subnets", type=int, default=16, help="subnets measured end to end (default 16)")
+    parser.add_argument("--no-tune", action="store_true", help="measure and fit only; tune nothing here")
+    parser.add_argument("--trials", type=int, metavar="N",
+                        help="tuning trials per workload (default: half the target's, at least 8)")
+    parser.add_argument("--log-root", default="tuning_logs", metavar="DIR")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tvm_ofa.targets import host_provenance, load_target
+
+    cfg = load_target(args.target)
+    prov = host_provenance(cfg)
+    print(f"machine     {prov.get('cpu') or cfg.name}, {prov.get('threads')} threads -> {cfg.log_dir(args.log_root)}")
+    report = run_calibration(cfg, args.minutes, log_root=args.log_root, source_dir=args.source,
+                             n_subnets=args.subnets, seed=args.seed, tune=not args.no_tune,
+                             trials_per_task=args.trials)
+    f = ", ".join(f"{g} x{v:.2f}" for g, v in report.factors.items())
+    print(f"source      {report.source_dir} ({report.source_cpu})")
+    print(f"measured    {report.measured} subnets ({report.measured_now} now); tuned here: "
+          f"{report.tuned_workloads} workloads; {report.seconds / 60:.1f} min")
+    print(f"factors     {f}")
+    if report.fit_mape is not None:
+        print(f"fit         MAPE {report.fit_mape:.1f} % on the calibration subnets (in-sample)")
+    print(f"wrote       {report.predictor}")
+    return 0
+
+
+def run_calibration(cfg, minutes: float, **kwargs):
+    """:func:`tvm_ofa.predict.calibrate.calibrate` with a progress bar (also used by specialize)."""
+    from tqdm import tqdm
+
+    from tvm_ofa.predict.calibrate import calibrate
+
+    bars: list = []  # made at the first event, so that an error before it is one clean line
+
+    def progress(ev) -> None:
+        if not bars:
+            bars.append(tqdm(total=None, desc="calibrating", unit="subnet", dynamic_ncols=True))
+        bar = bars[0]
+        if ev.stage == "measure":
+            bar.total = ev.total
+            bar.n = ev.done
+            bar.set_postfix_str(ev.message)
+            bar.refresh()
+        elif ev.stage == "tune":
+            bar.set_postfix_str(f"tuning {ev.message}")
+            bar.refresh()
+
+    try:
+        return calibrate(cfg, minutes=minutes, progress=progress, **kwargs)
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+def ensure_predictor(cfg, log_root: str, minutes: float):
+    """The target's latency predictor for this machine; when this CPU has none but another CPU
+    of the target has one, calibrate first (within ``minutes``) and say so in one line."""
+    import warnings
+
+    from tvm_ofa.predict.calibrate import find_source
+    from tvm_ofa.predict.latency import PREDICTOR_FILE, load_predictor
+    from tvm_ofa.targets import host_provenance
+
+    prov = host_provenance(cfg)
+    log_dir = cfg.log_dir(log_root)
+    if not (log_dir / PREDICTOR_FILE).is_file() and minutes > 0:
+        src = find_source(log_dir, prov)
+        if src is not None:
+            print(f"calibrate   this CPU ({prov.get('cpu')}) has no logs of its own: calibrating from "
+                  f"{src} for up to {minutes:g} min first (`tvm-ofa calibrate` does more)")
+            run_calibration(cfg, minutes, log_root=log_root, source_dir=src)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pred = load_predictor(log_dir, prov)
+    for w in caught:
+        print(f"warning     {w.message}")
+    return pred

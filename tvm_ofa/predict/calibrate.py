@@ -1,0 +1,465 @@
+"""Make a machine whose CPU has no tuning logs useful in minutes (``tvm-ofa calibrate``).
+
+1. Its logs stay apart: ``tuning_logs/<target>/<cpu>/`` (``TargetConfig.log_dir``).
+2. It borrows the schedules of the closest machine that has a predictor (same target, most
+   shared CPU features): ``calibration.json`` names that folder, and every build here applies
+   its own records first and the borrowed ones after (``compiler.database.schedule_database``),
+   rebuilt for this CPU.
+3. It measures a few deliberately chosen subnets end to end: the two extremes, then a
+   space-filling sample over depth, width, kernel, resolution and the source's latency.
+4. It fits a :class:`~tvm_ofa.predict.latency.CalibratedPredictor`: the source's per-workload
+   predictions rescaled per operator group, plus this machine's own records where it has them.
+5. Time that is left tunes, on this machine, the workloads that carry the most predicted latency
+   over the space, then re-measures the calibration subnets they touch and refits.
+
+Everything is appended to disk as it is measured (``calibration_measurements.jsonl``); a rerun
+skips what is done and the predictor is rewritten after every measurement, so an interruption
+loses at most the subnet in flight.
+"""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from tvm_ofa.arch import ArchConfig, SearchSpace
+from tvm_ofa.errors import TvmOfaError
+from tvm_ofa.predict.dataset import Measurement, _json_lines
+from tvm_ofa.predict.latency import PREDICTOR_FILE, CalibratedPredictor, LatencyPredictor, load_predictor
+
+CALIBRATION_FILE = "calibration.json"
+MEASUREMENTS_FILE = "calibration_measurements.jsonl"
+# a first guess of one subnet's lower + build + measure, before this machine has timed one
+DEFAULT_SUBNET_SECONDS = 30.0
+
+
+class CalibrationError(TvmOfaError):
+    """Calibration cannot start or go on (no source, unreachable device, too little time)."""
+
+
+@dataclass
+class CalibrationEvent:
+    """Progress, sent after each step."""
+
+    stage: str  # "measure", "fit", "tune"
+    done: int
+    total: int
+    message: str = ""
+
+
+@dataclass
+class CalibrationReport:
+    log_dir: str
+    source_dir: str
+    source_cpu: Optional[str]
+    measured: int
+    measured_now: int
+    tuned_workloads: int
+    seconds: float
+    predictor: str
+    factors: dict[str, float] = field(default_factory=dict)
+    fit_mape: Optional[float] = None
+
+
+def _features(prov: dict) -> set[str]:
+    return set(prov.get("cpu_features") or [])
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def find_source(log_dir: Path, provenance: dict) -> Path | None:
+    """The sibling CPU folder of ``log_dir`` (same target) that has a latency predictor and the
+    most CPU features in common with this machine (Jaccard), None when there is none."""
+    parent = log_dir.parent
+    if not parent.is_dir():
+        return None
+    mine = _features(provenance)
+    best: tuple[float, str] | None = None
+    for d in sorted(p for p in parent.iterdir() if p.is_dir() and p != log_dir):
+        if not (d / PREDICTOR_FILE).is_file():
+            continue
+        doc = _read_json(d / PREDICTOR_FILE)
+        if doc.get("kind") == CalibratedPredictor.kind:
+            continue  # a calibrated machine is not a source: its schedules are borrowed too
+        theirs = set(doc.get("cpu_features") or _features(_read_json(d / "provenance.json")))
+        score = len(mine & theirs) / max(1, len(mine | theirs))
+        if best is None or score > best[0]:
+            best = (score, str(d))
+    return Path(best[1]) if best else None
+
+
+def load_source(source_dir: Path, provenance: dict) -> LatencyPredictor:
+    """The source machine's predictor; refused when fitted with another TVM version."""
+    doc = _read_json(source_dir / PREDICTOR_FILE)
+    if not doc:
+        raise CalibrationError(f"{source_dir / PREDICTOR_FILE}: no readable latency predictor to start from; "
+                               f"fit one there with `tvm-ofa latency fit`")
+    if doc.get("kind") == CalibratedPredictor.kind:
+        raise CalibrationError(f"{source_dir}: its predictor is itself calibrated from another machine; "
+                               "use that machine's folder as the source")
+    if doc.get("tvm_version") != provenance.get("tvm_version"):
+        raise CalibrationError(
+            f"{source_dir}: logs and predictor are from TVM {doc.get('tvm_version')}, this is TVM "
+            f"{provenance.get('tvm_version')}: schedules and timings do not carry over between versions")
+    as_there = {**provenance, "target": doc.get("target"), "cpu": doc.get("cpu")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_predictor(source_dir, as_there)
+
+
+def calibration_set(space: SearchSpace, source: LatencyPredictor, n: int, seed: int = 0,
+                    candidates: int = 4000, covered: set[str] | None = None,
+                    extra: Sequence[ArchConfig] = ()) -> list[ArchConfig]:
+    """The subnets to measure, in order: the fastest and slowest (by the source's prediction),
+    then greedy max-min distance over (mean depth, mean expand, mean kernel, resolution, log
+    source latency), each scaled to [0, 1].
+
+    Parameters
+    ----------
+    candidates : int
+        Seeded uniform samples of the space in the pool, besides the extremes and ``extra``.
+    covered : set of str, optional
+        Workload keys that have a schedule to borrow: only subnets made of them are measured
+        (an unscheduled workload runs TVM's naive default, which says nothing about tuned code).
+    extra : sequence of ArchConfig
+        More candidates, e.g. the subnets the source measured (fully tuned there by construction).
+    """
+    from tvm_ofa.predict.workloads import subnet_workloads
+
+    rng = np.random.default_rng(seed)
+    pool = [space.smallest(), space.largest()] + [a for a in extra if space.contains(a)] \
+        + space.sample_many(candidates, rng)
+    seen: set[str] = set()
+    pool = [a for a in pool if not (a.id in seen or seen.add(a.id))]
+    if covered is not None:
+        inside = [a for a in pool if all(w.key in covered for w in subnet_workloads(a, source.net))]
+        if len(inside) >= 2:
+            pool = inside
+    if len(pool) <= 2:
+        return pool[:n]
+    ks, e, d, r = (np.asarray(a, dtype=np.float64) for a in _arrays(pool))
+    active = _active_mask(d.astype(int), space)
+    lat = np.log(source.predict(pool))
+    feats = np.stack([d.mean(1), (e * active).sum(1) / active.sum(1), (ks * active).sum(1) / active.sum(1),
+                      r, lat], axis=1)
+    span = feats.max(0) - feats.min(0)
+    feats = (feats - feats.min(0)) / np.where(span > 0, span, 1.0)
+    chosen = [int(np.argmin(lat)), int(np.argmax(lat))]
+    dist = np.minimum(np.linalg.norm(feats - feats[chosen[0]], axis=1),
+                      np.linalg.norm(feats - feats[chosen[1]], axis=1))
+    while len(chosen) < min(n, len(pool)):
+        i = int(np.argmax(dist))
+        if dist[i] <= 0:
+            break
+        chosen.append(i)
+        dist = np.minimum(dist, np.linalg.norm(feats - feats[i], axis=1))
+    return [pool[i] for i in chosen[:n]]
+
+
+def source_archs(source_dir: Path) -> list[ArchConfig]:
+    """The subnets the source machine measured end to end."""
+    from tvm_ofa.predict.dataset import load_measurements
+
+    return [m.arch for m in load_measurements(source_dir)[0]]
+
+
+def scheduled_keys(source_dir: Path, log_dir: Path) -> set[str]:
+    """Workload keys with a schedule here: the source's records and this machine's own."""
+    keys: set[str] = set()
+    for d in (source_dir, log_dir):
+        ds = _local_dataset(d)
+        if ds is not None:
+            keys |= {w.key for w in ds.workloads}
+    return keys
+
+
+def _arrays(archs: Sequence[ArchConfig]) -> tuple[np.ndarray, ...]:
+    from tvm_ofa.predict.workloads import WorkloadTable
+
+    return WorkloadTable.arrays(archs)
+
+
+def _active_mask(d: np.ndarray, space: SearchSpace) -> np.ndarray:
+    pos = np.tile(np.arange(space.max_depth), space.n_stages)
+    stage = np.repeat(np.arange(space.n_stages), space.max_depth)
+    return (pos[None, :] < d[:, stage]).astype(np.float64)
+
+
+def read_measurements(log_dir: Path) -> list[dict]:
+    """Calibration measurements on disk (unreadable lines skipped), latest per arch id."""
+    latest: dict[str, dict] = {}
+    for d in _json_lines(log_dir / MEASUREMENTS_FILE):
+        if isinstance(d, dict) and "id" in d and "median_ms" in d and "arch" in d:
+            latest[d["id"]] = d
+    return list(latest.values())
+
+
+def _append(path: Path, rec: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+        f.flush()
+
+
+def min_minutes(log_dir: Path) -> float:
+    """Minutes needed to measure the two extremes: from this machine's own past measurements
+    when it has some, else a first guess."""
+    secs = [float(m.get("seconds", 0)) for m in read_measurements(log_dir) if m.get("seconds")]
+    per = float(np.median(secs)) if secs else DEFAULT_SUBNET_SECONDS
+    return round(2 * per / 60, 2)
+
+
+def _local_dataset(log_dir: Path) -> Any:
+    from tvm_ofa.compiler.database import DatabaseWarning
+    from tvm_ofa.predict.dataset import NoTuningLogsError, build_dataset
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DatabaseWarning)
+            return build_dataset(log_dir)
+    except NoTuningLogsError:
+        return None
+
+
+def fit(source: LatencyPredictor, log_dir: Path, info: dict) -> tuple[CalibratedPredictor, list[Measurement]]:
+    """The calibrated predictor from the source and what ``log_dir`` holds now."""
+    pred = CalibratedPredictor.from_source(source, _local_dataset(log_dir), info)
+    ms = []
+    for d in read_measurements(log_dir):
+        try:
+            ms.append(Measurement.from_dict(d))
+        except (KeyError, TypeError, ValueError, TvmOfaError):
+            continue
+    pred.calibrate(ms)
+    return pred, ms
+
+
+def important_workloads(pred: LatencyPredictor, n_archs: int = 512, seed: int = 0) -> list[tuple[str, float]]:
+    """Workload keys ranked by the predicted latency they carry over a uniform sample of the
+    space (occurrences times predicted ms): the ones worth tuning on this machine first."""
+    archs = pred.space.sample_many(n_archs, np.random.default_rng(seed))
+    ids = pred.table.ids(archs)
+    ms = pred._table_ms()
+    weight = np.bincount(ids[ids >= 0].ravel(), weights=ms[ids[ids >= 0].ravel()], minlength=len(ms) - 1)
+    order = np.argsort(-weight)
+    return [(pred.table.workloads[i].key, float(weight[i])) for i in order if weight[i] > 0]
+
+
+def calibrate(cfg: Any, *, minutes: float, log_root: str | Path = "tuning_logs",
+              source_dir: str | Path | None = None, n_subnets: int = 16, seed: int = 0,
+              repeats: int = 30, tune: bool = True, trials_per_task: int | None = None,
+              tune_rounds: int | None = None, progress: Optional[Callable[[CalibrationEvent], None]] = None,
+              clock: Callable[[], float] = time.monotonic) -> CalibrationReport:
+    """Calibrate the latency predictor of ``cfg`` on this machine within ``minutes``.
+
+    Parameters
+    ----------
+    cfg : TargetConfig
+    minutes : float
+        Time budget of this run (a rerun continues with a new budget).
+    source_dir : path, optional
+        The log folder to start from (default: the closest CPU of the same target, see
+        :func:`find_source`). Needed when the target's logs are not kept per CPU (RPC devices).
+    n_subnets : int
+        Calibration subnets to measure end to end (10-20 is the useful range).
+    tune : bool
+        Spend the time left on tuning the most important workloads here.
+    trials_per_task : int, optional
+        Tuning trials per workload in step 5 (default: half the target's budget, at least 8).
+    tune_rounds : int, optional
+        At most this many tune-remeasure-refit rounds in step 5 (default: until time is up).
+
+    Returns
+    -------
+    CalibrationReport
+    """
+    from tvm_ofa.compiler.runners import measurable
+    from tvm_ofa.targets import host_provenance
+
+    start = clock()
+    deadline = start + 60.0 * float(minutes)
+    log_dir = cfg.log_dir(log_root)
+    need = min_minutes(log_dir)
+    if minutes < need:
+        raise CalibrationError(f"--minutes {minutes:g} is too short: measuring the two extreme subnets "
+                               f"takes about {need:g} minutes here; give at least that")
+    ok, why = measurable(cfg)
+    if not ok:
+        raise CalibrationError(f"{cfg.path}: cannot measure {cfg.name}: {why}")
+    prov = host_provenance(cfg)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    state = _read_json(log_dir / CALIBRATION_FILE)
+    if source_dir is None:
+        source_dir = state.get("source_dir") or find_source(log_dir, prov)
+    if source_dir is None:
+        raise CalibrationError(
+            f"{log_dir.parent}: no other machine's logs with a latency predictor to start from; collect them "
+            f"(`python bench/collect_latency_data.py --target {cfg.name}`, then `tvm-ofa latency fit`) "
+            "or pass --source DIR")
+    source_dir = Path(source_dir).resolve()
+    if source_dir == log_dir.resolve():
+        raise CalibrationError(f"{source_dir}: the source must be another machine's folder, not this one's")
+    source = load_source(source_dir, prov)
+    info = {"dir": str(source_dir), "cpu": source.meta.get("cpu"), "threads": source.meta.get("threads"),
+            "date": source.meta.get("date")}
+    state.update({"source_dir": str(source_dir), "source_cpu": source.meta.get("cpu"),
+                  "cpu": prov.get("cpu"), "cpu_features": prov.get("cpu_features"),
+                  "threads": prov.get("threads"), "tvm_version": prov.get("tvm_version")})
+    _write_json(log_dir / CALIBRATION_FILE, state)
+    from tvm_ofa.compiler.tune import write_provenance
+
+    write_provenance(cfg, log_dir)
+
+    archs = calibration_set(source.space, source, n_subnets, seed=seed,
+                            covered=scheduled_keys(source_dir, log_dir), extra=source_archs(source_dir))
+    done = {m["id"]: m for m in read_measurements(log_dir)}
+    todo = [a for a in archs if a.id not in done]
+    measured_now = 0
+    per_subnet = np.median([m["seconds"] for m in done.values() if m.get("seconds")] or [DEFAULT_SUBNET_SECONDS])
+    net = _untrained(source)
+
+    def emit_event(stage: str, i: int, n: int, msg: str = "") -> None:
+        if progress is not None:
+            progress(CalibrationEvent(stage, i, n, msg))
+
+    emit_event("measure", len(archs) - len(todo), len(archs))
+    for arch in todo:
+        if clock() + per_subnet > deadline and measured_now + len(done) >= 2:
+            break
+        m = measure_subnet(cfg, arch, net, source, log_root, repeats)
+        m["db_records"] = _record_count(log_dir)
+        _append(log_dir / MEASUREMENTS_FILE, m)
+        done[arch.id] = m
+        measured_now += 1
+        per_subnet = float(np.median([d["seconds"] for d in done.values() if d.get("seconds")]))
+        pred, _ = fit(source, log_dir, info)
+        pred.save(log_dir, prov)
+        emit_event("measure", len(archs) - len(todo) + measured_now, len(archs),
+                   f"{arch.id} {m['median_ms']:.3f} ms")
+
+    tuned = 0
+    if tune and cfg.runner["kind"] in ("local", "rpc"):
+        tuned = _tune_important(cfg, source, log_dir, log_root, archs, net, info, prov, deadline, clock,
+                                per_subnet, repeats, trials_per_task, tune_rounds, emit_event)
+
+    pred, ms = fit(source, log_dir, info)
+    path = pred.save(log_dir, prov)
+    fit_mape = None
+    if ms:
+        y = np.array([m.median_ms for m in ms])
+        fit_mape = float(100 * np.mean(np.abs(pred.predict([m.arch for m in ms]) - y) / y))
+    state["seconds"] = float(state.get("seconds", 0.0)) + (clock() - start)
+    _write_json(log_dir / CALIBRATION_FILE, state)
+    emit_event("fit", 1, 1, f"{len(ms)} subnets")
+    return CalibrationReport(str(log_dir), str(source_dir), source.meta.get("cpu"), len(ms), measured_now,
+                             tuned, clock() - start, str(path), dict(pred.factors), fit_mape)
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def _record_count(log_dir: Path) -> int:
+    p = log_dir / "database_tuning_record.json"
+    return sum(1 for _ in open(p, "rb")) if p.exists() else 0
+
+
+def _untrained(source: LatencyPredictor) -> Any:
+    """A supernet with the source network's shapes: latency does not depend on the weights."""
+    import torch
+
+    from tvm_ofa.nn.ofa_mbv3 import OFAMobileNetV3
+
+    torch.manual_seed(0)
+    n = source.net
+    return OFAMobileNetV3(n_classes=n.n_classes, width_mult=n.width_mult, space=source.space,
+                          stem_stride=n.stem_stride).eval()
+
+
+def measure_subnet(cfg: Any, arch: ArchConfig, net: Any, source: LatencyPredictor,
+                   log_root: str | Path, repeats: int) -> dict:
+    """Build ``arch`` with this machine's schedules (own first, then borrowed), time it where
+    the target runs (locally or through its RPC tracker), return the measurement record."""
+    import tempfile
+
+    from tvm_ofa.compiler.artifact import read_metadata
+    from tvm_ofa.compiler.pipeline import emit
+
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="tvm-ofa-cal-") as tmp:
+        folder = emit(cfg, arch, net.extract(arch).eval(), batch=source.net.batch, log_root=log_root,
+                      out_root=tmp, tune_first=False, repeats=repeats)
+        meta = read_metadata(folder)
+    lat = meta.get("latency") or {}
+    if not lat.get("median_ms"):
+        raise CalibrationError(f"{cfg.path}: {arch.id} was built but not measured: {meta.get('latency_note')}")
+    return {**Measurement(arch, float(lat["median_ms"]), source.net, lat.get("p90_ms"), lat.get("repeats"),
+                          (meta.get("cpu") or {}).get("name"), lat.get("threads")).to_dict(),
+            "coverage": meta["tuning"]["coverage"], "seconds": round(time.monotonic() - t0, 2),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def _tune_important(cfg, source, log_dir, log_root, archs, net, info, prov, deadline, clock,
+                    per_subnet, repeats, trials_per_task, rounds, emit_event) -> int:
+    """Step 5: tune the heaviest workloads not yet tuned here, a few at a time, inside subnets of
+    the calibration set that contain them; re-measure those subnets and refit."""
+    from tvm_ofa.compiler.lower import lower_module
+    from tvm_ofa.compiler.tune import tune
+    from tvm_ofa.predict.workloads import subnet_workloads
+
+    budget = int(trials_per_task or max(8, cfg.tuning["trials_per_task"] // 2))
+    per_round = min(budget, int(cfg.tuning["trials_per_round"]))
+    tuned = 0
+    secs_per_trial = 0.5  # refined from this run's own tuning
+    n_round = 0
+    while rounds is None or n_round < rounds:
+        n_round += 1
+        pred, _ = fit(source, log_dir, info)
+        local = set(pred.local_ms)
+        ranked = [k for k, _ in important_workloads(pred) if k not in local]
+        left = deadline - clock()
+        if not ranked or left < per_subnet * 2 + budget * secs_per_trial:
+            return tuned
+        # the subnet of the calibration set holding the most of the top workloads
+        top = ranked[:8]
+        keys_of = {a.id: {w.key for w in subnet_workloads(a, source.net)} for a in archs}
+        arch = max(archs, key=lambda a: len(keys_of[a.id] & set(top)))
+        chosen = [k for k in top if k in keys_of[arch.id]]
+        affordable = max(1, int((left - 2 * per_subnet) / (budget * secs_per_trial)))
+        chosen = chosen[:affordable]
+        if not chosen:
+            return tuned
+        emit_event("tune", tuned, tuned + len(chosen), f"{len(chosen)} workloads in {arch.id}")
+        res = arch.resolution
+        lowered = lower_module(net.extract(arch).eval(), (source.net.batch, 3, res, res))
+        t0 = clock()
+        report = tune(cfg, lowered, trials_per_task=budget, trials_per_round=per_round, log_root=log_root,
+                      only=chosen)
+        if report.new_trials:
+            secs_per_trial = max(0.05, (clock() - t0) / report.new_trials)
+        tuned += report.tasks_tuned
+        # the subnets whose schedules changed are measured again, as builds will now be
+        for a in archs:
+            if clock() + per_subnet > deadline:
+                break
+            if keys_of[a.id] & set(chosen):
+                m = measure_subnet(cfg, a, net, source, log_root, repeats)
+                m["db_records"] = _record_count(log_dir)
+                _append(log_dir / MEASUREMENTS_FILE, m)
+        pred, _ = fit(source, log_dir, info)
+        pred.save(log_dir, prov)
+        if report.tasks_tuned == 0:
+            return tuned
+    return tuned
