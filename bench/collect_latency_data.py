@@ -13,7 +13,7 @@ Resumable: subnet ``i`` is drawn from ``(seed, i)``, measured subnets are skippe
 an interrupted tune loses at most the batch in flight. Stop with Ctrl-C or ``--hours``.
 
     python bench/collect_latency_data.py --target targets/host-cpu.yaml --hours 8
-    python bench/collect_latency_data.py --target host-cpu --prune-keep 3   # shrink the logs
+    python bench/collect_latency_data.py --target host-cpu --max-subnets 0 --pack 3   # ship them
 """
 from __future__ import annotations
 
@@ -48,9 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="tune nothing: measure end to end (the extremes, then uniform samples) the subnets "
                         "whose workloads all have records, until --max-subnets are measured; run it on an "
                         "idle machine, as tuning in the background slows the timed runs several-fold")
-    p.add_argument("--prune-keep", type=int, default=None, metavar="K",
-                   help="keep only the best K records per workload (run after collecting, or alone "
-                        "with --max-subnets 0): keeps the committed logs small")
+    p.add_argument("--pack", type=int, default=None, metavar="K",
+                   help="at the end, keep the best K records per workload and write the .xz copies the "
+                        "repository ships (alone: --max-subnets 0 --pack 3)")
     return p.parse_args(argv)
 
 
@@ -82,30 +82,6 @@ def tuned_workload_keys(log_dir: Path) -> set[str]:
         return {w.key for w in build_dataset(log_dir).workloads}
     except NoTuningLogsError:
         return set()
-
-
-def prune(log_dir: Path, keep: int) -> tuple[int, int]:
-    """Keep the ``keep`` fastest valid records per workload (workload lines untouched, so record
-    indices stay valid); return ``(records before, after)``."""
-    rec_path = log_dir / "database_tuning_record.json"
-    if not rec_path.exists():
-        return 0, 0
-    lines = [ln for ln in rec_path.read_text(errors="replace").splitlines() if ln.strip()]
-    per_wl: dict[int, list[tuple[float, str]]] = {}
-    for ln in lines:
-        try:
-            idx, rec = json.loads(ln)
-            secs = [float(s) for s in rec[1]]
-            mean = sum(secs) / len(secs)
-        except (ValueError, TypeError, IndexError, ZeroDivisionError):
-            continue
-        if mean < 1e9:  # failed candidates carry 1e10
-            per_wl.setdefault(int(idx), []).append((mean, ln))
-    kept = [ln for recs in per_wl.values() for _, ln in sorted(recs)[:keep]]
-    tmp = rec_path.with_suffix(".json.tmp")
-    tmp.write_text("".join(ln + "\n" for ln in kept))
-    os.replace(tmp, rec_path)
-    return len(lines), len(kept)
 
 
 def measured_ids(path: Path) -> set[str]:
@@ -220,10 +196,11 @@ def main(argv=None) -> int:
         bar.write("interrupted: records written so far are kept; rerun to continue")
     finally:
         bar.close()
-    if args.prune_keep:
-        before, after = prune(log_dir, args.prune_keep)
-        print(f"pruned {log_dir / 'database_tuning_record.json'}: {before} -> {after} records "
-              f"(best {args.prune_keep} per workload)")
+    if args.pack:
+        from tvm_ofa.compiler.database import pack
+
+        before, after = pack(log_dir, args.pack)
+        print(f"packed {log_dir}: {before} -> {after} records (best {args.pack} per workload), .xz written")
     return 0
 
 

@@ -275,3 +275,25 @@ def test_load_artifact_errors(tmp_path):
     (tmp_path / "metadata.json").write_text('{"format": "other"}')
     with pytest.raises(ArtifactError, match="format: expected 'tvm-ofa-artifact'"):
         load_artifact(tmp_path)
+
+
+def test_pack_keeps_best_records_and_unpack_restores(tmp_path):
+    from tvm_ofa.compiler.database import RECORD_FILE, WORKLOAD_FILE, pack, unpack
+    from tvm_ofa.predict.dataset import has_logs
+
+    wl = ['["111", {"m": 1}]', '["222", {"m": 2}]', '["333", {"m": 3}]']
+    rec = [[2, [["t"], [3e-3]]], [2, [["t"], [1e-3]]], [2, [["t"], [2e-3]]], [2, [["t"], [1e10]]],
+           [0, [["t"], [1e10]]], [1, [["t"], [5e-3]]]]
+    (tmp_path / WORKLOAD_FILE).write_text("\n".join(wl) + "\n")
+    (tmp_path / RECORD_FILE).write_text("\n".join(json.dumps(r) for r in rec) + "\n")
+    assert pack(tmp_path, keep=2) == (6, 3)
+    wl_after = (tmp_path / WORKLOAD_FILE).read_text().splitlines()
+    assert [json.loads(x)[0] for x in wl_after] == ["222", "333"]  # "111" had no valid record
+    recs = [json.loads(x) for x in (tmp_path / RECORD_FILE).read_text().splitlines()]
+    assert sorted((r[0], r[1][1][0]) for r in recs) == [(0, 5e-3), (1, 1e-3), (1, 2e-3)]
+    plain = {n: (tmp_path / n).read_bytes() for n in (WORKLOAD_FILE, RECORD_FILE)}
+    for n in plain:
+        (tmp_path / n).unlink()
+    assert has_logs(tmp_path)  # unpacked on first use
+    assert {n: (tmp_path / n).read_bytes() for n in plain} == plain
+    assert not unpack(tmp_path)  # the working copies win once they exist

@@ -47,6 +47,76 @@ def _atomic_write(path: Path, lines: list[str]) -> None:
     os.replace(tmp, path)
 
 
+PACKED_SUFFIX = ".xz"
+
+
+def unpack(log_dir: str | os.PathLike) -> bool:
+    """Restore the database files of ``log_dir`` from their shipped ``.xz`` copies where the
+    plain file is missing (the repository ships the compressed form: TIR as JSON compresses
+    about 150x). Return True when something was unpacked."""
+    import lzma
+
+    log_dir = Path(log_dir)
+    done = False
+    for name in (WORKLOAD_FILE, RECORD_FILE):
+        plain, packed = log_dir / name, log_dir / (name + PACKED_SUFFIX)
+        if not plain.exists() and packed.is_file():
+            tmp = plain.with_suffix(plain.suffix + ".tmp")
+            with lzma.open(packed, "rb") as src, open(tmp, "wb") as dst:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+            os.replace(tmp, plain)
+            done = True
+    return done
+
+
+def pack(log_dir: str | os.PathLike, keep: int | None = None) -> tuple[int, int]:
+    """Write the ``.xz`` copies of ``log_dir``'s database that the repository ships, first keeping
+    only the ``keep`` fastest valid records per workload and the workloads that have one (record
+    indices remapped). Return ``(records before, after)``."""
+    import lzma
+
+    log_dir = Path(log_dir)
+    unpack(log_dir)
+    repair(log_dir)
+    wl_lines = [ln for ln in _read_lines(log_dir / WORKLOAD_FILE) if ln.strip()]
+    per_wl: dict[int, list[tuple[float, str]]] = {}
+    n_before = 0
+    for line in _read_lines(log_dir / RECORD_FILE):
+        obj = _parse(line)
+        if not (isinstance(obj, list) and len(obj) == 2 and isinstance(obj[0], int)):
+            continue
+        n_before += 1
+        try:
+            secs = [float(x) for x in obj[1][1]]
+            mean = sum(secs) / len(secs)
+        except (TypeError, ValueError, IndexError, ZeroDivisionError):
+            continue
+        if 0 < mean < 1e9:  # failed candidates carry 1e10
+            per_wl.setdefault(obj[0], []).append((mean, line))
+    if keep is not None:
+        used = sorted(i for i in per_wl if i < len(wl_lines))
+        remap = {old: new for new, old in enumerate(used)}
+        new_wl = [wl_lines[i] for i in used]
+        new_rec = []
+        for old in used:
+            for _, line in sorted(per_wl[old], key=lambda t: t[0])[:keep]:
+                obj = _parse(line)
+                new_rec.append(json.dumps([remap[old], obj[1]], separators=(",", ":")))
+        _atomic_write(log_dir / WORKLOAD_FILE, new_wl)
+        _atomic_write(log_dir / RECORD_FILE, new_rec)
+        n_after = len(new_rec)
+    else:
+        n_after = n_before
+    for name in (WORKLOAD_FILE, RECORD_FILE):
+        packed = log_dir / (name + PACKED_SUFFIX)
+        tmp = packed.with_suffix(".tmp")
+        with open(log_dir / name, "rb") as src, lzma.open(tmp, "wb", preset=9 | lzma.PRESET_EXTREME) as dst:
+            dst.write(src.read())
+        os.replace(tmp, packed)
+    return n_before, n_after
+
+
 def repair(log_dir: str | os.PathLike) -> int:
     """Drop unparsable lines from the database files in ``log_dir``; return how many went.
 
@@ -150,6 +220,7 @@ def open_database(log_dir: str | os.PathLike) -> TuningDatabase:
 
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
+    unpack(log_dir)
     skipped = repair(log_dir)
     db = JSONDatabase(path_workload=str(log_dir / WORKLOAD_FILE),
                       path_tuning_record=str(log_dir / RECORD_FILE), allow_missing=True)

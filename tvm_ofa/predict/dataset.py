@@ -113,7 +113,10 @@ def _parse_workload(entry: Any) -> Workload | None:
 
 
 def has_logs(log_dir: str | Path) -> bool:
+    from tvm_ofa.compiler.database import unpack
+
     log_dir = Path(log_dir)
+    unpack(log_dir)
     return (log_dir / WORKLOAD_FILE).is_file() and (log_dir / RECORD_FILE).is_file()
 
 
