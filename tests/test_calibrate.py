@@ -292,3 +292,27 @@ def test_calibrate_a_device_through_an_rpc_tracker(source_machine, tmp_path):
         rep = calibrate(cfg, minutes=20, log_root=tmp_path, source_dir=src0, n_subnets=2, tune=False, repeats=5)
     assert rep.measured == 2 and Path(rep.log_dir) == tmp_path / "board"
     assert all(m["median_ms"] > 0 for m in read_measurements(tmp_path / "board"))
+
+
+def test_specialize_on_a_cpu_without_logs_calibrates_first_and_says_so(tiny_space, tmp_path, monkeypatch, capsys):
+    from tvm_ofa.cli import calibrate as cli
+    from tvm_ofa.predict.latency import CalibratedPredictor
+    from tvm_ofa.targets import host_provenance
+
+    cfg = _host_cfg()
+    prov = host_provenance(cfg)
+    src = tmp_path / "host-test" / "srccpu"
+    _source_predictor(tiny_space).save(src, {**prov, "cpu": "srccpu"})
+    calls = []
+
+    def fake(cfg_, minutes, **kw):
+        calls.append((minutes, kw["source_dir"]))
+        CalibratedPredictor.from_source(_source_predictor(tiny_space)).save(cfg_.log_dir(kw["log_root"]), prov)
+
+    monkeypatch.setattr(cli, "run_calibration", fake)
+    pred = cli.ensure_predictor(cfg, str(tmp_path), 3.0)
+    out = capsys.readouterr().out
+    assert pred.kind == "calibrated" and calls == [(3.0, src)]
+    assert out.count("\n") == 1 and f"({prov['cpu']}) has no logs of its own: calibrating from {src}" in out
+    cli.ensure_predictor(cfg, str(tmp_path), 3.0)  # the second time it has its own
+    assert len(calls) == 1 and capsys.readouterr().out == ""

@@ -1,0 +1,204 @@
+#!/usr/bin/env python
+"""How good is ``tvm-ofa calibrate`` after N minutes on a machine the logs never saw?
+
+The source is a target's fully collected folder (``tuning_logs/<target>/<cpu>/`` with its fitted
+predictor). The new machine is this one under another configuration (``--threads``, default 1):
+the source folder is copied under another name into a scratch log root, so the new machine has
+no logs of its own and calibrates from it. Held-out subnets (uniform over the space, none in the
+calibration set) are measured on the new machine with the schedules it builds with, then
+calibration runs in increments (1, 5, 10, 30, 60 minutes of calibration in total) and after each
+the calibrated predictor is scored beside two baselines on the same subnets:
+
+- ``source``: the source predictor used unchanged;
+- ``macs``: latency proportional to MACs (plus a per-network constant), fitted on the same
+  calibration measurements.
+
+Writes ``<out>/calibration_benchmark.json`` and ``.png`` (resumable: the scratch root keeps
+every measurement), and prints a Markdown table.
+
+    python bench/calibration_benchmark.py --source tuning_logs/host-cpu/znver4 --threads 1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", default="host-cpu")
+    p.add_argument("--source", default=None, help="source log folder (default: this CPU's folder of the target)")
+    p.add_argument("--threads", type=int, default=1, help="thread count of the simulated new machine")
+    p.add_argument("--minutes", type=float, nargs="+", default=[1, 5, 10, 20],
+                   help="cumulative calibration minutes at which to score")
+    p.add_argument("--tune", action="store_true",
+                   help="let calibration tune here too (step 5). Off by default: tuning changes the "
+                        "schedules builds use, so the held-out truth measured before it goes stale")
+    p.add_argument("--held-out", type=int, default=20, help="held-out subnets measured on the new machine")
+    p.add_argument("--subnets", type=int, default=40,
+                   help="calibration subnets at most (the minutes decide how many get measured)")
+    p.add_argument("--scratch", default="bench/out/calibration", help="scratch log root (resumable)")
+    p.add_argument("--out", default="bench/out", help="where the JSON and PNG go")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def macs_baseline(measurements, space, net):
+    """Fitted ``a * MACs + b`` on the calibration measurements (least squares on relative error)."""
+    import numpy as np
+
+    from tvm_ofa.nn.profile import count_macs
+
+    x = np.array([count_macs(m.arch, net.width_mult, net.n_classes, net.stem_stride) for m in measurements], float)
+    y = np.array([m.median_ms for m in measurements])
+    a = np.stack([x, np.ones_like(x)], 1) / y[:, None]
+    coef, *_ = np.linalg.lstsq(a, np.ones_like(y), rcond=None)
+    return lambda archs: coef[0] * np.array([count_macs(a, net.width_mult, net.n_classes, net.stem_stride)
+                                             for a in archs], float) + coef[1]
+
+
+def scores(pred_ms, true_ms) -> dict:
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    p, y = np.asarray(pred_ms, float), np.asarray(true_ms, float)
+    err = np.abs(p - y) / y
+    return {"mape": float(100 * err.mean()), "kendall_tau": float(kendalltau(p, y).statistic),
+            "within_10pct": float((err <= 0.1).mean())}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from tvm_ofa.targets import load_target, parse_target
+
+    base = load_target(args.target)
+    source = Path(args.source) if args.source else base.log_dir()
+    raw = {"name": base.name, "target": dict(base.target), "threads": args.threads,
+           "runner": dict(base.runner), "tuning": dict(base.tuning)}
+    cfg = parse_target(raw, f"{base.path} (threads: {args.threads})")
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    import numpy as np
+
+    from tvm_ofa.predict.calibrate import (_untrained, calibrate, calibration_set, fit, load_source,
+                                           measure_subnet, min_minutes, scheduled_keys, source_archs)
+    from tvm_ofa.predict.dataset import Measurement
+    from tvm_ofa.predict.workloads import subnet_workloads
+    from tvm_ofa.targets import host_provenance
+
+    scratch = Path(args.scratch)
+    src_copy = scratch / cfg.name / f"{source.name}-source"
+    if not src_copy.exists():
+        src_copy.mkdir(parents=True)
+        for f in source.iterdir():
+            if f.is_file() and not f.name.startswith("calibration"):
+                shutil.copy2(f, src_copy / f.name)
+    here = cfg.log_dir(scratch)
+    prov = host_provenance(cfg)
+    src_pred = load_source(src_copy.resolve(), prov)
+    net = _untrained(src_pred)
+    info = {"dir": str(src_copy.resolve())}
+
+    # held-out: uniform samples with a schedule for every workload, outside the calibration set
+    covered = scheduled_keys(src_copy, here)
+    cal_ids = {a.id for a in calibration_set(src_pred.space, src_pred, args.subnets, seed=args.seed,
+                                             covered=covered, extra=source_archs(src_copy))}
+    rng = np.random.default_rng([args.seed, 99])
+    held_path = scratch / "held_out.jsonl"
+    held = {d["id"]: d for d in (json.loads(x) for x in held_path.read_text().splitlines())} \
+        if held_path.exists() else {}
+    want, tries = [], 0
+    while len(want) < args.held_out and tries < 100_000:
+        a = src_pred.space.sample(rng)
+        tries += 1
+        if a.id in cal_ids or any(w.key not in covered for w in subnet_workloads(a, src_pred.net)):
+            continue
+        want.append(a)
+    here.mkdir(parents=True, exist_ok=True)
+    (here / "calibration.json").write_text(json.dumps({"source_dir": str(src_copy.resolve())}))
+    for i, a in enumerate(want):
+        if a.id not in held:
+            m = measure_subnet(cfg, a, net, src_pred, scratch, 30)
+            held[a.id] = m
+            with open(held_path, "a") as f:
+                f.write(json.dumps(m) + "\n")
+            print(f"held-out {i + 1}/{len(want)} {a.id}: {m['median_ms']:.3f} ms", flush=True)
+    truth = [Measurement.from_dict(held[a.id]) for a in want]
+    y = [m.median_ms for m in truth]
+
+    state_path = scratch / "progress.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {"rows": []}
+    spent = sum(r["minutes_run"] for r in state["rows"])
+    for total in args.minutes:
+        if any(abs(r["minutes"] - total) < 1e-6 for r in state["rows"]):
+            continue
+        step = max(total - spent, 0.0)
+        t0 = time.monotonic()
+        if step > 0:
+            calibrate(cfg, minutes=max(step, min_minutes(here)), log_root=scratch, n_subnets=args.subnets,
+                      seed=args.seed, repeats=30, tune=args.tune)
+        ran = (time.monotonic() - t0) / 60
+        spent += ran
+        pred, ms = fit(src_pred, here, info)
+        row = {"minutes": total, "minutes_run": ran, "calibration_subnets": len(ms),
+               "own_workloads": len(pred.local_ms),
+               "calibrated": scores(pred.predict([m.arch for m in truth]), y),
+               "source": scores(src_pred.predict([m.arch for m in truth]), y),
+               "macs": scores(macs_baseline(ms, src_pred.space, src_pred.net)([m.arch for m in truth]), y)
+               if len(ms) >= 2 else None}
+        state["rows"].append(row)
+        state_path.write_text(json.dumps(state, indent=1))
+        print(json.dumps(row), flush=True)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"command": "python " + " ".join(sys.argv), "source": str(source), "source_cpu": src_pred.meta.get("cpu"),
+           "source_threads": src_pred.meta.get("threads"), "new_machine": {"cpu": prov.get("cpu"),
+                                                                          "threads": args.threads},
+           "held_out": len(truth), "date": time.strftime("%Y-%m-%d"), "loadavg": os.getloadavg(), **state}
+    (out / "calibration_benchmark.json").write_text(json.dumps(doc, indent=1))
+    _plot(state["rows"], out / "calibration_benchmark.png")
+    print("\n| calibration min | subnets | own workloads | calibrated MAPE / tau / within 10 % | "
+          "source unchanged | MACs-proportional |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in sorted(state["rows"], key=lambda r: r["minutes"]):
+        def f(s):
+            return "-" if not s else f"{s['mape']:.1f} % / {s['kendall_tau']:.3f} / {100 * s['within_10pct']:.0f} %"
+        print(f"| {r['minutes']:g} | {r['calibration_subnets']} | {r['own_workloads']} | {f(r['calibrated'])} | "
+              f"{f(r['source'])} | {f(r['macs'])} |")
+    print(f"\nwrote {out / 'calibration_benchmark.json'} and {out / 'calibration_benchmark.png'}")
+    return 0
+
+
+def _plot(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(rows, key=lambda r: r["minutes"])
+    x = [r["minutes"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for key, label in (("calibrated", "calibrated"), ("source", "source unchanged"), ("macs", "MACs, fitted")):
+        axes[0].plot(x, [r[key]["mape"] if r[key] else float("nan") for r in rows], "o-", label=label)
+        axes[1].plot(x, [r[key]["kendall_tau"] if r[key] else float("nan") for r in rows], "o-", label=label)
+    axes[0].set_ylabel("MAPE (%)")
+    axes[1].set_ylabel("Kendall tau")
+    for ax in axes:
+        ax.set_xlabel("calibration minutes")
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
