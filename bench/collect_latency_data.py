@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     from tvm_ofa.compiler.lower import lower_module
     from tvm_ofa.compiler.tune import coverage, tune
     from tvm_ofa.nn.ofa_mbv3 import OFAMobileNetV3
-    from tvm_ofa.predict.workloads import NetConfig
+    from tvm_ofa.predict.workloads import NetConfig, subnet_workloads
     from tvm_ofa.targets import host_provenance
 
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     print(f"collecting into {log_dir} (cpu {prov.get('cpu')}, {cfg.num_threads} threads, "
           f"{trials} trials/task); {len(done)} subnets already measured", flush=True)
     bar = tqdm(total=None if args.max_subnets is None else limit, unit="subnet", dynamic_ncols=True)
-    i = n = 0
+    i = n = idle = 0
     if args.measure_only:
         return measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned_keys, prov,
                             trials, deadline, limit)
@@ -161,6 +161,14 @@ def main(argv=None) -> int:
             i += 1
             if arch.id in done:
                 continue
+            if args.no_measure and not {w.key for w in subnet_workloads(arch, net_cfg)} - tuned_keys:
+                # a rerun walks the same sequence: subnets tuned before cost nothing to skip here
+                idle += 1
+                if idle > 64:
+                    bar.write("every sampled subnet's workloads have records already: nothing left to tune")
+                    break
+                continue
+            idle = 0
             lowered = lower_module(net.extract(arch), (1, 3, arch.resolution, arch.resolution))
 
             def progress(ev, _arch=arch):
@@ -171,8 +179,6 @@ def main(argv=None) -> int:
                           log_root=args.log_root, progress=progress)
             n += 1
             bar.update(1)
-            from tvm_ofa.predict.workloads import subnet_workloads
-
             tuned_keys |= {w.key for w in subnet_workloads(arch, net_cfg)}
             if args.no_measure:
                 continue
