@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-classes", type=int, help="classifier outputs (default: measured, else 1000)")
     parser.add_argument("--stem-stride", type=int, help="stem stride (default: measured, else 2)")
     parser.add_argument("--batch", type=int, help="batch size (default: measured, else 1)")
+    parser.add_argument("--resolutions", type=int, nargs="+", metavar="PX",
+                        help="input resolutions of the space to predict for (default: those of the "
+                             "measured subnets, else the paper's 128..224)")
     parser.add_argument("--use-all", action="store_true",
                         help="fit: also use the held-out subnets' measurements (eval is then optimistic)")
     parser.add_argument("--plot", metavar="PNG", help="eval: scatter plot path "
@@ -57,6 +60,13 @@ def _net_config(args: argparse.Namespace, measurements: list) -> Any:
     over = {"width_mult": args.width_mult, "n_classes": args.n_classes, "stem_stride": args.stem_stride,
             "batch": args.batch}
     return NetConfig.from_dict({**base.to_dict(), **{k: v for k, v in over.items() if v is not None}})
+
+
+def _space(args: argparse.Namespace, measurements: list) -> Any:
+    from tvm_ofa.arch import SearchSpace
+
+    res = args.resolutions or sorted({m.arch.resolution for m in measurements})
+    return SearchSpace(resolutions=tuple(sorted(set(res)))) if res else SearchSpace()
 
 
 def _load_data(args: argparse.Namespace, cfg: Any, log_dir: Path) -> tuple[Any, list, Any]:
@@ -92,7 +102,8 @@ def _fit(args: argparse.Namespace) -> int:
     cfg, log_dir, prov = _setup(args)
     data, meas, net = _load_data(args, cfg, log_dir)
     used = meas if args.use_all else [m for m in meas if not is_held_out(m.arch)]
-    pred = fit_predictor("xgboost", data, used, net=net)
+    space = _space(args, meas)
+    pred = fit_predictor("xgboost", data, used, space=space, net=net)
     path = pred.save(log_dir, prov)
     scale, c0, c1 = pred.calibration
     print(f"calibration {scale:.3f} x task sum + {c0:.3f} ms + {c1 * 1e3:.1f} us per task "
@@ -103,6 +114,7 @@ def _fit(args: argparse.Namespace) -> int:
     if len(data) < 50:
         print(f"note        only {len(data)} tuned workloads: predictions for shapes far from them "
               "are unreliable")
+    print(f"space       resolutions {', '.join(map(str, space.resolutions))}")
     print(f"wrote       {path}")
     return 0
 
@@ -168,6 +180,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     cfg, log_dir, prov = _setup(args)
     data, meas, net = _load_data(args, cfg, log_dir)
+    space = _space(args, meas)
     train = [m for m in meas if not is_held_out(m.arch)]
     test = [m for m in meas if is_held_out(m.arch) and m.net == net]
     out: dict[str, Any] = {"target": cfg.name, "cpu": prov.get("cpu"), "workloads": len(data),
@@ -177,7 +190,7 @@ def _eval(args: argparse.Namespace) -> int:
     hide = np.array([int(hashlib.sha1(w.key.encode()).hexdigest()[:8], 16) % 4 == 0 for w in data.workloads])
     if hide.any() and (~hide).any():
         for kind in FITTABLE:
-            p = fit_predictor(kind, data.subset(~hide), net=net)
+            p = fit_predictor(kind, data.subset(~hide), space=space, net=net)
             y = 1e3 * data.latency_s[hide]
             yp = p.workload_ms([w for w, h in zip(data.workloads, hide) if h])
             err = np.abs(yp - y) / y
@@ -188,7 +201,7 @@ def _eval(args: argparse.Namespace) -> int:
     scatter = {}
     if test:
         for kind in FITTABLE:
-            p = fit_predictor(kind, data, train, net=net)
+            p = fit_predictor(kind, data, train, space=space, net=net)
             out["subnets"][kind] = evaluate(p, test)
             scatter[kind] = (np.array([m.median_ms for m in test]), p.predict([m.arch for m in test]))
         plot = Path(args.plot) if args.plot else log_dir / "latency_eval.png"
