@@ -160,6 +160,20 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_target(args.target)
     net, source = load_model(argparse.Namespace(checkpoint=args.checkpoint))
+    outside = [r for r in args.resolutions if r not in net.space.resolutions]
+    if args.checkpoint is None and outside:
+        # the embedded checkpoint is a small-image supernet (32-48 px): runtime at the sizes
+        # deployment cares about is measured on the ImageNet-shaped space instead (latency does
+        # not depend on the weights)
+        import torch
+
+        from tvm_ofa.nn.ofa_mbv3 import OFAMobileNetV3
+
+        torch.manual_seed(0)
+        net, source = OFAMobileNetV3(n_classes=1000).eval(), f"untrained (embedded supernet has no {outside} px)"
+    elif outside:
+        raise SystemExit(f"{args.checkpoint}: its space has no resolution {outside} "
+                         f"(it has {list(net.space.resolutions)}); pass --resolutions from those")
     if args.checkpoint is None and str(source).startswith("untrained"):
         realistic_init_(net)
         source = "untrained supernet, parameters re-initialized at random (seed 0) for realistic activations"

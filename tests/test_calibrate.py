@@ -132,6 +132,24 @@ def test_few_measurements_fit_one_common_factor(tiny_space):
     np.testing.assert_allclose(pred.predict([a, b]), 3 * src.predict([a, b]), rtol=1e-6)
 
 
+def test_calibrated_starts_as_the_source_and_scales_its_overheads(tiny_space, tmp_path):
+    from tvm_ofa.predict.dataset import Measurement
+    from tvm_ofa.predict.latency import CalibratedPredictor, load_predictor
+
+    src = _source_predictor(tiny_space)
+    src.calibration = (1.2, 0.3, 0.01)  # overheads that dominate small subnets
+    archs = tiny_space.sample_many(8, rng=3) + [tiny_space.smallest(), tiny_space.largest()]
+    pred = CalibratedPredictor.from_source(src)
+    np.testing.assert_allclose(pred.predict(archs), src.predict(archs), rtol=1e-9)
+    a, b = tiny_space.smallest(), tiny_space.largest()
+    pred.calibrate([Measurement(a, 0.5 * float(src.predict([a])[0]), NET),
+                    Measurement(b, 0.5 * float(src.predict([b])[0]), NET)])
+    np.testing.assert_allclose(pred.predict(archs), 0.5 * src.predict(archs), rtol=1e-6)
+    pred.save(tmp_path, PROV)
+    again = load_predictor(tmp_path, PROV)
+    np.testing.assert_allclose(again.predict(archs), pred.predict(archs), rtol=1e-9)
+
+
 # -- the real loop on this machine ---------------------------------------------------------------
 SOURCE_SLOWDOWN = 3.0
 

@@ -12,7 +12,11 @@ DESCRIPTION = """examples:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("artifact", help="artifact folder")
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=50,
+                        help="timed calls at least (default 50); more, up to 20x, to span --min-seconds")
+    parser.add_argument("--min-seconds", type=float, default=1.0,
+                        help="spread the timed calls over at least this long (default 1 s): on a shared "
+                             "machine a short window catches one burst of other load and moves the median")
     parser.add_argument("--threads", type=int, help="runtime threads (default: as measured)")
     parser.add_argument("--rpc", metavar="HOST:PORT/KEY", help="measure through an RPC tracker")
 
@@ -29,11 +33,12 @@ def run(args: argparse.Namespace) -> int:
             spec = {"tracker_host": host, "tracker_port": int(port), "key": key}
         except ValueError:
             raise ConfigError(f"--rpc {args.rpc}: expected HOST:PORT/KEY") from None
-        lat = measure_rpc(args.artifact, spec, args.warmup, args.repeats)
+        lat = measure_rpc(args.artifact, spec, args.warmup, args.repeats, args.min_seconds)
     else:
         from tvm_ofa.compiler.artifact import load_artifact
 
-        lat = load_artifact(args.artifact, threads=args.threads).benchmark(args.warmup, args.repeats)
+        lat = load_artifact(args.artifact, threads=args.threads).benchmark(
+            args.warmup, args.repeats, min_seconds=args.min_seconds)
     print(f"median {lat.median_ms:.3f} ms   p90 {lat.p90_ms:.3f} ms   "
           f"({lat.repeats} repeats after {lat.warmup} warmup, threads {lat.threads or 'default'})")
     return 0

@@ -129,13 +129,16 @@ class Artifact:
             out = out[0]
         return out.numpy()
 
-    def benchmark(self, warmup: int = 10, repeats: int = 50, x: np.ndarray | None = None) -> Any:
-        """Median/p90 latency in ms (:class:`tvm_ofa.compiler.measure.Latency`)."""
+    def benchmark(self, warmup: int = 10, repeats: int = 50, x: np.ndarray | None = None,
+                  min_seconds: float = 1.0) -> Any:
+        """Median/p90 latency in ms (:class:`tvm_ofa.compiler.measure.Latency`) over at least
+        ``repeats`` calls spanning at least ``min_seconds`` (see :func:`benchmark_vm`)."""
         from tvm_ofa.compiler.measure import benchmark_vm
 
         if x is None:
             x = np.random.default_rng(0).standard_normal(self.input_shape).astype(self.input_dtype)
-        return benchmark_vm(self.vm, self.device, self._check(x), warmup, repeats, self.threads)
+        return benchmark_vm(self.vm, self.device, self._check(x), warmup, repeats, self.threads,
+                            min_seconds)
 
 
 def load_artifact(path: str | os.PathLike, device: str = "cpu", threads: int | None = None

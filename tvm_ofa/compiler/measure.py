@@ -42,16 +42,24 @@ def time_calls(fn: Callable[[], Any], warmup: int = 10, repeats: int = 50,
 
 
 def benchmark_vm(vm: Any, device: Any, x: np.ndarray, warmup: int = 10, repeats: int = 50,
-                 threads: int | None = None) -> Latency:
-    """Time ``vm["main"]`` with TVM's time evaluator (one sample per repeat), which also works
-    through an RPC session where Python-side timing would include the network."""
+                 threads: int | None = None, min_seconds: float = 1.0) -> Latency:
+    """Time ``vm["main"]`` with TVM's time evaluator (one sample per call), which also works
+    through an RPC session where Python-side timing would include the network.
+
+    ``repeats`` is a minimum: calls are added (up to 20x ``repeats``) until they span
+    ``min_seconds``. A small subnet runs in well under a millisecond, and 50 back-to-back calls
+    then cover a window so short that one burst of other load on the machine moves the median by
+    a third (docs/BENCHMARKS.md, "Timing").
+    """
     import tvm
 
     arg = tvm.runtime.tensor(x, device)
     vm.set_input("main", arg)
     vm.invoke_stateful("main")  # first call allocates
     if warmup:
-        vm.time_evaluator("invoke_stateful", device, number=warmup, repeat=1)("main")
+        probe = vm.time_evaluator("invoke_stateful", device, number=1, repeat=warmup)("main")
+        per_call = max(float(np.median(probe.results)), 1e-6)
+        repeats = max(repeats, min(int(min_seconds / per_call), 20 * repeats))
     res = vm.time_evaluator("invoke_stateful", device, number=1, repeat=repeats)("main")
     return summarize([float(r) * 1e3 for r in res.results], warmup, threads)
 

@@ -61,7 +61,8 @@ class LoopbackRPC:
                 proc.terminate()
 
 
-def measure_rpc(artifact: str, runner: dict, warmup: int = 10, repeats: int = 50) -> Any:
+def measure_rpc(artifact: str, runner: dict, warmup: int = 10, repeats: int = 50,
+                min_seconds: float = 1.0) -> Any:
     """Upload an artifact's model.so to the device behind an RPC tracker and time ``main`` there.
 
     Parameters
@@ -70,6 +71,8 @@ def measure_rpc(artifact: str, runner: dict, warmup: int = 10, repeats: int = 50
         Artifact folder.
     runner : dict
         ``{tracker_host, tracker_port, key}`` (a target config's ``runner`` section).
+    warmup, repeats, min_seconds
+        As in :func:`tvm_ofa.compiler.measure.benchmark_vm`.
     """
     from pathlib import Path
 
@@ -77,7 +80,7 @@ def measure_rpc(artifact: str, runner: dict, warmup: int = 10, repeats: int = 50
     from tvm import relax
 
     from tvm_ofa.compiler.artifact import LIBRARY, read_metadata
-    from tvm_ofa.compiler.measure import summarize
+    from tvm_ofa.compiler.measure import benchmark_vm
 
     meta = read_metadata(artifact)
     sess = connect(runner["tracker_host"], int(runner["tracker_port"]), runner["key"],
@@ -88,12 +91,5 @@ def measure_rpc(artifact: str, runner: dict, warmup: int = 10, repeats: int = 50
     dev = sess.cpu(0)
     vm = relax.VirtualMachine(lib, dev)
     x = np.random.default_rng(0).standard_normal(meta["input_shape"]).astype(meta["input_dtype"])
-    import tvm
-
-    vm.set_input("main", tvm.runtime.tensor(x, dev))
-    vm.invoke_stateful("main")
-    if warmup:
-        vm.time_evaluator("invoke_stateful", dev, number=warmup, repeat=1)("main")
-    res = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=repeats)("main")
     threads = (meta.get("latency") or {}).get("threads")
-    return summarize([float(r) * 1e3 for r in res.results], warmup, threads)
+    return benchmark_vm(vm, dev, x, warmup, repeats, threads, min_seconds)

@@ -298,7 +298,9 @@ class CalibratedPredictor(LatencyPredictor):
     A workload tuned on this machine is predicted by its own best record; any other by the source
     predictor's value times a factor of its :func:`op_group`, fitted on end-to-end measurements of
     a few subnets here (ridge-shrunk towards one common factor, so that few measurements cannot
-    swing a group the data barely sees).
+    swing a group the data barely sees). Before any measurement it predicts what the source does;
+    with fewer than five, the source's whole prediction (its per-network and per-task overheads
+    included) times one common factor.
     """
 
     kind = "calibrated"
@@ -310,6 +312,7 @@ class CalibratedPredictor(LatencyPredictor):
         self.local_ms: dict[str, float] = {}
         self.factors: dict[str, float] = {g: 1.0 for g in OP_GROUPS}
         self.source: dict[str, Any] = {}
+        self.source_offsets = (0.0, 0.0)  # the source's ms per network and per task
 
     @classmethod
     def from_source(cls, source: LatencyPredictor, local: WorkloadDataset | None = None,
@@ -319,7 +322,8 @@ class CalibratedPredictor(LatencyPredictor):
         pred = cls(source.space, source.net)
         keys = [w.key for w in source.table.workloads]
         pred.source_ms = dict(zip(keys, (float(v) for v in source._table_ms()[:-1])))
-        pred.calibration = (source.calibration[0], 0.0, 0.0)
+        pred.calibration = tuple(float(c) for c in source.calibration)
+        pred.source_offsets = (float(source.calibration[1]), float(source.calibration[2]))
         pred.source = dict(info or {})
         pred.set_local(local)
         return pred
@@ -369,10 +373,13 @@ class CalibratedPredictor(LatencyPredictor):
         scale = self.calibration[0]
         y = np.array([m.median_ms for m in ms])
         src, loc, n_ops = self._group_sums([m.arch for m in ms])
-        common = float(np.median((y - scale * loc) / np.maximum(scale * src.sum(1), 1e-9)))
+        # the source's overheads scale with the machine too: at small inputs they are most of
+        # the latency, and dropping them turns a uniform slowdown into a ranking error
+        c0, c1 = self.source_offsets
+        common = float(np.median((y - scale * loc) / np.maximum(scale * src.sum(1) + c0 + c1 * n_ops, 1e-9)))
         common = max(common, 1e-3)
         self.factors = {g: common for g in OP_GROUPS}
-        self.calibration = (scale, 0.0, 0.0)
+        self.calibration = (scale, common * c0, common * c1)
         if len(ms) >= 5:
             from scipy.optimize import nnls
 
@@ -395,13 +402,14 @@ class CalibratedPredictor(LatencyPredictor):
 
     def _state(self) -> dict[str, Any]:
         return {"source": self.source, "factors": self.factors, "source_ms": self.source_ms,
-                "local_ms": self.local_ms}
+                "local_ms": self.local_ms, "source_offsets": list(self.source_offsets)}
 
     def _load_state(self, state: dict[str, Any], folder: Path) -> None:
         self.source = dict(state.get("source") or {})
         self.factors = {g: float(state["factors"].get(g, 1.0)) for g in OP_GROUPS}
         self.source_ms = {k: float(v) for k, v in state["source_ms"].items()}
         self.local_ms = {k: float(v) for k, v in (state.get("local_ms") or {}).items()}
+        self.source_offsets = tuple(float(c) for c in state.get("source_offsets") or (0.0, 0.0))
 
 
 # predictor kind -> class; the CLI and `evaluate` iterate over it
