@@ -156,12 +156,30 @@ def main(argv=None) -> int:
         state_path.write_text(json.dumps(state, indent=1))
         print(json.dumps(row), flush=True)
 
+    # subnets both machines measured (the calibration set starts from the source's): does the new
+    # machine rank them as the source machine did, and by what factor is it faster?
+    from scipy.stats import kendalltau
+
+    from tvm_ofa.predict.calibrate import read_measurements
+    from tvm_ofa.predict.dataset import load_measurements
+
+    theirs = {m.arch.id: m.median_ms for m in load_measurements(src_copy)[0]}
+    mine = {d["id"]: float(d["median_ms"]) for d in read_measurements(here)}
+    both = sorted(set(theirs) & set(mine), key=lambda k: theirs[k])
+    shared = None
+    if len(both) >= 2:
+        ratio = [mine[k] / theirs[k] for k in both]
+        shared = {"n": len(both), "kendall_tau": float(kendalltau([theirs[k] for k in both],
+                                                                  [mine[k] for k in both]).statistic),
+                  "ratio_min": min(ratio), "ratio_max": max(ratio),
+                  "pairs_ms": [[k, theirs[k], mine[k]] for k in both]}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     doc = {"command": "python " + " ".join(sys.argv), "source": str(source), "source_cpu": src_pred.meta.get("cpu"),
            "source_threads": src_pred.meta.get("threads"), "new_machine": {"cpu": prov.get("cpu"),
                                                                           "threads": args.threads},
-           "held_out": len(truth), "date": time.strftime("%Y-%m-%d"), "loadavg": os.getloadavg(), **state}
+           "held_out": len(truth), "date": time.strftime("%Y-%m-%d"), "loadavg": os.getloadavg(),
+           "measured_on_both": shared, **state}
     (out / "calibration_benchmark.json").write_text(json.dumps(doc, indent=1))
     _plot(state["rows"], out / "calibration_benchmark.png")
     print("\n| calibration min | subnets | own workloads | calibrated MAPE / tau / within 10 % | "
@@ -172,6 +190,10 @@ def main(argv=None) -> int:
             return "-" if not s else f"{s['mape']:.1f} % / {s['kendall_tau']:.3f} / {100 * s['within_10pct']:.0f} %"
         print(f"| {r['minutes']:g} | {r['calibration_subnets']} | {r['own_workloads']} | {f(r['calibrated'])} | "
               f"{f(r['source'])} | {f(r['macs'])} |")
+    if shared:
+        print(f"\nsubnets measured on both machines: {shared['n']}, Kendall tau between the two machines' "
+              f"timings {shared['kendall_tau']:.3f}, new/source time ratio {shared['ratio_min']:.2f}-"
+              f"{shared['ratio_max']:.2f}")
     print(f"\nwrote {out / 'calibration_benchmark.json'} and {out / 'calibration_benchmark.png'}")
     return 0
 
