@@ -176,7 +176,9 @@ def main(argv=None) -> int:
                          f"(it has {list(net.space.resolutions)}); pass --resolutions from those")
     if args.checkpoint is None and str(source).startswith("untrained"):
         realistic_init_(net)
-        source = "untrained supernet, parameters re-initialized at random (seed 0) for realistic activations"
+        source = (f"untrained {net.n_classes}-class supernet (space {min(net.space.resolutions)}-"
+                  f"{max(net.space.resolutions)} px), parameters re-initialized at random (seed 0) "
+                  "for realistic activations")
     prov = host_provenance(cfg)
     rows = []
     for res in args.resolutions:
