@@ -152,7 +152,7 @@ def main(argv=None) -> int:
     import numpy as np
     import tvm
 
-    from tvm_ofa.cli._common import load_model
+    from tvm_ofa.cli._common import load_model, untrained_supernet
     from tvm_ofa.compiler.artifact import read_metadata
     from tvm_ofa.compiler.pipeline import emit
     from tvm_ofa.targets import host_provenance, load_target
@@ -161,19 +161,14 @@ def main(argv=None) -> int:
     cfg = load_target(args.target)
     net, source = load_model(argparse.Namespace(checkpoint=args.checkpoint))
     outside = [r for r in args.resolutions if r not in net.space.resolutions]
-    if args.checkpoint is None and outside:
+    if outside and args.checkpoint:
+        raise SystemExit(f"{args.checkpoint}: its space has no resolution {outside} "
+                         f"(it has {list(net.space.resolutions)}); pass --resolutions from those")
+    if outside:
         # the embedded checkpoint is a small-image supernet (32-48 px): runtime at the sizes
         # deployment cares about is measured on the ImageNet-shaped space instead (latency does
         # not depend on the weights)
-        import torch
-
-        from tvm_ofa.nn.ofa_mbv3 import OFAMobileNetV3
-
-        torch.manual_seed(0)
-        net, source = OFAMobileNetV3(n_classes=1000).eval(), f"untrained (embedded supernet has no {outside} px)"
-    elif outside:
-        raise SystemExit(f"{args.checkpoint}: its space has no resolution {outside} "
-                         f"(it has {list(net.space.resolutions)}); pass --resolutions from those")
+        net, source = untrained_supernet(), "untrained"
     if args.checkpoint is None and str(source).startswith("untrained"):
         realistic_init_(net)
         source = (f"untrained {net.n_classes}-class supernet (space {min(net.space.resolutions)}-"

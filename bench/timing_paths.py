@@ -7,7 +7,7 @@ the exported ``model.so`` after reloading it (and pin the thread pool with
 one process, ``--rounds`` times each, and prints the medians, so a gap between the paths can be
 told apart from drift between processes (run the script more than once for that).
 
-    python bench/timing_paths.py --log-dir tuning_logs/host-cpu/cascadelake --arch r32-...
+    python bench/timing_paths.py --log-dir tuning_logs/host-cpu/cascadelake [--resolution 48 --seed 3] [--pin]
 """
 from __future__ import annotations
 

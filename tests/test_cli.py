@@ -38,3 +38,17 @@ def test_user_errors_are_one_line(tiny_supernet, tmp_path, capsys):
     assert err == "tvm-ofa subnet: error: arch.ks[0] = 9: allowed 3, 5, 7"
     assert main(["subnet", "--arch", "smallest", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
     assert "missing.pt: no such checkpoint file" in capsys.readouterr().err
+
+
+def test_bench_runtime_refuses_a_resolution_outside_the_checkpoint_in_one_line(tiny_supernet, tmp_path):
+    from pathlib import Path
+
+    ckpt = save_supernet(tiny_supernet, tmp_path / "net.pt")
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_runtime.py"
+    run = subprocess.run([sys.executable, str(script), "--checkpoint", str(ckpt), "--resolutions", "160",
+                          "--no-tune", "--out", str(tmp_path / "b.md")], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        f"{ckpt}: its space has no resolution [160] (it has [32, 40, 48]); pass --resolutions from those"]
+    assert not (tmp_path / "b.md").exists()

@@ -24,13 +24,18 @@ def load_model(args: argparse.Namespace) -> tuple[Any, str]:
 
     path = args.checkpoint or default_checkpoint()
     if path is None:
-        import torch
-
-        from tvm_ofa.nn.ofa_mbv3 import OFAMobileNetV3
-
-        torch.manual_seed(0)
-        return OFAMobileNetV3(n_classes=1000).eval(), "untrained supernet (no checkpoint given or shipped)"
+        return untrained_supernet(), "untrained supernet (no checkpoint given or shipped)"
     return load_supernet(path), str(path)
+
+
+def untrained_supernet() -> Any:
+    """The ImageNet-shaped supernet (1000 classes, 128-224 px), seeded: shapes without weights."""
+    import torch
+
+    from tvm_ofa.nn.ofa_mbv3 import OFAMobileNetV3
+
+    torch.manual_seed(0)
+    return OFAMobileNetV3(n_classes=1000).eval()
 
 
 def resolve_arch(spec: str, space: Any, resolution: int | None = None) -> Any:

@@ -47,7 +47,8 @@ def benchmark_vm(vm: Any, device: Any, x: np.ndarray, warmup: int = 10, repeats:
     through an RPC session where Python-side timing would include the network.
 
     ``repeats`` is a minimum: calls are added (up to 20x ``repeats``) until they span
-    ``min_seconds``. A small subnet runs in well under a millisecond, and 50 back-to-back calls
+    ``min_seconds``, as estimated from the warmup calls (with ``warmup=0``, exactly ``repeats``
+    calls). A small subnet runs in well under a millisecond, and 50 back-to-back calls
     then cover a window so short that one burst of other load on the machine moves the median by
     a third (docs/BENCHMARKS.md, "Timing").
     """
