@@ -232,6 +232,14 @@ def test_calibrate_borrows_schedules_resumes_and_beats_the_source(source_machine
     assert rep.measured == 4 and rep.measured_now == 2 and len(lines) == 4  # nothing measured twice
     assert rep.source_cpu == "srccpu" and all(json.loads(x)["coverage"] == 1.0 for x in lines)
 
+    # the source is stored relative to this folder, so a log root moves (or is committed) whole
+    from tvm_ofa.compiler.database import calibration_source
+
+    assert json.loads((here / "calibration.json").read_text())["source_dir"] == "../srccpu"
+    shutil.copytree(root, tmp_path / "moved")
+    moved = cfg.log_dir(tmp_path / "moved")
+    assert calibration_source(moved).resolve() == (moved.parent / "srccpu").resolve()
+
     # a library built here from the borrowed schedules works and matches PyTorch
     arch = archs[-1]
     folder = emit(cfg, arch, tiny_supernet.extract(arch).eval(), log_root=root, out_root=tmp_path / "art",

@@ -19,6 +19,7 @@ loses at most the subnet in flight.
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -299,8 +300,11 @@ def calibrate(cfg: Any, *, minutes: float, log_root: str | Path = "tuning_logs",
     prov = host_provenance(cfg)
     log_dir.mkdir(parents=True, exist_ok=True)
     state = _read_json(log_dir / CALIBRATION_FILE)
+    if source_dir is None and state.get("source_dir"):
+        # stored relative to the log folder, so the two folders can move (or be committed) together
+        source_dir = log_dir / state["source_dir"]
     if source_dir is None:
-        source_dir = state.get("source_dir") or find_source(log_dir, prov)
+        source_dir = find_source(log_dir, prov)
     if source_dir is None:
         raise CalibrationError(
             f"{log_dir.parent}: no other machine's logs with a latency predictor to start from; collect them "
@@ -312,7 +316,7 @@ def calibrate(cfg: Any, *, minutes: float, log_root: str | Path = "tuning_logs",
     source = load_source(source_dir, prov)
     info = {"dir": str(source_dir), "cpu": source.meta.get("cpu"), "threads": source.meta.get("threads"),
             "date": source.meta.get("date")}
-    state.update({"source_dir": str(source_dir), "source_cpu": source.meta.get("cpu"),
+    state.update({"source_dir": os.path.relpath(source_dir, log_dir.resolve()), "source_cpu": source.meta.get("cpu"),
                   "cpu": prov.get("cpu"), "cpu_features": prov.get("cpu_features"),
                   "threads": prov.get("threads"), "tvm_version": prov.get("tvm_version")})
     _write_json(log_dir / CALIBRATION_FILE, state)

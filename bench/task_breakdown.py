@@ -1,0 +1,84 @@
+"""Where a tuned subnet's time goes, from the tuning records alone (no build, no timing run).
+
+For one subnet, lists its fused tasks as the tuner sees them (``subnet_workloads``) with the
+best time a tuning record measured for each, the arithmetic rate that time means (GFLOP/s), and
+the sums per kind of task. Comparing the task sum with an end-to-end measurement of the same
+subnet separates what the kernels cost from what running them one after another costs.
+
+    python bench/task_breakdown.py --log-dir tuning_logs/host-cpu/znver4 --arch smallest --resolution 160
+    python bench/task_breakdown.py --log-dir tuning_logs/host-cpu/znver4 --arch arch.json --top 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--log-dir", required=True, help="a tuning-log folder, e.g. tuning_logs/host-cpu/znver4")
+    p.add_argument("--arch", default="smallest", help="'smallest', 'largest', or an arch JSON file")
+    p.add_argument("--resolution", type=int, default=160)
+    p.add_argument("--n-classes", type=int, default=1000)
+    p.add_argument("--width-mult", type=float, default=1.0)
+    p.add_argument("--top", type=int, default=12, help="how many of the slowest tasks to list")
+    return p.parse_args(argv)
+
+
+def _group(w) -> str:
+    if w.kind == "conv2d" and w.k == 1:
+        return "1x1 conv" if w.h > 1 else "1x1 conv on 1x1 (head/SE)"
+    if w.kind == "conv2d":
+        return "stem conv"
+    if w.kind == "dwconv":
+        return f"depthwise {w.k}x{w.k}"
+    return w.kind
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from tvm_ofa.arch import ArchConfig, SearchSpace
+    from tvm_ofa.predict.dataset import build_dataset
+    from tvm_ofa.predict.workloads import NetConfig, subnet_workloads
+
+    space = SearchSpace(resolutions=(args.resolution,))
+    if args.arch in ("smallest", "largest"):
+        arch = getattr(space, args.arch)(args.resolution)
+    else:
+        arch = ArchConfig.from_json(Path(args.arch))
+    net = NetConfig(args.width_mult, args.n_classes, 2)
+    best = build_dataset(args.log_dir).by_key()
+    rows, missing = [], 0
+    for w in subnet_workloads(arch, net):
+        s = best.get(w.key)
+        if s is None:
+            missing += 1
+            continue
+        rows.append((s * 1e3, w))
+    total = sum(ms for ms, _ in rows)
+    print(f"{arch.id} at {arch.resolution} px, records from {args.log_dir}")
+    print(f"{len(rows)} tasks with a record ({missing} without), task sum {total:.3f} ms")
+    groups: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
+    for ms, w in rows:
+        g = groups[_group(w)]
+        g[0] += ms
+        g[1] += 2 * w.macs / 1e6  # MFLOP
+        g[2] += 1
+    print(f"\n{'kind':28s} {'tasks':>5s} {'ms':>8s} {'share':>6s} {'GFLOP/s':>8s}")
+    for name, (ms, mflop, n) in sorted(groups.items(), key=lambda kv: -kv[1][0]):
+        print(f"{name:28s} {n:5d} {ms:8.3f} {100 * ms / total:5.1f}% {mflop / ms:8.1f}")
+    print(f"\nslowest {args.top} tasks")
+    for ms, w in sorted(rows, key=lambda r: -r[0])[: args.top]:
+        rate = 2 * w.macs / 1e6 / ms
+        print(f"  {ms:7.4f} ms {rate:7.1f} GFLOP/s  {w.kind} {w.epilogue} cin {w.cin} cout {w.cout} "
+              f"{w.h}->{w.ho} px k{w.k} s{w.s}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
