@@ -7,7 +7,9 @@ Writes, under ``<log-root>/<target>/<cpu>/`` (e.g. ``tuning_logs/host-cpu/znver4
 - the MetaSchedule JSON database (via ``tvm_ofa.compiler.tune``, which skips workloads already
   tuned, so subnets sharing layer shapes share work);
 - ``measurements.jsonl``: one line per measured subnet (arch, id, median/p90 ms, repeats, CPU,
-  threads, network config, trials per task).
+  threads, network config, trials per task; with ``--measure-only``, each timing pass's median in
+  ``pass_medians_ms``: ``tvm-ofa latency eval`` reports how far the passes agree, the ceiling for
+  any predictor).
 
 Resumable: subnet ``i`` is drawn from ``(seed, i)``, measured subnets are skipped on a rerun, and
 an interrupted tune loses at most the batch in flight. Stop with Ctrl-C or ``--hours``.
@@ -48,6 +50,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="tune nothing: measure end to end (the extremes, then uniform samples) the subnets "
                         "whose workloads all have records, until --max-subnets are measured; run it on an "
                         "idle machine, as tuning in the background slows the timed runs several-fold")
+    p.add_argument("--passes", type=int, default=2,
+                   help="--measure-only: time each library this many times, minutes apart (a chunk of "
+                        "subnets in between); the record keeps each pass and their median")
+    p.add_argument("--chunk", type=int, default=8,
+                   help="--measure-only: subnets built between the passes of one (an interrupted run "
+                        "loses at most these)")
     p.add_argument("--pack", type=int, default=None, metavar="K",
                    help="at the end, keep the best K records per workload and write the .xz copies the "
                         "repository ships (alone: --max-subnets 0 --pack 3)")
@@ -95,7 +103,9 @@ def measured_ids(path: Path) -> set[str]:
     return ids
 
 
-def measure(cfg, lowered, log_dir: Path, repeats: int) -> dict:
+def build_timer(cfg, lowered, log_dir: Path, repeats: int):
+    """Build ``lowered`` with the records and return a function that times it once more on each
+    call: ``{"median_ms", "p90_ms", "repeats"}``."""
     import numpy as np
     import tvm
     from tvm import relax
@@ -109,8 +119,29 @@ def measure(cfg, lowered, log_dir: Path, repeats: int) -> dict:
     dev = tvm.cpu()
     vm = relax.VirtualMachine(ex, dev)
     x = np.random.default_rng(0).standard_normal(lowered.input_shape).astype("float32")
-    lat = benchmark_vm(vm, dev, x, warmup=10, repeats=repeats, threads=cfg.num_threads)
-    return {"median_ms": lat.median_ms, "p90_ms": lat.p90_ms, "repeats": int(repeats)}
+
+    def time_once() -> dict:
+        lat = benchmark_vm(vm, dev, x, warmup=10, repeats=repeats, threads=cfg.num_threads)
+        return {"median_ms": lat.median_ms, "p90_ms": lat.p90_ms, "repeats": int(lat.repeats)}
+
+    return time_once
+
+
+def measure(cfg, lowered, log_dir: Path, repeats: int) -> dict:
+    return build_timer(cfg, lowered, log_dir, repeats)()
+
+
+def combine_passes(passes: list[dict]) -> dict:
+    """One record from timings of the same library taken minutes apart: the median of the passes'
+    medians (their mean for two), each pass kept, so the data says how repeatable it is."""
+    import numpy as np
+
+    if len(passes) == 1:
+        return dict(passes[0])
+    return {"median_ms": float(np.median([p["median_ms"] for p in passes])),
+            "p90_ms": float(np.median([p["p90_ms"] for p in passes])),
+            "repeats": int(sum(p["repeats"] for p in passes)),
+            "pass_medians_ms": [float(p["median_ms"]) for p in passes]}
 
 
 def main(argv=None) -> int:
@@ -150,11 +181,11 @@ def main(argv=None) -> int:
     limit = args.max_subnets if args.max_subnets is not None else 10**9
     print(f"collecting into {log_dir} (cpu {prov.get('cpu')}, {cfg.num_threads} threads, "
           f"{trials} trials/task); {len(done)} subnets already measured", flush=True)
-    bar = tqdm(total=None if args.max_subnets is None else limit, unit="subnet", dynamic_ncols=True)
-    i = n = idle = 0
     if args.measure_only:
         return measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned_keys, prov,
                             trials, deadline, limit)
+    bar = tqdm(total=None if args.max_subnets is None else limit, unit="subnet", dynamic_ncols=True)
+    i = n = idle = 0
     try:
         while n < limit and time.monotonic() < deadline:
             arch = sample_arch(space, args.seed, i, args.resolutions, tuned_keys, net_cfg)
@@ -219,6 +250,26 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
     from tvm_ofa.predict.workloads import subnet_workloads
 
     target = len(done) + limit if args.max_subnets is not None else 10**9
+    # the timings of a chunk of subnets are repeated after the chunk is built, minutes later: the
+    # records then show how far two timings of the same library on this machine agree
+    chunk: list = []
+
+    def flush() -> None:
+        for arch, timer, passes in chunk:
+            passes += [timer() for _ in range(args.passes - 1)]
+            m = combine_passes(passes)
+            rec = {"id": arch.id, "arch": arch.to_dict(), **m, "cpu": prov.get("cpu"),
+                   "threads": cfg.num_threads, "net": net_cfg.to_dict(), "trials_per_task": trials,
+                   "tvm_version": prov.get("tvm_version"), "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                   "loadavg": [round(x, 2) for x in os.getloadavg()]}
+            with open(meas_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            bar.update(1)
+            bar.write(f"{arch.id}: {m['median_ms']:.3f} ms"
+                      + (f" (passes {', '.join(f'{v:.3f}' for v in m['pass_medians_ms'])})"
+                         if "pass_medians_ms" in m else ""))
+        chunk.clear()
+
     bar = tqdm(total=None if args.max_subnets is None else limit, unit="subnet", dynamic_ncols=True)
     i = 0
     res = sorted(args.resolutions)
@@ -232,16 +283,12 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
             if arch.id in done or any(w.key not in tuned_keys for w in subnet_workloads(arch, net_cfg)):
                 continue
             lowered = lower_module(net.extract(arch), (1, 3, arch.resolution, arch.resolution))
-            m = measure(cfg, lowered, log_dir, args.repeats)
-            rec = {"id": arch.id, "arch": arch.to_dict(), **m, "cpu": prov.get("cpu"),
-                   "threads": cfg.num_threads, "net": net_cfg.to_dict(), "trials_per_task": trials,
-                   "tvm_version": prov.get("tvm_version"), "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                   "loadavg": [round(x, 2) for x in os.getloadavg()]}
-            with open(meas_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            timer = build_timer(cfg, lowered, log_dir, args.repeats)
+            chunk.append((arch, timer, [timer()]))
             done.add(arch.id)
-            bar.update(1)
-            bar.write(f"{arch.id}: {m['median_ms']:.3f} ms")
+            if len(chunk) >= args.chunk:
+                flush()
+        flush()
     except KeyboardInterrupt:
         bar.write("interrupted: measurements written so far are kept; rerun to continue")
     finally:

@@ -238,3 +238,22 @@ def test_calibration_stays_positive_with_few_inconsistent_measurements(tiny_spac
     low = [Measurement(m.arch, 0.3 * m.median_ms, NET) for m in meas[:1]]
     pred = fit_predictor("macs", data, low, tiny_space, NET)
     assert pred.calibration[0] < 1 and (pred.predict(tiny_space.sample_many(30, rng=4)) > 0).all()
+
+
+def test_repeated_timings_round_trip_and_give_the_noise_ceiling(tiny_space, tmp_path):
+    from tvm_ofa.predict.dataset import Measurement, load_measurements
+    from tvm_ofa.predict.latency import repeatability
+
+    archs = tiny_space.sample_many(4, rng=5)
+    # two passes per subnet; the third subnet's second pass is 20 % slower
+    ms = [Measurement(a, 1.0 + i, NET, passes_ms=(1.0 + i, (1.0 + i) * (1.2 if i == 2 else 1.02)))
+          for i, a in enumerate(archs[:3])] + [Measurement(archs[3], 5.0, NET)]
+    lines = [json.dumps(m.to_dict()) for m in ms]
+    lines.append(json.dumps({**ms[0].to_dict(), "pass_medians_ms": [1.0, -2.0]}))  # corrupt: counted
+    (tmp_path / "measurements.jsonl").write_text("\n".join(lines) + "\n")
+    back, bad = load_measurements(tmp_path)
+    assert bad == 1 and [m.passes_ms for m in back] == [m.passes_ms for m in ms]
+    r = repeatability(back)
+    assert r["n"] == 3  # the subnet timed once does not count
+    assert r["within_10pct"] == pytest.approx(2 / 3) and r["kendall_tau"] == pytest.approx(1.0)
+    assert repeatability(back[3:]) == {"n": 0}

@@ -176,7 +176,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     from tvm_ofa.cli._common import print_json
     from tvm_ofa.predict.dataset import is_held_out
-    from tvm_ofa.predict.latency import FITTABLE, LatencyPredictorError, evaluate, fit_predictor
+    from tvm_ofa.predict.latency import FITTABLE, LatencyPredictorError, evaluate, fit_predictor, repeatability
 
     cfg, log_dir, prov = _setup(args)
     data, meas, net = _load_data(args, cfg, log_dir)
@@ -185,7 +185,8 @@ def _eval(args: argparse.Namespace) -> int:
     test = [m for m in meas if is_held_out(m.arch) and m.net == net]
     out: dict[str, Any] = {"target": cfg.name, "cpu": prov.get("cpu"), "workloads": len(data),
                            "records": data.total_records, "train_subnets": len(train),
-                           "test_subnets": len(test), "subnets": {}, "unseen_workloads": {}}
+                           "test_subnets": len(test), "subnets": {}, "unseen_workloads": {},
+                           "repeatability": {}}
     # task level: a quarter of the workloads (by key) hidden from the model
     hide = np.array([int(hashlib.sha1(w.key.encode()).hexdigest()[:8], 16) % 4 == 0 for w in data.workloads])
     if hide.any() and (~hide).any():
@@ -207,6 +208,9 @@ def _eval(args: argparse.Namespace) -> int:
         plot = Path(args.plot) if args.plot else log_dir / "latency_eval.png"
         _scatter(scatter, plot)
         out["plot"] = str(plot)
+        again = repeatability(test)
+        if again["n"]:
+            out["repeatability"]["first pass"] = again
     elif not out["unseen_workloads"]:
         raise LatencyPredictorError(
             f"{log_dir}: nothing to evaluate on: no held-out end-to-end measurements and too few "
@@ -217,7 +221,9 @@ def _eval(args: argparse.Namespace) -> int:
     for section, title in (("unseen_workloads", "tasks never tuned (a quarter of the workloads, "
                                                  "hidden from the model)"),
                            ("subnets", f"held-out subnets end to end ({len(test)}; "
-                                       f"{len(train)} others calibrate)")):
+                                       f"{len(train)} others calibrate)"),
+                           ("repeatability", "the same held-out subnets timed again minutes later, "
+                                             "first timing as the prediction (the noise every predictor is scored against)")):
         if not out[section]:
             if section == "subnets":
                 print("\nno held-out end-to-end measurements: run bench/collect_latency_data.py")

@@ -188,19 +188,28 @@ class Measurement:
     repeats: int | None = None
     cpu: str | None = None
     threads: int | None = None
+    # medians of separate timing passes of the same library, when it was timed more than once
+    passes_ms: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.arch.id, "arch": self.arch.to_dict(), "median_ms": self.median_ms,
-                "p90_ms": self.p90_ms, "repeats": self.repeats, "cpu": self.cpu,
-                "threads": self.threads, "net": self.net.to_dict()}
+        d = {"id": self.arch.id, "arch": self.arch.to_dict(), "median_ms": self.median_ms,
+             "p90_ms": self.p90_ms, "repeats": self.repeats, "cpu": self.cpu,
+             "threads": self.threads, "net": self.net.to_dict()}
+        if self.passes_ms:
+            d["pass_medians_ms"] = list(self.passes_ms)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Measurement":
         ms = float(d["median_ms"])
         if not (ms > 0 and math.isfinite(ms)):
             raise ValueError(f"median_ms = {ms}")
+        passes = d.get("pass_medians_ms") or ()
+        if not (isinstance(passes, (list, tuple)) and all(isinstance(v, (int, float)) and v > 0 for v in passes)):
+            raise ValueError(f"pass_medians_ms = {passes!r}")
         return cls(ArchConfig.from_dict(d["arch"]), ms, NetConfig.from_dict(d.get("net") or {}),
-                   d.get("p90_ms"), d.get("repeats"), d.get("cpu"), d.get("threads"))
+                   d.get("p90_ms"), d.get("repeats"), d.get("cpu"), d.get("threads"),
+                   tuple(float(v) for v in passes))
 
 
 def load_measurements(log_dir: str | Path, artifacts: Sequence[str | Path] = (), cpu: str | None = None

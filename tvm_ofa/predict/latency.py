@@ -479,14 +479,26 @@ def load_predictor(folder: str | Path, provenance: dict[str, Any]) -> LatencyPre
 
 def evaluate(pred: LatencyPredictor, measurements: Sequence[Measurement]) -> dict[str, float]:
     """Accuracy on end-to-end measurements: MAPE (%), Kendall tau, share within +-10 %."""
-    from scipy.stats import kendalltau
-
     ms = [m for m in measurements if m.net == pred.net and pred.space.contains(m.arch)]
     if not ms:
         return {"n": 0}
-    y = np.array([m.median_ms for m in ms])
-    p = pred.predict([m.arch for m in ms])
+    return _metrics(pred.predict([m.arch for m in ms]), np.array([m.median_ms for m in ms]))
+
+
+def repeatability(measurements: Sequence[Measurement]) -> dict[str, float]:
+    """The same metrics as :func:`evaluate`, with a subnet's first timing pass as the prediction
+    of its last (minutes later): the agreement no predictor can beat on this machine's timings.
+    Only measurements timed more than once count (``{"n": 0}`` when none was)."""
+    ms = [m for m in measurements if len(m.passes_ms) > 1]
+    if not ms:
+        return {"n": 0}
+    return _metrics(np.array([m.passes_ms[0] for m in ms]), np.array([m.passes_ms[-1] for m in ms]))
+
+
+def _metrics(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    from scipy.stats import kendalltau
+
     err = np.abs(p - y) / y
-    tau = float(kendalltau(p, y).statistic) if len(ms) > 1 else float("nan")
-    return {"n": len(ms), "mape": float(100 * err.mean()), "kendall_tau": tau,
+    tau = float(kendalltau(p, y).statistic) if len(y) > 1 else float("nan")
+    return {"n": len(y), "mape": float(100 * err.mean()), "kendall_tau": tau,
             "within_10pct": float((err <= 0.10).mean())}
