@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tvm_ofa.predict.latency import predictor_files
 from tvm_ofa.predict.workloads import NetConfig, subnet_workloads
 
 NET = NetConfig(width_mult=0.35, n_classes=10, stem_stride=2)
@@ -226,7 +227,7 @@ def test_calibrate_borrows_schedules_resumes_and_beats_the_source(source_machine
     with pytest.raises(KeyboardInterrupt):
         calibrate(cfg, minutes=20, log_root=root, n_subnets=4, tune=False, repeats=5, progress=stop_after_two)
     assert len(read_measurements(here)) == 2
-    assert (here / "latency_predictor.json").is_file()  # refit after every measurement
+    assert len(predictor_files(here)) == 1  # refit after every measurement
     rep = calibrate(cfg, minutes=20, log_root=root, n_subnets=4, tune=False, repeats=5)
     lines = (here / MEASUREMENTS_FILE).read_text().splitlines()
     assert rep.measured == 4 and rep.measured_now == 2 and len(lines) == 4  # nothing measured twice
@@ -288,7 +289,7 @@ def test_calibrate_bad_input_is_one_line(source_machine, tmp_path):
         calibrate(cfg, minutes=5, log_root=tmp_path / "empty")
     root = tmp_path / "old"
     shutil.copytree(root0, root)
-    doc_path = root / "host-test" / "srccpu" / "latency_predictor.json"
+    doc_path, = predictor_files(root / "host-test" / "srccpu")
     doc = json.loads(doc_path.read_text())
     doc_path.write_text(json.dumps({**doc, "tvm_version": "0.19.0"}))
     with pytest.raises(CalibrationError, match="TVM 0.19.0"):
@@ -345,6 +346,6 @@ def test_specialize_on_a_cpu_without_logs_calibrates_first_and_says_so(tiny_spac
     pred = cli.ensure_predictor(cfg, str(tmp_path), 3.0)
     out = capsys.readouterr().out
     assert pred.kind == "calibrated" and calls == [(3.0, src)]
-    assert out.count("\n") == 1 and f"({prov['cpu']}) has no logs of its own: calibrating from {src}" in out
+    assert out.count("\n") == 1 and f"({prov['cpu']}) has no logs of its own for this network: calibrating from {src}" in out
     cli.ensure_predictor(cfg, str(tmp_path), 3.0)  # the second time it has its own
     assert len(calls) == 1 and capsys.readouterr().out == ""

@@ -153,7 +153,7 @@ def test_cli_fit_predict_eval(synthetic_db, tmp_path, capsys):
     assert main(["latency", "fit", *common, "--width-mult", "0.35", "--n-classes", "10"]) == 0
     out = capsys.readouterr().out
     assert "2 unreadable lines" in out and "1 foreign workloads" in out
-    assert (log_dir / "latency_predictor.json").is_file()
+    assert [p.name for p in log_dir.glob("latency_predictor.*.json")] == ["latency_predictor.10c-w0.35-r128-224.json"]
     assert main(["latency", "predict", *common, "--arch", "random:3"]) == 0
     assert "predicted" in capsys.readouterr().out
     assert main(["latency", "predict", *common, "--arch", '{"ks": [9], "e": [3], "d": [1]}']) == 2
@@ -213,7 +213,9 @@ def test_save_load_refuses_other_tvm_and_target(tmp_path, tiny_space):
     prov = {"target": "host-cpu", "cpu": "znver4", "cpu_features": ["avx2"], "threads": 2,
             "tvm_version": "0.27.0.post1"}
     pred.save(tmp_path, prov)
-    doc = json.loads((tmp_path / "latency_predictor.json").read_text())
+    from tvm_ofa.predict.latency import predictor_file
+
+    doc = json.loads((tmp_path / predictor_file(NET, tiny_space)).read_text())
     assert doc["n_workloads"] == len(data) and doc["n_measurements"] == 10 and doc["cpu"] == "znver4"
     archs = tiny_space.sample_many(50, rng=2)
     again = load_predictor(tmp_path, prov)
@@ -257,3 +259,32 @@ def test_repeated_timings_round_trip_and_give_the_noise_ceiling(tiny_space, tmp_
     assert r["n"] == 3  # the subnet timed once does not count
     assert r["within_10pct"] == pytest.approx(2 / 3) and r["kendall_tau"] == pytest.approx(1.0)
     assert repeatability(back[3:]) == {"n": 0}
+
+
+def test_one_predictor_per_network_in_a_cpu_folder(tiny_space, tmp_path):
+    from tvm_ofa.arch import SearchSpace
+    from tvm_ofa.predict.calibrate import find_source
+    from tvm_ofa.predict.latency import LatencyPredictorError, fit_predictor, load_predictor
+
+    data, meas, *_ = _synthetic(tiny_space, np.random.default_rng(1))
+    prov = {"target": "host-cpu", "cpu": "znver4", "cpu_features": ["avx2"], "threads": 2,
+            "tvm_version": "0.27.0.post1"}
+    small = fit_predictor("xgboost", data, meas[:10], tiny_space, NET)
+    other_space, other_net = SearchSpace(resolutions=(40,)), NetConfig(width_mult=0.35, n_classes=7)
+    other = fit_predictor("macs", data, (), other_space, other_net)
+    folder = tmp_path / "host-cpu" / "znver4"
+    small.save(folder, prov)
+    other.save(folder, prov)
+    with pytest.raises(LatencyPredictorError, match="several networks") as err:
+        load_predictor(folder, prov)
+    assert "\n" not in str(err.value)
+    assert load_predictor(folder, prov, {"n_classes": 7}).kind == "macs"
+    got = load_predictor(folder, prov, {"space": tiny_space, "n_classes": 10, "width_mult": 0.35})
+    assert got.kind == "xgboost" and got.space == tiny_space
+    assert load_predictor(folder, prov, {"resolutions": [48, 32, 40]}).kind == "xgboost"
+    with pytest.raises(LatencyPredictorError, match="no latency predictor for this network.*it has"):
+        load_predictor(folder, prov, {"n_classes": 1000})
+    # a calibration source must hold the network asked for
+    here = tmp_path / "host-cpu" / "newcpu"
+    assert find_source(here, prov, {"n_classes": 7}) == folder
+    assert find_source(here, prov, {"n_classes": 1000}) is None

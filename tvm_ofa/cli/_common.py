@@ -61,3 +61,24 @@ def resolve_arch(spec: str, space: Any, resolution: int | None = None) -> Any:
 
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2))
+
+
+def add_network_args(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--n-classes`` / ``--resolutions``: which network's latency predictor, when a CPU's folder
+    holds several (say the shipped 32-48 px supernet's and the paper's 128-224 px one)."""
+    parser.add_argument("--n-classes", type=int, metavar="N", help=f"classifier outputs of {what}")
+    parser.add_argument("--resolutions", type=int, nargs="+", metavar="PX", help=f"input resolutions of {what}")
+
+
+def network_match(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The fields of :func:`add_network_args` that were given, for ``find_predictor``."""
+    match = {k: v for k, v in (("n_classes", getattr(args, "n_classes", None)),
+                               ("resolutions", getattr(args, "resolutions", None))) if v is not None}
+    return match or None
+
+
+def supernet_match(net: Any) -> dict[str, Any]:
+    """What identifies a supernet's latency predictor: its space and the settings that change
+    operator shapes."""
+    return {"space": net.space, "n_classes": net.n_classes, "width_mult": net.width_mult,
+            "stem_stride": net.stem_stride}

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from tvm_ofa.cli._common import add_network_args, network_match
+
 HELP = "calibrate the latency predictor on a machine whose CPU has no logs (minutes, resumable)"
 DESCRIPTION = """Make this machine (or the RPC device of the target) usable for search in minutes:
 borrow the schedules of the closest CPU that has logs, measure a few deliberately chosen subnets
@@ -28,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tuning trials per workload (default: half the target's, at least 8)")
     parser.add_argument("--log-root", default="tuning_logs", metavar="DIR")
     parser.add_argument("--seed", type=int, default=0)
+    add_network_args(parser, "the source's predictor to carry over, when its folder holds several")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"machine     {prov.get('cpu') or cfg.name}, {prov.get('threads')} threads -> {cfg.log_dir(args.log_root)}")
     report = run_calibration(cfg, args.minutes, log_root=args.log_root, source_dir=args.source,
                              n_subnets=args.subnets, seed=args.seed, tune=not args.no_tune,
-                             trials_per_task=args.trials)
+                             trials_per_task=args.trials, match=network_match(args))
     f = ", ".join(f"{g} x{v:.2f}" for g, v in report.factors.items())
     print(f"source      {report.source_dir} ({report.source_cpu})")
     print(f"measured    {report.measured} subnets ({report.measured_now} now); tuned here: "
@@ -78,26 +81,33 @@ def run_calibration(cfg, minutes: float, **kwargs):
             bar.close()
 
 
-def ensure_predictor(cfg, log_root: str, minutes: float):
-    """The target's latency predictor for this machine; when this CPU has none but another CPU
-    of the target has one, calibrate first (within ``minutes``) and say so in one line."""
+def ensure_predictor(cfg, log_root: str, minutes: float, match: dict | None = None):
+    """The target's latency predictor for this machine (for the network ``match`` describes);
+    when this CPU has none but another CPU of the target has one, calibrate first (within
+    ``minutes``) and say so in one line."""
     import warnings
 
+    from tvm_ofa.errors import TvmOfaError
     from tvm_ofa.predict.calibrate import find_source
-    from tvm_ofa.predict.latency import PREDICTOR_FILE, load_predictor
+    from tvm_ofa.predict.latency import find_predictor, load_predictor
     from tvm_ofa.targets import host_provenance
 
     prov = host_provenance(cfg)
     log_dir = cfg.log_dir(log_root)
-    if not (log_dir / PREDICTOR_FILE).is_file() and minutes > 0:
-        src = find_source(log_dir, prov)
+    try:
+        find_predictor(log_dir, match)
+        have = True
+    except TvmOfaError:
+        have = False
+    if not have and minutes > 0:
+        src = find_source(log_dir, prov, match)
         if src is not None:
-            print(f"calibrate   this CPU ({prov.get('cpu')}) has no logs of its own: calibrating from "
-                  f"{src} for up to {minutes:g} min first (`tvm-ofa calibrate` does more)")
-            run_calibration(cfg, minutes, log_root=log_root, source_dir=src)
+            print(f"calibrate   this CPU ({prov.get('cpu')}) has no logs of its own for this network: "
+                  f"calibrating from {src} for up to {minutes:g} min first (`tvm-ofa calibrate` does more)")
+            run_calibration(cfg, minutes, log_root=log_root, source_dir=src, match=match)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pred = load_predictor(log_dir, prov)
+        pred = load_predictor(log_dir, prov, match)
     for w in caught:
         print(f"warning     {w.message}")
     return pred

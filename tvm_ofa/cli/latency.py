@@ -11,7 +11,7 @@ HELP = "predict a subnet's tuned latency on a target from its tuning logs (fit /
 DESCRIPTION = """Learn the latency of tuned subnets from a target's tuning logs
 (tuning_logs/<target>/<cpu>/) and predict it for subnets never compiled.
 
-  fit      train the XGBoost predictor; writes latency_predictor.json next to the logs
+  fit      train the XGBoost predictor; writes latency_predictor.<network>.json next to the logs
   predict  predicted latency of one subnet
   eval     accuracy on held-out subnets (MAPE, Kendall tau, share within 10 %) of the XGBoost
            model and two baselines (MACs, lookup table); writes a scatter plot
@@ -120,7 +120,7 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from tvm_ofa.cli._common import print_json, resolve_arch
+    from tvm_ofa.cli._common import network_match, print_json, resolve_arch
     from tvm_ofa.errors import ArchError
     from tvm_ofa.predict.latency import load_predictor
 
@@ -129,7 +129,7 @@ def _predict(args: argparse.Namespace) -> int:
     cfg, log_dir, prov = _setup(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pred = load_predictor(log_dir, prov)
+        pred = load_predictor(log_dir, prov, network_match(args))
     for w in caught:
         print(f"tvm-ofa latency: warning: {w.message}")
     arch = resolve_arch(args.arch, pred.space)

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from tvm_ofa.cli._common import add_network_args, network_match
 from tvm_ofa.errors import TvmOfaError
 
 HELP = "find the most accurate subnet under each latency budget on a target (evolution or Pareto)"
@@ -32,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="target config (a path or a shipped name such as host-cpu)")
     parser.add_argument("--latency-ms", required=True, nargs="+", type=float, metavar="MS",
                         help="latency budget(s), milliseconds")
+    add_network_args(parser, "the network to search, when the target's folder has predictors for several")
     parser.add_argument("--pareto", action="store_true", help="NSGA-II Pareto front instead of evolution")
     parser.add_argument("--accuracy-predictor", metavar="JSON", help="predictor from `tvm-ofa accuracy fit`")
     parser.add_argument("--accuracy-proxy", choices=("macs",),
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     prov = host_provenance(cfg)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pred = load_predictor(cfg.log_dir(args.log_root), prov)
+        pred = load_predictor(cfg.log_dir(args.log_root), prov, network_match(args))
     for w in caught:
         print(f"tvm-ofa search: warning: {w.message}")
     acc_fn, acc_source = _accuracy(args, pred)

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
 def specialize_and_report(args: argparse.Namespace) -> list:
     """Run the specialization the arguments describe, print the summary, return the results."""
-    from tvm_ofa.cli._common import load_model
+    from tvm_ofa.cli._common import load_model, supernet_match
     from tvm_ofa.cli.calibrate import ensure_predictor
     from tvm_ofa.cli._compile_common import tqdm_progress
     from tvm_ofa.defaults import default_checkpoint
@@ -85,7 +85,7 @@ def specialize_and_report(args: argparse.Namespace) -> list:
     net, source = load_model(args)
     prov = host_provenance(cfg)
     log_dir = cfg.log_dir(args.log_root)
-    lat = ensure_predictor(cfg, args.log_root, args.calibrate_minutes)
+    lat = ensure_predictor(cfg, args.log_root, args.calibrate_minutes, supernet_match(net))
     acc_path = _accuracy_path(args, source)
     acc = AccuracyPredictor.load(acc_path, space=net.space)
     if lat.space != net.space:
@@ -108,7 +108,9 @@ def specialize_and_report(args: argparse.Namespace) -> list:
             print(f"  {e['budget_ms']:g} ms: {events[e['event']]} {what}{extra}")
 
     update, close = tqdm_progress()
-    key = _digest([Path(source), acc_path, log_dir / "latency_predictor.json"]) + f"-s{args.seed}"
+    from tvm_ofa.predict.latency import find_predictor
+
+    key = _digest([Path(source), acc_path, find_predictor(log_dir, supernet_match(net))]) + f"-s{args.seed}"
     try:
         results = specialize(cfg, net, lat, acc, args.latency_ms, out_root=args.out, log_root=args.log_root,
                              seed=args.seed, population_size=args.population, generations=args.generations,

@@ -7,7 +7,7 @@ Public API (heavy imports are lazy)::
     WorkloadTable(space, net).ids(archs)            # vectorized: archs -> workload ids
     build_dataset(log_dir) -> WorkloadDataset       # best measured latency per workload
     fit_predictor(kind, dataset, measurements, ...) -> LatencyPredictor
-    load_predictor(log_dir, cfg) -> LatencyPredictor
+    load_predictor(log_dir, provenance, match=None) -> LatencyPredictor   # one file per network
 """
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ import numpy as np
 from tvm_ofa.arch import ArchConfig, SearchSpace
 from tvm_ofa.errors import TvmOfaError
 from tvm_ofa.predict.dataset import Measurement, _json_lines
-from tvm_ofa.predict.latency import PREDICTOR_FILE, CalibratedPredictor, LatencyPredictor, load_predictor
+from tvm_ofa.predict.latency import CalibratedPredictor, LatencyPredictor, find_predictor, load_predictor
 
 CALIBRATION_FILE = "calibration.json"
 MEASUREMENTS_FILE = "calibration_measurements.jsonl"
@@ -79,8 +79,9 @@ def _read_json(path: Path) -> dict:
     return doc if isinstance(doc, dict) else {}
 
 
-def find_source(log_dir: Path, provenance: dict) -> Path | None:
-    """The sibling CPU folder of ``log_dir`` (same target) that has a latency predictor and the
+def find_source(log_dir: Path, provenance: dict, match: dict | None = None) -> Path | None:
+    """The sibling CPU folder of ``log_dir`` (same target) that has a latency predictor (for the
+    network ``match`` describes, see :func:`~tvm_ofa.predict.latency.find_predictor`) and the
     most CPU features in common with this machine (Jaccard), None when there is none."""
     parent = log_dir.parent
     if not parent.is_dir():
@@ -88,9 +89,10 @@ def find_source(log_dir: Path, provenance: dict) -> Path | None:
     mine = _features(provenance)
     best: tuple[float, str] | None = None
     for d in sorted(p for p in parent.iterdir() if p.is_dir() and p != log_dir):
-        if not (d / PREDICTOR_FILE).is_file():
+        try:
+            doc = _read_json(find_predictor(d, match))
+        except TvmOfaError:
             continue
-        doc = _read_json(d / PREDICTOR_FILE)
         if doc.get("kind") == CalibratedPredictor.kind:
             continue  # a calibrated machine is not a source: its schedules are borrowed too
         theirs = set(doc.get("cpu_features") or _features(_read_json(d / "provenance.json")))
@@ -100,11 +102,16 @@ def find_source(log_dir: Path, provenance: dict) -> Path | None:
     return Path(best[1]) if best else None
 
 
-def load_source(source_dir: Path, provenance: dict) -> LatencyPredictor:
-    """The source machine's predictor; refused when fitted with another TVM version."""
-    doc = _read_json(source_dir / PREDICTOR_FILE)
+def load_source(source_dir: Path, provenance: dict, match: dict | None = None) -> LatencyPredictor:
+    """The source machine's predictor (for the network ``match`` describes); refused when fitted
+    with another TVM version."""
+    try:
+        path = find_predictor(source_dir, match)
+    except TvmOfaError as err:
+        raise CalibrationError(f"{err} (the calibration's source)") from None
+    doc = _read_json(path)
     if not doc:
-        raise CalibrationError(f"{source_dir / PREDICTOR_FILE}: no readable latency predictor to start from; "
+        raise CalibrationError(f"{path}: no readable latency predictor to start from; "
                                f"fit one there with `tvm-ofa latency fit`")
     if doc.get("kind") == CalibratedPredictor.kind:
         raise CalibrationError(f"{source_dir}: its predictor is itself calibrated from another machine; "
@@ -116,7 +123,7 @@ def load_source(source_dir: Path, provenance: dict) -> LatencyPredictor:
     as_there = {**provenance, "target": doc.get("target"), "cpu": doc.get("cpu")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return load_predictor(source_dir, as_there)
+        return load_predictor(source_dir, as_there, match)
 
 
 def calibration_set(space: SearchSpace, source: LatencyPredictor, n: int, seed: int = 0,
@@ -260,7 +267,7 @@ def calibrate(cfg: Any, *, minutes: float, log_root: str | Path = "tuning_logs",
               source_dir: str | Path | None = None, n_subnets: int = 16, seed: int = 0,
               repeats: int = 30, tune: bool = True, trials_per_task: int | None = None,
               tune_rounds: int | None = None, progress: Optional[Callable[[CalibrationEvent], None]] = None,
-              clock: Callable[[], float] = time.monotonic) -> CalibrationReport:
+              clock: Callable[[], float] = time.monotonic, match: dict | None = None) -> CalibrationReport:
     """Calibrate the latency predictor of ``cfg`` on this machine within ``minutes``.
 
     Parameters
@@ -271,6 +278,9 @@ def calibrate(cfg: Any, *, minutes: float, log_root: str | Path = "tuning_logs",
     source_dir : path, optional
         The log folder to start from (default: the closest CPU of the same target, see
         :func:`find_source`). Needed when the target's logs are not kept per CPU (RPC devices).
+    match : dict, optional
+        Which network's predictor to carry over when the source holds several (e.g.
+        ``{"space": supernet.space, "n_classes": 10}``, see :func:`~tvm_ofa.predict.latency.find_predictor`).
     n_subnets : int
         Calibration subnets to measure end to end (10-20 is the useful range).
     tune : bool
@@ -304,7 +314,7 @@ def calibrate(cfg: Any, *, minutes: float, log_root: str | Path = "tuning_logs",
         # stored relative to the log folder, so the two folders can move (or be committed) together
         source_dir = log_dir / state["source_dir"]
     if source_dir is None:
-        source_dir = find_source(log_dir, prov)
+        source_dir = find_source(log_dir, prov, match)
     if source_dir is None:
         raise CalibrationError(
             f"{log_dir.parent}: no other machine's logs with a latency predictor to start from; collect them "
@@ -313,7 +323,7 @@ def calibrate(cfg: Any, *, minutes: float, log_root: str | Path = "tuning_logs",
     source_dir = Path(source_dir).resolve()
     if source_dir == log_dir.resolve():
         raise CalibrationError(f"{source_dir}: the source must be another machine's folder, not this one's")
-    source = load_source(source_dir, prov)
+    source = load_source(source_dir, prov, match)
     info = {"dir": str(source_dir), "cpu": source.meta.get("cpu"), "threads": source.meta.get("threads"),
             "date": source.meta.get("date")}
     state.update({"source_dir": os.path.relpath(source_dir, log_dir.resolve()), "source_cpu": source.meta.get("cpu"),

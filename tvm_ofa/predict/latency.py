@@ -33,7 +33,7 @@ from tvm_ofa.errors import TvmOfaError
 from tvm_ofa.predict.dataset import Measurement, WorkloadDataset
 from tvm_ofa.predict.workloads import FEATURES, KINDS, NetConfig, Workload, WorkloadTable, feature_matrix
 
-PREDICTOR_FILE = "latency_predictor.json"
+PREDICTOR_FILE = "latency_predictor.json"  # the prefix of every predictor file (and an older, untagged name)
 MODEL_FILE = "latency_predictor.xgb.ubj"
 FORMAT = 1
 
@@ -175,7 +175,7 @@ class LatencyPredictor:
                "calibration": {"scale": self.calibration[0], "ms_per_network": self.calibration[1],
                                "ms_per_task": self.calibration[2]}, "features": list(FEATURES),
                "state": self._state_for_save(folder)}
-        path = folder / PREDICTOR_FILE
+        path = folder / predictor_file(self.net, self.space)
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(doc, indent=1) + "\n")
         tmp.replace(path)
@@ -211,8 +211,9 @@ class XGBoostPredictor(LatencyPredictor):
         return np.exp(self.booster.predict(d))
 
     def _state_for_save(self, folder: Path) -> dict[str, Any]:
-        self.booster.save_model(str(folder / MODEL_FILE))
-        return {"model_file": MODEL_FILE}
+        name = predictor_file(self.net, self.space).removesuffix(".json") + ".xgb.ubj"
+        self.booster.save_model(str(folder / name))
+        return {"model_file": name}
 
     def _load_state(self, state: dict[str, Any], folder: Path) -> None:
         import xgboost as xgb
@@ -431,7 +432,76 @@ def fit_predictor(kind: str, data: WorkloadDataset, measurements: Sequence[Measu
     return PREDICTORS[kind](space, net).fit(data, measurements)
 
 
-def load_predictor(folder: str | Path, provenance: dict[str, Any]) -> LatencyPredictor:
+def predictor_file(net: NetConfig, space: SearchSpace) -> str:
+    """The file name of the predictor for one network and space: a CPU's folder holds one per
+    network measured there (say the shipped 32-48 px supernet and the paper's 128-224 px one),
+    as the tuning records they share do not say which network a subnet belongs to."""
+    res = space.resolutions
+    tag = f"{net.n_classes}c-w{net.width_mult:g}-r{min(res)}-{max(res)}"
+    tag += "".join(f"-{k}{v}" for k, v, default in (("b", net.batch, 1), ("s", net.stem_stride, 2),
+                                                    ("se", net.se_reduction, 4)) if v != default)
+    return f"latency_predictor.{tag}.json"
+
+
+def predictor_files(folder: str | Path) -> list[Path]:
+    """Every latency predictor file in ``folder`` (one per network)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.glob("latency_predictor*.json") if p.is_file()) if folder.is_dir() else []
+
+
+def _read_doc(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+        doc["kind"]
+        return doc
+    except (ValueError, KeyError, TypeError):
+        raise LatencyPredictorError(f"{path}: not a latency predictor file (unreadable JSON); refit it") from None
+
+
+def _describes(doc: dict[str, Any], match: dict[str, Any]) -> bool:
+    have = {**(doc.get("net") or {}), "space": doc.get("space"),
+            "resolutions": tuple((doc.get("space") or {}).get("resolutions") or ())}
+    want = dict(match)
+    if isinstance(want.get("space"), SearchSpace):
+        want["space"] = want["space"].to_dict()
+    if "resolutions" in want:
+        want["resolutions"] = tuple(sorted(want["resolutions"]))
+    return all(have.get(k) == v for k, v in want.items())
+
+
+def find_predictor(folder: str | Path, match: dict[str, Any] | None = None,
+                   provenance: dict[str, Any] | None = None) -> Path:
+    """The predictor file in ``folder`` for the network ``match`` describes.
+
+    Parameters
+    ----------
+    match : dict, optional
+        Fields the predictor's network must have: any of :class:`NetConfig`'s, ``resolutions``
+        or ``space`` (a :class:`SearchSpace`). Without it, the folder must hold a single predictor.
+    """
+    folder = Path(folder)
+    target = (provenance or {}).get("target", "<target>")
+    files = predictor_files(folder)
+    if not files:
+        raise LatencyPredictorError(f"{folder / PREDICTOR_FILE}: no latency predictor; fit one with "
+                                    f"`tvm-ofa latency fit --target {target}`")
+    if not match:
+        if len(files) > 1:
+            raise LatencyPredictorError(
+                f"{folder}: latency predictors for several networks ({', '.join(p.name for p in files)}); "
+                "say which with --n-classes / --resolutions")
+        return files[0]
+    hits = [p for p in files if _describes(_read_doc(p), match)]
+    if len(hits) != 1:
+        what = ", ".join(f"{k}={v.resolutions if isinstance(v, SearchSpace) else v}" for k, v in match.items())
+        raise LatencyPredictorError(
+            f"{folder}: {'no' if not hits else 'more than one'} latency predictor for this network ({what}); "
+            f"it has {', '.join(p.name for p in files)}; fit one with `tvm-ofa latency fit --target {target}`")
+    return hits[0]
+
+
+def load_predictor(folder: str | Path, provenance: dict[str, Any],
+                   match: dict[str, Any] | None = None) -> LatencyPredictor:
     """Load the predictor saved in ``folder``, refusing one fitted with another TVM version or
     for another target, and warning (once) when it describes another CPU.
 
@@ -441,17 +511,13 @@ def load_predictor(folder: str | Path, provenance: dict[str, Any]) -> LatencyPre
         The target's log folder.
     provenance : dict
         The current host's ``tvm_ofa.targets.host_provenance(cfg)``.
+    match : dict, optional
+        Which network's predictor, when the folder holds several (see :func:`find_predictor`).
     """
     folder = Path(folder)
-    path = folder / PREDICTOR_FILE
-    if not path.is_file():
-        raise LatencyPredictorError(f"{path}: no latency predictor; fit one with "
-                                    f"`tvm-ofa latency fit --target {provenance.get('target', '<target>')}`")
-    try:
-        doc = json.loads(path.read_text())
-        kind = doc["kind"]
-    except (ValueError, KeyError, TypeError):
-        raise LatencyPredictorError(f"{path}: not a latency predictor file (unreadable JSON); refit it") from None
+    path = find_predictor(folder, match, provenance)
+    doc = _read_doc(path)
+    kind = doc["kind"]
     if doc.get("format") != FORMAT or kind not in PREDICTORS:
         raise LatencyPredictorError(f"{path}: unsupported predictor format/kind ({doc.get('format')}, {kind!r})")
     if doc.get("tvm_version") != provenance.get("tvm_version"):
