@@ -163,6 +163,29 @@ def test_resume_after_torn_write(tuned):
 
 
 @pytest.mark.slow
+def test_a_record_that_cannot_be_read_back_is_set_aside(tuned):
+    """MetaSchedule can commit a record its own loader then refuses (seen on reduction tasks),
+    which makes the whole database unopenable: that record moves aside, the rest opens."""
+    import re
+
+    from tvm_ofa.compiler.database import RECORD_FILE, REJECTED_FILE, DatabaseWarning, open_database
+
+    cfg, _, root, _, _ = tuned
+    broken = root.parent / "unloadable"
+    shutil.copytree(root, broken)
+    kdir = cfg.log_dir(broken)
+    lines = (kdir / RECORD_FILE).read_text().splitlines()
+    i = next(j for j, line in enumerate(lines) if '["GetSBlock",[],["' in line)
+    # valid JSON, but its trace names a block the workload does not have
+    lines[i] = re.sub(r'\["GetSBlock",\[\],\["[^"]+"', '["GetSBlock",[],["no_such_block"', lines[i], count=1)
+    (kdir / RECORD_FILE).write_text("\n".join(lines) + "\n")
+    with pytest.warns(DatabaseWarning, match="1 tuning record.*cannot read back"):
+        db = open_database(kdir)
+    assert len(db.db.get_all_tuning_records()) == len(lines) - 1
+    assert (kdir / REJECTED_FILE).read_text() == lines[i] + "\n"
+
+
+@pytest.mark.slow
 def test_emit_load_fresh_process_and_rpc(tuned, mini, tmp_path):
     from tvm_ofa import load_artifact
     from tvm_ofa.arch import ArchConfig

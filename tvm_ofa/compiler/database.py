@@ -19,6 +19,8 @@ from typing import Any
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 FINISHED_FILE = "finished_tasks.json"
+# records MetaSchedule wrote but cannot read back, kept aside rather than lost
+REJECTED_FILE = "database_tuning_record.rejected.json"
 
 
 class DatabaseWarning(UserWarning):
@@ -160,6 +162,35 @@ def repair(log_dir: str | os.PathLike) -> int:
     return dropped
 
 
+def set_aside_unloadable(log_dir: Path) -> int:
+    """Move the record lines MetaSchedule cannot load back (seen with some traces of reduction
+    tasks: the tuner commits them, the JSON loader then refuses the whole file) to
+    :data:`REJECTED_FILE`; returns how many moved. Each record is replayed on its workload, so
+    this costs seconds per thousand records and only runs when opening the database failed."""
+    from tvm.s_tir.meta_schedule.database import TuningRecord, Workload
+
+    wl_lines = [line for line in _read_lines(log_dir / WORKLOAD_FILE) if line.strip()]
+    workloads: dict[int, Any] = {}
+    kept, rejected = [], []
+    for line in _read_lines(log_dir / RECORD_FILE):
+        if not line.strip():
+            continue
+        obj = _parse(line)
+        try:
+            idx = obj[0]
+            if idx not in workloads:
+                workloads[idx] = Workload.from_json(json.loads(wl_lines[idx]))
+            TuningRecord.from_json(obj[1], workloads[idx])
+            kept.append(line)
+        except Exception:  # noqa: BLE001 - whatever the loader rejects goes aside
+            rejected.append(line)
+    if rejected:
+        with open(log_dir / REJECTED_FILE, "a") as f:
+            f.write("".join(line + "\n" for line in rejected))
+        _atomic_write(log_dir / RECORD_FILE, kept)
+    return len(rejected)
+
+
 @dataclass
 class TuningDatabase:
     """A repaired, opened JSON database and the bookkeeping tuning needs.
@@ -222,8 +253,17 @@ def open_database(log_dir: str | os.PathLike) -> TuningDatabase:
     log_dir.mkdir(parents=True, exist_ok=True)
     unpack(log_dir)
     skipped = repair(log_dir)
-    db = JSONDatabase(path_workload=str(log_dir / WORKLOAD_FILE),
-                      path_tuning_record=str(log_dir / RECORD_FILE), allow_missing=True)
+    try:
+        db = JSONDatabase(path_workload=str(log_dir / WORKLOAD_FILE),
+                          path_tuning_record=str(log_dir / RECORD_FILE), allow_missing=True)
+    except Exception:  # a TVM error, raised from its loader threads without a message
+        moved = set_aside_unloadable(log_dir)
+        if not moved:
+            raise
+        warnings.warn(f"{log_dir}: {moved} tuning record(s) that MetaSchedule wrote but cannot read back "
+                      f"were moved to {REJECTED_FILE}; the rest is intact", DatabaseWarning, stacklevel=2)
+        db = JSONDatabase(path_workload=str(log_dir / WORKLOAD_FILE),
+                          path_tuning_record=str(log_dir / RECORD_FILE), allow_missing=True)
     finished: dict[str, int] = {}
     fin = _parse((log_dir / FINISHED_FILE).read_text()) if (log_dir / FINISHED_FILE).exists() else None
     if isinstance(fin, dict):
