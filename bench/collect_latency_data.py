@@ -103,8 +103,9 @@ def measured_ids(path: Path) -> set[str]:
     return ids
 
 
-def build_timer(cfg, lowered, log_dir: Path, repeats: int):
-    """Build ``lowered`` with the records and return a function that times it once more on each
+def build_timer(cfg, lowered, log_dir: Path, repeats: int, db=None):
+    """Build ``lowered`` with the records (``db``: the opened database, else opened here; a big
+    one takes tens of seconds to load) and return a function that times it once more on each
     call: ``{"median_ms", "p90_ms", "repeats"}``."""
     import numpy as np
     import tvm
@@ -115,7 +116,7 @@ def build_timer(cfg, lowered, log_dir: Path, repeats: int):
     from tvm_ofa.compiler.measure import benchmark_vm
 
     # the same timing as `tvm-ofa compile` puts into an artifact's metadata
-    ex = build(lowered.mod, cfg.tvm_target(), open_database(log_dir).db)
+    ex = build(lowered.mod, cfg.tvm_target(), db if db is not None else open_database(log_dir).db)
     dev = tvm.cpu()
     vm = relax.VirtualMachine(ex, dev)
     x = np.random.default_rng(0).standard_normal(lowered.input_shape).astype("float32")
@@ -253,6 +254,7 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
     # the timings of a chunk of subnets are repeated after the chunk is built, minutes later: the
     # records then show how far two timings of the same library on this machine agree
     chunk: list = []
+    db = None
 
     def flush() -> None:
         for arch, timer, passes in chunk:
@@ -283,7 +285,11 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
             if arch.id in done or any(w.key not in tuned_keys for w in subnet_workloads(arch, net_cfg)):
                 continue
             lowered = lower_module(net.extract(arch), (1, 3, arch.resolution, arch.resolution))
-            timer = build_timer(cfg, lowered, log_dir, args.repeats)
+            if db is None:
+                from tvm_ofa.compiler.database import open_database
+
+                db = open_database(log_dir).db
+            timer = build_timer(cfg, lowered, log_dir, args.repeats, db)
             chunk.append((arch, timer, [timer()]))
             done.add(arch.id)
             if len(chunk) >= args.chunk:
