@@ -103,20 +103,19 @@ def measured_ids(path: Path) -> set[str]:
     return ids
 
 
-def build_timer(cfg, lowered, log_dir: Path, repeats: int, db=None):
-    """Build ``lowered`` with the records (``db``: the opened database, else opened here; a big
-    one takes tens of seconds to load) and return a function that times it once more on each
-    call: ``{"median_ms", "p90_ms", "repeats"}``."""
+def build_timer(cfg, lowered, db, repeats: int):
+    """Build ``lowered`` with the records of ``db`` (an opened database: a big one takes tens of
+    seconds to load, so callers timing many subnets open it once) and return a function that
+    times it once more on each call: ``{"median_ms", "p90_ms", "repeats"}``."""
     import numpy as np
     import tvm
     from tvm import relax
 
     from tvm_ofa.compiler.build import build
-    from tvm_ofa.compiler.database import open_database
     from tvm_ofa.compiler.measure import benchmark_vm
 
     # the same timing as `tvm-ofa compile` puts into an artifact's metadata
-    ex = build(lowered.mod, cfg.tvm_target(), db if db is not None else open_database(log_dir).db)
+    ex = build(lowered.mod, cfg.tvm_target(), db)
     dev = tvm.cpu()
     vm = relax.VirtualMachine(ex, dev)
     x = np.random.default_rng(0).standard_normal(lowered.input_shape).astype("float32")
@@ -129,7 +128,18 @@ def build_timer(cfg, lowered, log_dir: Path, repeats: int, db=None):
 
 
 def measure(cfg, lowered, log_dir: Path, repeats: int) -> dict:
-    return build_timer(cfg, lowered, log_dir, repeats)()
+    from tvm_ofa.compiler.database import open_database
+
+    return build_timer(cfg, lowered, open_database(log_dir).db, repeats)()
+
+
+def measurement_record(arch, m: dict, cfg, prov: dict, net_cfg, trials: int, **extra) -> dict:
+    """One line of ``measurements.jsonl``: the timing ``m`` with what it was measured on."""
+    return {"id": arch.id, "arch": arch.to_dict(), **m, "cpu": prov.get("cpu"), "threads": cfg.num_threads,
+            "net": net_cfg.to_dict(), "trials_per_task": trials, **extra,
+            "tvm_version": prov.get("tvm_version"), "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            # other work on the same cores shifts timings: keep the evidence with them
+            "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
 def combine_passes(passes: list[dict]) -> dict:
@@ -219,12 +229,7 @@ def main(argv=None) -> int:
                 bar.write(f"{arch.id}: {total - tuned}/{total} workloads without a valid record; not measured")
                 continue
             m = measure(cfg, lowered, log_dir, args.repeats)
-            rec = {"id": arch.id, "arch": arch.to_dict(), **m, "cpu": prov.get("cpu"),
-                   "threads": cfg.num_threads, "net": net_cfg.to_dict(), "trials_per_task": trials,
-                   "task_sum_ms": report.estimated_ms, "tvm_version": prov.get("tvm_version"),
-                   "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                   # other work on the same cores shifts timings: keep the evidence with them
-                   "loadavg": [round(x, 2) for x in os.getloadavg()]}
+            rec = measurement_record(arch, m, cfg, prov, net_cfg, trials, task_sum_ms=report.estimated_ms)
             with open(meas_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             done.add(arch.id)
@@ -260,10 +265,7 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
         for arch, timer, passes in chunk:
             passes += [timer() for _ in range(args.passes - 1)]
             m = combine_passes(passes)
-            rec = {"id": arch.id, "arch": arch.to_dict(), **m, "cpu": prov.get("cpu"),
-                   "threads": cfg.num_threads, "net": net_cfg.to_dict(), "trials_per_task": trials,
-                   "tvm_version": prov.get("tvm_version"), "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                   "loadavg": [round(x, 2) for x in os.getloadavg()]}
+            rec = measurement_record(arch, m, cfg, prov, net_cfg, trials)
             with open(meas_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             bar.update(1)
@@ -289,7 +291,7 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
                 from tvm_ofa.compiler.database import open_database
 
                 db = open_database(log_dir).db
-            timer = build_timer(cfg, lowered, log_dir, args.repeats, db)
+            timer = build_timer(cfg, lowered, db, args.repeats)
             chunk.append((arch, timer, [timer()]))
             done.add(arch.id)
             if len(chunk) >= args.chunk:

@@ -253,17 +253,20 @@ def open_database(log_dir: str | os.PathLike) -> TuningDatabase:
     log_dir.mkdir(parents=True, exist_ok=True)
     unpack(log_dir)
     skipped = repair(log_dir)
+
+    def load() -> Any:
+        return JSONDatabase(path_workload=str(log_dir / WORKLOAD_FILE),
+                            path_tuning_record=str(log_dir / RECORD_FILE), allow_missing=True)
+
     try:
-        db = JSONDatabase(path_workload=str(log_dir / WORKLOAD_FILE),
-                          path_tuning_record=str(log_dir / RECORD_FILE), allow_missing=True)
+        db = load()
     except Exception:  # a TVM error, raised from its loader threads without a message
         moved = set_aside_unloadable(log_dir)
         if not moved:
             raise
         warnings.warn(f"{log_dir}: {moved} tuning record(s) that MetaSchedule wrote but cannot read back "
                       f"were moved to {REJECTED_FILE}; the rest is intact", DatabaseWarning, stacklevel=2)
-        db = JSONDatabase(path_workload=str(log_dir / WORKLOAD_FILE),
-                          path_tuning_record=str(log_dir / RECORD_FILE), allow_missing=True)
+        db = load()
     finished: dict[str, int] = {}
     fin = _parse((log_dir / FINISHED_FILE).read_text()) if (log_dir / FINISHED_FILE).exists() else None
     if isinstance(fin, dict):

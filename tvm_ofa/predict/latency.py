@@ -553,7 +553,7 @@ def evaluate(pred: LatencyPredictor, measurements: Sequence[Measurement]) -> dic
 
 def repeatability(measurements: Sequence[Measurement]) -> dict[str, float]:
     """The same metrics as :func:`evaluate`, with a subnet's first timing pass as the prediction
-    of its last (minutes later): the agreement no predictor can beat on this machine's timings.
+    of its last (minutes later): the noise every predictor is scored against on this machine.
     Only measurements timed more than once count (``{"n": 0}`` when none was)."""
     ms = [m for m in measurements if len(m.passes_ms) > 1]
     if not ms:
