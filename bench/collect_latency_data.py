@@ -29,6 +29,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 RESOLUTIONS = (128, 160, 192, 224)
+# share of the CPUs other processes may use during a timing pass before the collector says the
+# timing is inflated (with every core in use by the timed library, even 10 % stalls its threads)
+BUSY = 0.05
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,12 +53,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="tune nothing: measure end to end (the extremes, then uniform samples) the subnets "
                         "whose workloads all have records, until --max-subnets are measured; run it on an "
                         "idle machine, as tuning in the background slows the timed runs several-fold")
-    p.add_argument("--passes", type=int, default=2,
-                   help="--measure-only: time each library this many times, minutes apart (a chunk of "
-                        "subnets in between); the record keeps each pass and their median")
+    p.add_argument("--passes", type=int, default=5,
+                   help="--measure-only: time each library this many times, in rounds over a chunk of "
+                        "subnets (about a second each); the record keeps each pass and their median")
     p.add_argument("--chunk", type=int, default=8,
-                   help="--measure-only: subnets built between the passes of one (an interrupted run "
-                        "loses at most these)")
+                   help="--measure-only: subnets built, then timed together in rounds (an interrupted "
+                        "run loses at most these)")
     p.add_argument("--pack", type=int, default=None, metavar="K",
                    help="at the end, keep the best K records per workload and write the .xz copies the "
                         "repository ships (alone: --max-subnets 0 --pack 3)")
@@ -142,8 +145,27 @@ def measurement_record(arch, m: dict, cfg, prov: dict, net_cfg, trials: int, **e
             "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
+def quiet_pass(timer, tries: int = 3) -> dict:
+    """One timing pass, taken again (up to ``tries`` times, a second apart) while other processes
+    keep more than ``BUSY`` of the CPUs; the least disturbed try, with its ``other_cpu`` share."""
+    from tvm_ofa.compiler.measure import other_load
+
+    best = None
+    for k in range(tries):
+        if k:
+            time.sleep(1.0)
+        with other_load() as load:
+            m = timer()
+        m["other_cpu"] = load["other_cpu"]
+        if best is None or (m["other_cpu"] or 0.0) < (best["other_cpu"] or 0.0):
+            best = m
+        if m["other_cpu"] is None or m["other_cpu"] <= BUSY:
+            break
+    return best
+
+
 def combine_passes(passes: list[dict]) -> dict:
-    """One record from timings of the same library taken minutes apart: the median of the passes'
+    """One record from several timing passes of the same library: the median of the passes'
     medians (their mean for two), each pass kept, so the data says how repeatable it is."""
     import numpy as np
 
@@ -256,22 +278,30 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
     from tvm_ofa.predict.workloads import subnet_workloads
 
     target = len(done) + limit if args.max_subnets is not None else 10**9
-    # the timings of a chunk of subnets are repeated after the chunk is built, minutes later: the
-    # records then show how far two timings of the same library on this machine agree
+    # a chunk of subnets is built, then timed in rounds, one pass of each library per round: a
+    # burst of other load then slows one pass of several libraries instead of every pass of one,
+    # and the median of the passes leaves it out
     chunk: list = []
     db = None
 
     def flush() -> None:
-        for arch, timer, passes in chunk:
-            passes += [timer() for _ in range(args.passes - 1)]
-            m = combine_passes(passes)
-            rec = measurement_record(arch, m, cfg, prov, net_cfg, trials)
+        passes: list[list[dict]] = [[] for _ in chunk]
+        for _ in range(args.passes):
+            for (arch, timer), got in zip(chunk, passes):
+                got.append(quiet_pass(timer))
+        for (arch, _), got in zip(chunk, passes):
+            busy = [p["other_cpu"] for p in got if p["other_cpu"] is not None]
+            m = combine_passes([{k: v for k, v in p.items() if k != "other_cpu"} for p in got])
+            rec = measurement_record(arch, m, cfg, prov, net_cfg, trials,
+                                     other_cpu_max=max(busy) if busy else None)
             with open(meas_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             bar.update(1)
             bar.write(f"{arch.id}: {m['median_ms']:.3f} ms"
                       + (f" (passes {', '.join(f'{v:.3f}' for v in m['pass_medians_ms'])})"
-                         if "pass_medians_ms" in m else ""))
+                         if "pass_medians_ms" in m else "")
+                      + (f"; other processes used up to {max(busy):.0%} of the CPUs: timings inflated"
+                         if busy and max(busy) > BUSY else ""))
         chunk.clear()
 
     bar = tqdm(total=None if args.max_subnets is None else limit, unit="subnet", dynamic_ncols=True)
@@ -291,8 +321,7 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
                 from tvm_ofa.compiler.database import open_database
 
                 db = open_database(log_dir).db
-            timer = build_timer(cfg, lowered, db, args.repeats)
-            chunk.append((arch, timer, [timer()]))
+            chunk.append((arch, build_timer(cfg, lowered, db, args.repeats)))
             done.add(arch.id)
             if len(chunk) >= args.chunk:
                 flush()

@@ -7,11 +7,13 @@ Tuning tests use a MobileNetV3-like block stack with few distinct workloads (a f
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import textwrap
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -323,3 +325,27 @@ def test_pack_keeps_best_records_and_unpack_restores(tmp_path):
     assert has_logs(tmp_path)  # unpacked on first use
     assert {n: (tmp_path / n).read_bytes() for n in plain} == plain
     assert not unpack(tmp_path)  # the working copies win once they exist
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads /proc/stat")
+def test_other_load_sees_another_process_but_not_this_one():
+    import time
+
+    from tvm_ofa.compiler.measure import other_load
+
+    ncpu = os.cpu_count() or 1
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"
+    child = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        time.sleep(0.2)  # the child's interpreter start is not part of the window
+        with other_load() as busy:
+            time.sleep(1.0)
+    finally:
+        child.wait()
+    # one busy process fills one CPU of ncpu
+    assert busy["other_cpu"] >= 0.6 / ncpu
+    with other_load() as own:
+        t = time.time()
+        while time.time() - t < 1.0:
+            pass
+    assert 0.0 <= own["other_cpu"] <= 1.0

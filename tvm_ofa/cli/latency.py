@@ -210,7 +210,7 @@ def _eval(args: argparse.Namespace) -> int:
         out["plot"] = str(plot)
         again = repeatability(test)
         if again["n"]:
-            out["repeatability"]["first pass"] = again
+            out["repeatability"]["passes"] = again
     elif not out["unseen_workloads"]:
         raise LatencyPredictorError(
             f"{log_dir}: nothing to evaluate on: no held-out end-to-end measurements and too few "
@@ -222,8 +222,9 @@ def _eval(args: argparse.Namespace) -> int:
                                                  "hidden from the model)"),
                            ("subnets", f"held-out subnets end to end ({len(test)}; "
                                        f"{len(train)} others calibrate)"),
-                           ("repeatability", "the same held-out subnets timed again minutes later, "
-                                             "first timing as the prediction (the noise every predictor is scored against)")):
+                           ("repeatability", "the same held-out subnets timed again minutes later: the first half of "
+                                             "their timing passes as the prediction of the second half (the noise "
+                                             "every predictor is scored against)")):
         if not out[section]:
             if section == "subnets":
                 print("\nno held-out end-to-end measurements: run bench/collect_latency_data.py")

@@ -1,9 +1,11 @@
 """Timing a built Relax VM: locally or through an RPC session, median and p90 of repeats."""
 from __future__ import annotations
 
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -74,3 +76,35 @@ def set_threads(n: int | None) -> None:
     fn = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
     if fn is not None:
         fn(0, int(n))  # 0: big cores first
+
+
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds all processes have spent since boot (Linux ``/proc/stat``; None elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()[1:]
+    except OSError:
+        return None
+    # user nice system idle iowait irq softirq steal: all but idle and iowait are busy
+    ticks = [int(v) for v in fields[:8]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def other_load() -> Iterator[dict]:
+    """Measure how busy the machine's other processes kept its CPUs while the block ran.
+
+    Yields a dict that, on exit, holds ``other_cpu``: the share of all CPUs (0 to 1) that other
+    processes used, or None where the OS does not say. Timings taken while others use the cores
+    that a parallel kernel needs come out slower by much more than that share (one stalled thread
+    holds up the rest), so a measurement keeps this as its evidence.
+    """
+    out: dict = {"other_cpu": None}
+    t0, busy0, own0 = time.monotonic(), _busy_cpu_seconds(), time.process_time()
+    try:
+        yield out
+    finally:
+        busy1, elapsed = _busy_cpu_seconds(), time.monotonic() - t0
+        if busy0 is not None and busy1 is not None and elapsed > 0:
+            others = (busy1 - busy0) - (time.process_time() - own0)
+            out["other_cpu"] = round(min(max(others / (elapsed * (os.cpu_count() or 1)), 0.0), 1.0), 3)

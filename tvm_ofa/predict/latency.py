@@ -552,13 +552,16 @@ def evaluate(pred: LatencyPredictor, measurements: Sequence[Measurement]) -> dic
 
 
 def repeatability(measurements: Sequence[Measurement]) -> dict[str, float]:
-    """The same metrics as :func:`evaluate`, with a subnet's first timing pass as the prediction
-    of its last (minutes later): the noise every predictor is scored against on this machine.
-    Only measurements timed more than once count (``{"n": 0}`` when none was)."""
+    """The same metrics as :func:`evaluate`, with the median of a subnet's first half of timing
+    passes as the prediction of the median of its second half (passes taken minutes apart): the
+    noise every predictor is scored against on this machine. With two passes, the first predicts
+    the last. Only measurements timed more than once count (``{"n": 0}`` when none was)."""
     ms = [m for m in measurements if len(m.passes_ms) > 1]
     if not ms:
         return {"n": 0}
-    return _metrics(np.array([m.passes_ms[0] for m in ms]), np.array([m.passes_ms[-1] for m in ms]))
+    first = [float(np.median(m.passes_ms[: len(m.passes_ms) // 2])) for m in ms]
+    second = [float(np.median(m.passes_ms[len(m.passes_ms) // 2:])) for m in ms]
+    return _metrics(np.array(first), np.array(second))
 
 
 def _metrics(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
