@@ -29,9 +29,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 RESOLUTIONS = (128, 160, 192, 224)
-# share of the CPUs other processes may use during a timing pass before the collector says the
-# timing is inflated (with every core in use by the timed library, even 10 % stalls its threads)
-BUSY = 0.05
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -125,7 +122,8 @@ def build_timer(cfg, lowered, db, repeats: int):
 
     def time_once() -> dict:
         lat = benchmark_vm(vm, dev, x, warmup=10, repeats=repeats, threads=cfg.num_threads)
-        return {"median_ms": lat.median_ms, "p90_ms": lat.p90_ms, "repeats": int(lat.repeats)}
+        return {"median_ms": lat.median_ms, "p90_ms": lat.p90_ms, "repeats": int(lat.repeats),
+                "other_cpu": lat.other_cpu}
 
     return time_once
 
@@ -143,25 +141,6 @@ def measurement_record(arch, m: dict, cfg, prov: dict, net_cfg, trials: int, **e
             "tvm_version": prov.get("tvm_version"), "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
             # other work on the same cores shifts timings: keep the evidence with them
             "loadavg": [round(x, 2) for x in os.getloadavg()]}
-
-
-def quiet_pass(timer, tries: int = 3) -> dict:
-    """One timing pass, taken again (up to ``tries`` times, a second apart) while other processes
-    keep more than ``BUSY`` of the CPUs; the least disturbed try, with its ``other_cpu`` share."""
-    from tvm_ofa.compiler.measure import other_load
-
-    best = None
-    for k in range(tries):
-        if k:
-            time.sleep(1.0)
-        with other_load() as load:
-            m = timer()
-        m["other_cpu"] = load["other_cpu"]
-        if best is None or (m["other_cpu"] or 0.0) < (best["other_cpu"] or 0.0):
-            best = m
-        if m["other_cpu"] is None or m["other_cpu"] <= BUSY:
-            break
-    return best
 
 
 def combine_passes(passes: list[dict]) -> dict:
@@ -275,6 +254,7 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
     from tqdm import tqdm
 
     from tvm_ofa.compiler.lower import lower_module
+    from tvm_ofa.compiler.measure import BUSY
     from tvm_ofa.predict.workloads import subnet_workloads
 
     target = len(done) + limit if args.max_subnets is not None else 10**9
@@ -288,7 +268,7 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
         passes: list[list[dict]] = [[] for _ in chunk]
         for _ in range(args.passes):
             for (arch, timer), got in zip(chunk, passes):
-                got.append(quiet_pass(timer))
+                got.append(timer())
         for (arch, _), got in zip(chunk, passes):
             busy = [p["other_cpu"] for p in got if p["other_cpu"] is not None]
             m = combine_passes([{k: v for k, v in p.items() if k != "other_cpu"} for p in got])

@@ -92,4 +92,4 @@ def measure_rpc(artifact: str, runner: dict, warmup: int = 10, repeats: int = 50
     vm = relax.VirtualMachine(lib, dev)
     x = np.random.default_rng(0).standard_normal(meta["input_shape"]).astype(meta["input_dtype"])
     threads = (meta.get("latency") or {}).get("threads")
-    return benchmark_vm(vm, dev, x, warmup, repeats, threads, min_seconds)
+    return benchmark_vm(vm, dev, x, warmup, repeats, threads, min_seconds, local=False)
