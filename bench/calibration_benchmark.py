@@ -57,7 +57,7 @@ def macs_baseline(measurements, space, net):
     from tvm_ofa.nn.profile import count_macs
 
     x = np.array([count_macs(m.arch, net.width_mult, net.n_classes, net.stem_stride) for m in measurements], float)
-    y = np.array([m.median_ms for m in measurements])
+    y = np.array([m.latency_ms for m in measurements])
     a = np.stack([x, np.ones_like(x)], 1) / y[:, None]
     coef, *_ = np.linalg.lstsq(a, np.ones_like(y), rcond=None)
     return lambda archs: coef[0] * np.array([count_macs(a, net.width_mult, net.n_classes, net.stem_stride)
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
                 f.write(json.dumps(m) + "\n")
             print(f"held-out {i + 1}/{len(want)} {a.id}: {m['median_ms']:.3f} ms", flush=True)
     truth = [Measurement.from_dict(held[a.id]) for a in want]
-    y = [m.median_ms for m in truth]
+    y = [m.latency_ms for m in truth]
 
     state_path = scratch / "progress.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {"rows": []}
@@ -163,8 +163,8 @@ def main(argv=None) -> int:
     from tvm_ofa.predict.calibrate import read_measurements
     from tvm_ofa.predict.dataset import load_measurements
 
-    theirs = {m.arch.id: m.median_ms for m in load_measurements(src_copy)[0]}
-    mine = {d["id"]: float(d["median_ms"]) for d in read_measurements(here)}
+    theirs = {m.arch.id: m.latency_ms for m in load_measurements(src_copy)[0]}
+    mine = {d["id"]: Measurement.from_dict(d).latency_ms for d in read_measurements(here)}
     both = sorted(set(theirs) & set(mine), key=lambda k: theirs[k])
     shared = None
     if len(both) >= 2:

@@ -8,8 +8,13 @@ Writes, under ``<log-root>/<target>/<cpu>/`` (e.g. ``tuning_logs/host-cpu/znver4
   tuned, so subnets sharing layer shapes share work);
 - ``measurements.jsonl``: one line per measured subnet (arch, id, median/p90 ms, repeats, CPU,
   threads, network config, trials per task; with ``--measure-only``, each timing pass's median in
-  ``pass_medians_ms``: ``tvm-ofa latency eval`` reports how far the passes agree, the ceiling for
-  any predictor).
+  ``pass_medians_ms`` and a canary's time before each pass in ``pass_canary_ms``: the VM runs
+  1.3-2x slower for tens of seconds at a time, the canary tells those passes apart, and
+  ``Measurement.latency_ms`` is the fastest pass; ``tvm-ofa latency eval`` reports how far the
+  passes agree, the ceiling for any predictor).
+
+Between tuning and measuring, ``tvm-ofa latency retime --target T`` times every workload's best
+schedule again in one run (tuning-time records from different hours are not comparable).
 
 Resumable: subnet ``i`` is drawn from ``(seed, i)``, measured subnets are skipped on a rerun, and
 an interrupted tune loses at most the batch in flight. Stop with Ctrl-C or ``--hours``.
@@ -29,6 +34,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 RESOLUTIONS = (128, 160, 192, 224)
+# a pass whose canary ran more than SLOW times the canary's best ran in a slow phase of the VM;
+# a library with no other pass gets up to SLOW_ROUNDS more
+SLOW = 1.10
+SLOW_ROUNDS = 4
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -106,7 +115,7 @@ def measured_ids(path: Path) -> set[str]:
 def build_timer(cfg, lowered, db, repeats: int):
     """Build ``lowered`` with the records of ``db`` (an opened database: a big one takes tens of
     seconds to load, so callers timing many subnets open it once) and return a function that
-    times it once more on each call: ``{"median_ms", "p90_ms", "repeats"}``."""
+    times it once more on each call (a :class:`tvm_ofa.compiler.measure.Latency`)."""
     import numpy as np
     import tvm
     from tvm import relax
@@ -120,40 +129,30 @@ def build_timer(cfg, lowered, db, repeats: int):
     vm = relax.VirtualMachine(ex, dev)
     x = np.random.default_rng(0).standard_normal(lowered.input_shape).astype("float32")
 
-    def time_once() -> dict:
-        lat = benchmark_vm(vm, dev, x, warmup=10, repeats=repeats, threads=cfg.num_threads)
-        return {"median_ms": lat.median_ms, "p90_ms": lat.p90_ms, "repeats": int(lat.repeats),
-                "other_cpu": lat.other_cpu}
+    def time_once(min_seconds: float = 1.0, tries: int = 3):
+        return benchmark_vm(vm, dev, x, warmup=10, repeats=repeats, threads=cfg.num_threads,
+                            min_seconds=min_seconds, tries=tries)
 
     return time_once
 
 
-def measure(cfg, lowered, log_dir: Path, repeats: int) -> dict:
+def measure(cfg, lowered, log_dir: Path, repeats: int):
     from tvm_ofa.compiler.database import open_database
 
     return build_timer(cfg, lowered, open_database(log_dir).db, repeats)()
 
 
-def measurement_record(arch, m: dict, cfg, prov: dict, net_cfg, trials: int, **extra) -> dict:
-    """One line of ``measurements.jsonl``: the timing ``m`` with what it was measured on."""
+def measurement_record(arch, lat, cfg, prov: dict, net_cfg, trials: int, **extra) -> dict:
+    """One line of ``measurements.jsonl``: the timing ``lat`` (a ``Latency``) with what it was
+    measured on."""
+    m = {"median_ms": lat.median_ms, "p90_ms": lat.p90_ms, "repeats": int(lat.repeats)}
+    if lat.passes_ms:
+        m["pass_medians_ms"] = list(lat.passes_ms)
     return {"id": arch.id, "arch": arch.to_dict(), **m, "cpu": prov.get("cpu"), "threads": cfg.num_threads,
             "net": net_cfg.to_dict(), "trials_per_task": trials, **extra,
             "tvm_version": prov.get("tvm_version"), "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
             # other work on the same cores shifts timings: keep the evidence with them
-            "loadavg": [round(x, 2) for x in os.getloadavg()]}
-
-
-def combine_passes(passes: list[dict]) -> dict:
-    """One record from several timing passes of the same library: the median of the passes'
-    medians (their mean for two), each pass kept, so the data says how repeatable it is."""
-    import numpy as np
-
-    if len(passes) == 1:
-        return dict(passes[0])
-    return {"median_ms": float(np.median([p["median_ms"] for p in passes])),
-            "p90_ms": float(np.median([p["p90_ms"] for p in passes])),
-            "repeats": int(sum(p["repeats"] for p in passes)),
-            "pass_medians_ms": [float(p["median_ms"]) for p in passes]}
+            "other_cpu": lat.other_cpu, "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
 def main(argv=None) -> int:
@@ -234,7 +233,7 @@ def main(argv=None) -> int:
             with open(meas_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             done.add(arch.id)
-            bar.write(f"{arch.id}: {m['median_ms']:.3f} ms (task sum {report.estimated_ms or 0:.3f} ms, "
+            bar.write(f"{arch.id}: {m.median_ms:.3f} ms (task sum {report.estimated_ms or 0:.3f} ms, "
                       f"{report.tasks_tuned} tasks tuned, {report.tasks_skipped} reused)")
     except KeyboardInterrupt:
         bar.write("interrupted: records written so far are kept; rerun to continue")
@@ -254,34 +253,54 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
     from tqdm import tqdm
 
     from tvm_ofa.compiler.lower import lower_module
-    from tvm_ofa.compiler.measure import BUSY
+    from tvm_ofa.compiler.measure import BUSY, combine_windows
     from tvm_ofa.predict.workloads import subnet_workloads
 
     target = len(done) + limit if args.max_subnets is not None else 10**9
-    # a chunk of subnets is built, then timed in rounds, one pass of each library per round: a
-    # burst of other load then slows one pass of several libraries instead of every pass of one,
-    # and the median of the passes leaves it out
+    # a chunk of subnets is built, then timed in rounds, one pass of each library per round. A
+    # shared VM runs 1.3-2x slower for tens of seconds at a time with no other process in sight;
+    # a canary (the smallest subnet, timed briefly before every pass) tells those phases apart, a
+    # library with no pass at the canary's usual speed gets more passes, and the record keeps the
+    # canary's time beside each pass (``Measurement.latency_ms`` takes the fastest pass)
     chunk: list = []
     db = None
+    canary: list = []  # [timer], built with the first chunk
+    canary_best = [float("inf")]
+
+    def speed() -> float:
+        c = canary[0](min_seconds=0.1, tries=1).median_ms
+        canary_best[0] = min(canary_best[0], c)
+        return c
 
     def flush() -> None:
-        passes: list[list[dict]] = [[] for _ in chunk]
+        passes: list[list] = [[] for _ in chunk]
+        marks: list[list[float]] = [[] for _ in chunk]
+
+        def one(j: int) -> None:
+            marks[j].append(speed())
+            passes[j].append(chunk[j][1]())
+
         for _ in range(args.passes):
-            for (arch, timer), got in zip(chunk, passes):
-                got.append(timer())
-        for (arch, _), got in zip(chunk, passes):
-            busy = [p["other_cpu"] for p in got if p["other_cpu"] is not None]
-            m = combine_passes([{k: v for k, v in p.items() if k != "other_cpu"} for p in got])
-            rec = measurement_record(arch, m, cfg, prov, net_cfg, trials,
-                                     other_cpu_max=max(busy) if busy else None)
+            for j in range(len(chunk)):
+                one(j)
+        for _ in range(SLOW_ROUNDS):
+            slow = [j for j in range(len(chunk)) if min(marks[j]) > SLOW * canary_best[0]]
+            if not slow:
+                break
+            time.sleep(5.0)
+            for j in slow:
+                one(j)
+        for (arch, _), got, mark in zip(chunk, passes, marks):
+            lat = combine_windows(got)
             with open(meas_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+                f.write(json.dumps(measurement_record(arch, lat, cfg, prov, net_cfg, trials,
+                                                      pass_canary_ms=[round(c, 4) for c in mark])) + "\n")
             bar.update(1)
-            bar.write(f"{arch.id}: {m['median_ms']:.3f} ms"
-                      + (f" (passes {', '.join(f'{v:.3f}' for v in m['pass_medians_ms'])})"
-                         if "pass_medians_ms" in m else "")
-                      + (f"; other processes used up to {max(busy):.0%} of the CPUs: timings inflated"
-                         if busy and max(busy) > BUSY else ""))
+            bar.write(f"{arch.id}: {min(lat.passes_ms or (lat.median_ms,)):.3f} ms"
+                      + (f" (passes {', '.join(f'{v:.3f}' for v in lat.passes_ms)}; canary "
+                         f"{', '.join(f'{c / canary_best[0]:.2f}' for c in mark)}x its best)" if lat.passes_ms else "")
+                      + (f"; other processes used up to {lat.other_cpu:.0%} of the CPUs: timings inflated"
+                         if (lat.other_cpu or 0.0) > BUSY else ""))
         chunk.clear()
 
     bar = tqdm(total=None if args.max_subnets is None else limit, unit="subnet", dynamic_ncols=True)
@@ -301,6 +320,9 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
                 from tvm_ofa.compiler.database import open_database
 
                 db = open_database(log_dir).db
+                small = space.smallest(res[0])
+                canary.append(build_timer(cfg, lower_module(net.extract(small), (1, 3, small.resolution,
+                                                                                 small.resolution)), db, 20))
             chunk.append((arch, build_timer(cfg, lowered, db, args.repeats)))
             done.add(arch.id)
             if len(chunk) >= args.chunk:

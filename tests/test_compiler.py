@@ -141,6 +141,31 @@ def test_second_tune_runs_zero_trials(tuned):
 
 
 @pytest.mark.slow
+def test_retime_times_every_workload_once_and_the_dataset_uses_it(tuned):
+    from tvm_ofa.compiler.retime import read_retimed, retime_records
+    from tvm_ofa.predict.dataset import build_dataset
+
+    cfg, low, root, rep, events = tuned
+    log_dir = cfg.log_dir(root)
+    before = build_dataset(log_dir)
+    seen = []
+    # slow=100: a CI machine's phases must not leave workloads unaccepted here
+    r = retime_records(cfg, log_dir, batch=2, slow=100.0, progress=seen.append)
+    assert r.workloads == len(before) >= 4 and r.retimed == r.workloads and r.unaccepted == 0
+    assert seen[-1].done == seen[-1].total == r.workloads
+    doc = read_retimed(log_dir)
+    assert set(doc["workloads"]) == {w.key for w in before.workloads}
+    assert all(e["s"] > 0 and e["canary_s"] > 0 for e in doc["workloads"].values())
+    after = build_dataset(log_dir)
+    assert after.retimed == r.workloads
+    assert dict(zip([w.key for w in after.workloads], after.latency_s)) == pytest.approx(
+        {k: e["s"] for k, e in doc["workloads"].items()})
+    # resumable: a second run has nothing left to time
+    again = retime_records(cfg, log_dir, batch=2, slow=100.0)
+    assert again.already == r.workloads and again.retimed == 0
+
+
+@pytest.mark.slow
 def test_resume_after_torn_write(tuned):
     """A killed tuner: no completion marks, the last batch's records missing, a torn line."""
     from tvm_ofa.compiler.database import FINISHED_FILE, RECORD_FILE, DatabaseWarning
@@ -396,3 +421,8 @@ def test_a_timing_disturbed_by_other_processes_is_taken_again(monkeypatch):
     # a quiet machine: one timing
     monkeypatch.setattr(measure, "other_load", fake_load([0.0]))
     assert measure.benchmark_vm(FakeVM([2.0]), tvm.cpu(), x, warmup=0, repeats=5).median_ms == pytest.approx(2.0)
+    # several windows: the median of their medians, each kept; the busy one was taken again
+    monkeypatch.setattr(measure, "other_load", fake_load([0.0, 0.5, 0.0, 0.0]))
+    lat = measure.benchmark_vm(FakeVM([2.0, 9.0, 2.2, 2.1]), tvm.cpu(), x, warmup=0, repeats=5, passes=3)
+    assert lat.passes_ms == pytest.approx((2.0, 2.2, 2.1)) and lat.median_ms == pytest.approx(2.1)
+    assert lat.repeats == 15 and lat.other_cpu == 0.0

@@ -370,7 +370,7 @@ def calibrate(cfg: Any, *, minutes: float, log_root: str | Path = "tuning_logs",
     path = pred.save(log_dir, prov)
     fit_mape = None
     if ms:
-        y = np.array([m.median_ms for m in ms])
+        y = np.array([m.latency_ms for m in ms])
         fit_mape = float(100 * np.mean(np.abs(pred.predict([m.arch for m in ms]) - y) / y))
     state["seconds"] = float(state.get("seconds", 0.0)) + (clock() - start)
     _write_json(log_dir / CALIBRATION_FILE, state)
@@ -403,9 +403,10 @@ def _untrained(source: LatencyPredictor) -> Any:
 
 
 def measure_subnet(cfg: Any, arch: ArchConfig, net: Any, source: LatencyPredictor,
-                   log_root: str | Path, repeats: int) -> dict:
+                   log_root: str | Path, repeats: int, passes: int = 3) -> dict:
     """Build ``arch`` with this machine's schedules (own first, then borrowed), time it where
-    the target runs (locally or through its RPC tracker), return the measurement record."""
+    the target runs (locally, in ``passes`` windows, or through its RPC tracker), return the
+    measurement record."""
     import tempfile
 
     from tvm_ofa.compiler.artifact import read_metadata
@@ -414,13 +415,14 @@ def measure_subnet(cfg: Any, arch: ArchConfig, net: Any, source: LatencyPredicto
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tvm-ofa-cal-") as tmp:
         folder = emit(cfg, arch, net.extract(arch).eval(), batch=source.net.batch, log_root=log_root,
-                      out_root=tmp, tune_first=False, repeats=repeats)
+                      out_root=tmp, tune_first=False, repeats=repeats, passes=passes)
         meta = read_metadata(folder)
     lat = meta.get("latency") or {}
     if not lat.get("median_ms"):
         raise CalibrationError(f"{cfg.path}: {arch.id} was built but not measured: {meta.get('latency_note')}")
     return {**Measurement(arch, float(lat["median_ms"]), source.net, lat.get("p90_ms"), lat.get("repeats"),
-                          (meta.get("cpu") or {}).get("name"), lat.get("threads")).to_dict(),
+                          (meta.get("cpu") or {}).get("name"), lat.get("threads"),
+                          tuple(lat.get("passes_ms") or ())).to_dict(),
             "coverage": meta["tuning"]["coverage"], "seconds": round(time.monotonic() - t0, 2),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
 

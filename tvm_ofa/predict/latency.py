@@ -9,8 +9,8 @@ timings and a whole network's).
 
 Per-workload latency comes from one of :data:`PREDICTORS`:
 
-- ``xgboost``: gradient-boosted trees on workload descriptors, log-latency target; generalizes
-  to shapes never tuned.
+- ``xgboost``: a tuned workload's own measured latency; gradient-boosted trees on workload
+  descriptors (log-latency target) for the shapes never tuned.
 - ``macs``: latency proportional to MACs (one fitted constant): the classic proxy.
 - ``lookup``: the measured latency where the workload was tuned; an unseen workload falls back
   to its kind's median seconds-per-MAC, which is where it loses.
@@ -142,7 +142,7 @@ class LatencyPredictor:
         if not ms:
             return
         total, n_ops = self.op_sum_ms([m.arch for m in ms])
-        y = np.array([m.median_ms for m in ms])
+        y = np.array([m.latency_ms for m in ms])
         if len(ms) < 8:
             # too few to separate scale from offsets; a ratio keeps predictions positive
             self.calibration = (float(np.median(y / np.maximum(total, 1e-9))), 0.0, 0.0)
@@ -186,7 +186,9 @@ class LatencyPredictor:
 
 
 class XGBoostPredictor(LatencyPredictor):
-    """Gradient-boosted trees on :data:`FEATURES`, trained on log(seconds)."""
+    """Gradient-boosted trees on :data:`FEATURES`, trained on log(seconds), for the workloads
+    never tuned; a tuned workload keeps its measured time (the trees smooth over what a
+    16-trial search happened to find for that one shape, which the build then uses)."""
 
     kind = "xgboost"
     params = {"max_depth": 6, "eta": 0.08, "subsample": 0.9, "colsample_bytree": 0.9,
@@ -196,10 +198,12 @@ class XGBoostPredictor(LatencyPredictor):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.booster: Any = None
+        self.tuned: dict[str, float] = {}
 
     def _fit_ops(self, data: WorkloadDataset) -> None:
         import xgboost as xgb
 
+        self.tuned = data.by_key()
         dtrain = xgb.DMatrix(feature_matrix(data.workloads), label=np.log(data.latency_s),
                              feature_names=list(FEATURES))
         self.booster = xgb.train(self.params, dtrain, num_boost_round=self.rounds)
@@ -208,12 +212,16 @@ class XGBoostPredictor(LatencyPredictor):
         import xgboost as xgb
 
         d = xgb.DMatrix(feature_matrix(workloads), feature_names=list(FEATURES))
-        return np.exp(self.booster.predict(d))
+        out = np.exp(self.booster.predict(d)).astype(np.float64)
+        for i, w in enumerate(workloads):
+            if w.key in self.tuned:
+                out[i] = self.tuned[w.key]
+        return out
 
     def _state_for_save(self, folder: Path) -> dict[str, Any]:
         name = predictor_file(self.net, self.space).removesuffix(".json") + ".xgb.ubj"
         self.booster.save_model(str(folder / name))
-        return {"model_file": name}
+        return {"model_file": name, "tuned": self.tuned}
 
     def _load_state(self, state: dict[str, Any], folder: Path) -> None:
         import xgboost as xgb
@@ -223,6 +231,7 @@ class XGBoostPredictor(LatencyPredictor):
             raise LatencyPredictorError(f"{path}: model file missing; refit with `tvm-ofa latency fit`")
         self.booster = xgb.Booster(params={"nthread": 1})
         self.booster.load_model(str(path))
+        self.tuned = {str(k): float(v) for k, v in (state.get("tuned") or {}).items()}
 
 
 class MacsPredictor(LatencyPredictor):
@@ -372,7 +381,7 @@ class CalibratedPredictor(LatencyPredictor):
         if not ms:
             return
         scale = self.calibration[0]
-        y = np.array([m.median_ms for m in ms])
+        y = np.array([m.latency_ms for m in ms])
         src, loc, n_ops = self._group_sums([m.arch for m in ms])
         # the source's overheads scale with the machine too: at small inputs they are most of
         # the latency, and dropping them turns a uniform slowdown into a ranking error
@@ -548,19 +557,20 @@ def evaluate(pred: LatencyPredictor, measurements: Sequence[Measurement]) -> dic
     ms = [m for m in measurements if m.net == pred.net and pred.space.contains(m.arch)]
     if not ms:
         return {"n": 0}
-    return _metrics(pred.predict([m.arch for m in ms]), np.array([m.median_ms for m in ms]))
+    return _metrics(pred.predict([m.arch for m in ms]), np.array([m.latency_ms for m in ms]))
 
 
 def repeatability(measurements: Sequence[Measurement]) -> dict[str, float]:
-    """The same metrics as :func:`evaluate`, with the median of a subnet's first half of timing
-    passes as the prediction of the median of its second half (passes taken minutes apart): the
-    noise every predictor is scored against on this machine. With two passes, the first predicts
-    the last. Only measurements timed more than once count (``{"n": 0}`` when none was)."""
+    """The same metrics as :func:`evaluate`, with a subnet's latency from the first half of its
+    timing passes (the fastest, as in ``Measurement.latency_ms``) as the prediction of that from
+    the second half: the noise every predictor is scored against on this machine. With two
+    passes, the first predicts the last. Only measurements timed more than once count
+    (``{"n": 0}`` when none was)."""
     ms = [m for m in measurements if len(m.passes_ms) > 1]
     if not ms:
         return {"n": 0}
-    first = [float(np.median(m.passes_ms[: len(m.passes_ms) // 2])) for m in ms]
-    second = [float(np.median(m.passes_ms[len(m.passes_ms) // 2:])) for m in ms]
+    first = [min(m.passes_ms[: len(m.passes_ms) // 2]) for m in ms]
+    second = [min(m.passes_ms[len(m.passes_ms) // 2:]) for m in ms]
     return _metrics(np.array(first), np.array(second))
 
 

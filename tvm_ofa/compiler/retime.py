@@ -1,0 +1,223 @@
+"""Re-timing the best schedule of every tuned workload in one run, at the machine's usual speed.
+
+A tuning record's time is taken when its batch ran: on a shared VM the whole machine runs
+1.3-1.6x slower for tens of seconds at a time, with no other process in sight, so records tuned
+in different hours are not comparable (docs/BENCHMARKS.md, "Timing"). Re-timing the schedule the
+build would use for each workload, in batches bracketed by a fixed canary kernel, and taking a
+batch again while the canary says the machine is slow, gives per-workload times that are
+comparable with each other. They go to ``retimed.json`` beside the database (keyed by workload
+key); the latency predictor's training data prefers them to the tuning-time records. The database
+itself is untouched: builds pick the same schedules as before.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+RETIMED_FILE = "retimed.json"
+
+
+@dataclass
+class RetimeProgress:
+    done: int
+    total: int
+    retried_batches: int
+    slowdown: float  # the last batch's canary time over the fastest canary seen
+
+
+@dataclass
+class RetimeReport:
+    log_dir: str
+    workloads: int
+    retimed: int
+    already: int
+    unaccepted: int  # timed only while the machine was slow (kept, marked)
+    seconds: float
+
+
+def read_retimed(log_dir: str | os.PathLike) -> dict[str, Any]:
+    """``retimed.json`` of ``log_dir`` (``{}`` when absent or unreadable)."""
+    path = Path(log_dir) / RETIMED_FILE
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) and isinstance(doc.get("workloads"), dict) else {}
+
+
+def accepted_times(log_dir: str | os.PathLike, record_s: dict[str, float]) -> dict[str, float]:
+    """The re-timed seconds of ``log_dir`` that stand: timed while the canary ran within the
+    run's ``slow`` factor of its fastest, and for the record that is still the workload's best
+    (``record_s``: workload key -> best record's mean seconds; a workload tuned again since has
+    another best schedule, which was not re-timed)."""
+    doc = read_retimed(log_dir)
+    try:
+        limit = float(doc.get("slow", 1.1)) * float(doc["canary_best_s"])
+    except (KeyError, TypeError, ValueError):
+        return {}
+    out = {}
+    for k, e in doc.get("workloads", {}).items():
+        try:
+            s, c, r = float(e["s"]), float(e["canary_s"]), float(e["record_s"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if 0 < s < 1e9 and c <= limit and k in record_s and abs(record_s[k] - r) <= 1e-9 + 1e-6 * r:
+            out[k] = s
+    return out
+
+
+def _best_records(db: Any, log_dir: Path) -> dict[str, Any]:
+    """Per workload key, the record a build would use (the database's top record)."""
+    from tvm.s_tir.meta_schedule.database import Workload as MsWorkload
+
+    from tvm_ofa.compiler.database import WORKLOAD_FILE
+    from tvm_ofa.predict.workloads import workload_from_mod
+
+    best: dict[str, Any] = {}
+    for line in (log_dir / WORKLOAD_FILE).read_text(errors="replace").splitlines():
+        try:
+            mod = MsWorkload.from_json(json.loads(line)).mod
+        except Exception:  # a torn or foreign line: not ours to time
+            continue
+        wl = workload_from_mod(mod)
+        if wl is None or not db.has_workload(mod):
+            continue
+        top = db.get_top_k(db.commit_workload(mod), 1)
+        if top and top[0].run_secs and min(float(x) for x in top[0].run_secs) < 1e9:
+            best[wl.key] = top[0]
+    return best
+
+
+def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slow: float = 1.10,
+                   sweeps: int = 4, progress: Optional[Callable[[RetimeProgress], None]] = None
+                   ) -> RetimeReport:
+    """Re-time the best record of every workload in ``log_dir`` on this machine.
+
+    Parameters
+    ----------
+    cfg : TargetConfig
+        A target this machine runs (its builder and runner are used, as in tuning).
+    batch : int
+        Workloads per batch between two canary timings.
+    slow : float
+        A batch whose canary ran more than ``slow`` times the fastest canary seen is timed again
+        in a later sweep (up to ``sweeps``); what never ran at speed is kept in the file but not
+        used (:func:`accepted_times`).
+
+    Resumable: ``retimed.json`` is written after every batch, and accepted workloads are skipped.
+    """
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+    from tvm.s_tir.meta_schedule.runner import RunnerInput
+
+    from tvm_ofa.compiler.database import open_database
+    from tvm_ofa.compiler.runners import make_builder, make_runner
+
+    t0 = time.monotonic()
+    log_dir = Path(log_dir)
+    db = open_database(log_dir).db
+    best = _best_records(db, log_dir)
+    if not best:
+        return RetimeReport(str(log_dir), 0, 0, 0, 0, time.monotonic() - t0)
+    # the canary: the heaviest workload (the same one on a rerun, unless the logs changed)
+    heavy = max(best, key=lambda k: _mean(best[k]))
+    doc = read_retimed(log_dir)
+    if doc.get("canary") != heavy:
+        doc = {"workloads": {}}
+    done: dict[str, dict] = doc["workloads"]
+    canary_best = float(doc.get("canary_best_s") or float("inf"))
+    target = cfg.tvm_target()
+    builder, runner = make_builder(cfg), make_runner(cfg)
+    dev_type = "cuda" if cfg.target.get("kind") == "cuda" else "cpu"
+    tmp = Path(tempfile.mkdtemp(prefix="tvm-ofa-retime-"))
+    errors: list[str] = []
+
+    def build(recs: list) -> list:
+        cands = [r.as_measure_candidate() for r in recs]
+        res = builder.build([BuilderInput(c.sch.mod, target) for c in cands])
+        return [(c, b.artifact_path if b.error_msg is None else None) for c, b in zip(cands, res)]
+
+    def run(items: list) -> list[float | None]:
+        ins = [RunnerInput(p, dev_type, c.args_info) for c, p in items if p]
+        futs = iter(runner.run(ins))
+        out = []
+        for _, p in items:
+            if not p:
+                out.append(None)
+                continue
+            r = next(futs).result()
+            if r.error_msg:
+                errors.append(r.error_msg.strip().splitlines()[-1])
+            out.append(None if r.error_msg or not r.run_secs else
+                       sum(float(s) for s in r.run_secs) / len(r.run_secs))
+        return out
+
+    # built once; the runner deletes what it ran, so each canary run gets a copy
+    (canary_cand, canary_art), = build([best[heavy]])
+    if canary_art is None:
+        raise RuntimeError(f"{log_dir}: the canary workload {heavy} does not build")
+
+    def canary() -> float:
+        # in a folder of its own: the runner's cleanup removes the artifact's folder
+        copy = Path(tempfile.mkdtemp(dir=tmp)) / Path(canary_art).name
+        shutil.copy(canary_art, copy)
+        s = run([(canary_cand, str(copy))])[0]
+        if s is None:
+            raise RuntimeError(f"{log_dir}: the canary workload {heavy} does not run: {errors[-1:]}")
+        return s
+
+    def accepted(k: str) -> bool:
+        e = done.get(k)
+        return bool(e) and e["canary_s"] <= slow * canary_best and e.get("record_s") == _mean(best[k])
+
+    already = sum(1 for k in best if accepted(k))
+    retried = 0
+    try:
+        for sweep in range(max(sweeps, 1)):
+            todo = [k for k in sorted(best) if not accepted(k)]
+            if not todo:
+                break
+            retried += (sweep > 0) * ((len(todo) + batch - 1) // batch)
+            for i in range(0, len(todo), batch):
+                keys = todo[i:i + batch]
+                items = build([best[k] for k in keys])
+                before = canary()
+                secs = run(items)
+                after = canary()
+                c = max(before, after)
+                canary_best = min(canary_best, before, after)
+                for k, s in zip(keys, secs):
+                    if s is None:
+                        continue
+                    prev = done.get(k)
+                    # a slower-phase timing never replaces one taken at speed
+                    if prev is None or c < prev["canary_s"] or prev.get("record_s") != _mean(best[k]):
+                        done[k] = {"s": s, "canary_s": c, "record_s": _mean(best[k])}
+                doc.update(cpu=cfg.resolved_target().get("mcpu"), canary=heavy, canary_best_s=canary_best,
+                           slow=slow, date=time.strftime("%Y-%m-%dT%H:%M:%S"), workloads=done)
+                _write(log_dir / RETIMED_FILE, doc)
+                if progress:
+                    progress(RetimeProgress(sum(1 for k in best if accepted(k)), len(best), retried,
+                                            c / canary_best))
+    finally:
+        builder.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    ok = sum(1 for k in best if accepted(k))
+    return RetimeReport(str(log_dir), len(best), ok - already, already, len(best) - ok,
+                        time.monotonic() - t0)
+
+
+def _mean(rec: Any) -> float:
+    secs = [float(x) for x in rec.run_secs]
+    return sum(secs) / len(secs)
+
+
+def _write(path: Path, doc: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=0, sort_keys=True) + "\n")
+    tmp.replace(path)
