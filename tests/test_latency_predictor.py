@@ -262,8 +262,8 @@ def test_repeated_timings_round_trip_and_give_the_noise_ceiling(tiny_space, tmp_
     assert r["n"] == 3  # the subnet timed once does not count
     assert r["within_10pct"] == pytest.approx(2 / 3) and r["kendall_tau"] == pytest.approx(1.0)
     assert repeatability(back[3:]) == {"n": 0}
-    # more passes: the fastest of the first half predicts the fastest of the second, so a slow
-    # pass (the machine slowed by its neighbours) does not count against the predictor
+    # more passes: the fastest even-numbered pass predicts the fastest odd-numbered one, so a
+    # slow pass (the machine slowed by its neighbours) does not count against the predictor
     five = Measurement(archs[0], 1.0, NET, passes_ms=(1.0, 1.0, 3.0, 1.0, 1.0))
     assert repeatability([five])["mape"] == pytest.approx(0.0)
 

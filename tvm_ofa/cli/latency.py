@@ -235,9 +235,9 @@ def _eval(args: argparse.Namespace) -> int:
                                        f"{len(train)} others calibrate)"),
                            ("subnets_unseen_workloads", "the same held-out subnets, fitted without the "
                                                         "quarter of the workloads hidden above"),
-                           ("repeatability", "the same held-out subnets timed again minutes later: the first half of "
-                                             "their timing passes as the prediction of the second half (the noise "
-                                             "every predictor is scored against)")):
+                           ("repeatability", "the same held-out subnets, their even-numbered timing passes as the "
+                                             "prediction of their odd-numbered ones (the noise every predictor is "
+                                             "scored against)")):
         if not out[section]:
             if section == "subnets":
                 print("\nno held-out end-to-end measurements: run bench/collect_latency_data.py")

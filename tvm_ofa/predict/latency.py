@@ -561,17 +561,17 @@ def evaluate(pred: LatencyPredictor, measurements: Sequence[Measurement]) -> dic
 
 
 def repeatability(measurements: Sequence[Measurement]) -> dict[str, float]:
-    """The same metrics as :func:`evaluate`, with a subnet's latency from the first half of its
+    """The same metrics as :func:`evaluate`, with a subnet's latency from its even-numbered
     timing passes (the fastest, as in ``Measurement.latency_ms``) as the prediction of that from
-    the second half: the noise every predictor is scored against on this machine. With two
-    passes, the first predicts the last. Only measurements timed more than once count
-    (``{"n": 0}`` when none was)."""
+    its odd-numbered ones: two estimates over the same stretch of time (passes are taken in
+    rounds), so both halves see the machine's fast and slow phases alike. This is the noise every
+    predictor is scored against on this machine. With two passes, the first predicts the second.
+    Only measurements timed more than once count (``{"n": 0}`` when none was)."""
     ms = [m for m in measurements if len(m.passes_ms) > 1]
     if not ms:
         return {"n": 0}
-    first = [min(m.passes_ms[: len(m.passes_ms) // 2]) for m in ms]
-    second = [min(m.passes_ms[len(m.passes_ms) // 2:]) for m in ms]
-    return _metrics(np.array(first), np.array(second))
+    return _metrics(np.array([min(m.passes_ms[0::2]) for m in ms]),
+                    np.array([min(m.passes_ms[1::2]) for m in ms]))
 
 
 def _metrics(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
