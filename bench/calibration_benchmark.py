@@ -87,7 +87,8 @@ def main(argv=None) -> int:
     import numpy as np
 
     from tvm_ofa.predict.calibrate import (_untrained, calibrate, calibration_set, fit, load_source,
-                                           measure_subnet, min_minutes, scheduled_keys, source_archs)
+                                           make_canary, measure_subnet, min_minutes, scheduled_keys,
+                                           source_archs)
     from tvm_ofa.predict.dataset import Measurement
     from tvm_ofa.predict.workloads import subnet_workloads
     from tvm_ofa.targets import host_provenance
@@ -122,9 +123,10 @@ def main(argv=None) -> int:
         want.append(a)
     here.mkdir(parents=True, exist_ok=True)
     (here / "calibration.json").write_text(json.dumps({"source_dir": str(src_copy.resolve())}))
+    canary = make_canary(cfg, src_pred, net, scratch) if any(a.id not in held for a in want) else None
     for i, a in enumerate(want):
         if a.id not in held:
-            m = measure_subnet(cfg, a, net, src_pred, scratch, 30)
+            m = measure_subnet(cfg, a, net, src_pred, scratch, 30, canary=canary)
             held[a.id] = m
             with open(held_path, "a") as f:
                 f.write(json.dumps(m) + "\n")

@@ -253,7 +253,7 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
     from tqdm import tqdm
 
     from tvm_ofa.compiler.lower import lower_module
-    from tvm_ofa.compiler.measure import BUSY, combine_windows
+    from tvm_ofa.compiler.measure import BUSY, Canary, combine_windows
     from tvm_ofa.predict.workloads import subnet_workloads
 
     target = len(done) + limit if args.max_subnets is not None else 10**9
@@ -264,13 +264,10 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
     # canary's time beside each pass (``Measurement.latency_ms`` takes the fastest pass)
     chunk: list = []
     db = None
-    canary: list = []  # [timer], built with the first chunk
-    canary_best = [float("inf")]
+    canary: list = []  # [Canary], built with the first chunk
 
     def speed() -> float:
-        c = canary[0](min_seconds=0.1, tries=1).median_ms
-        canary_best[0] = min(canary_best[0], c)
-        return c
+        return canary[0]() * canary[0].best  # the canary's time, ms
 
     def flush() -> None:
         passes: list[list] = [[] for _ in chunk]
@@ -284,7 +281,7 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
             for j in range(len(chunk)):
                 one(j)
         for _ in range(SLOW_ROUNDS):
-            slow = [j for j in range(len(chunk)) if min(marks[j]) > SLOW * canary_best[0]]
+            slow = [j for j in range(len(chunk)) if min(marks[j]) > SLOW * canary[0].best]
             if not slow:
                 break
             time.sleep(5.0)
@@ -298,7 +295,7 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
             bar.update(1)
             bar.write(f"{arch.id}: {min(lat.passes_ms or (lat.median_ms,)):.3f} ms"
                       + (f" (passes {', '.join(f'{v:.3f}' for v in lat.passes_ms)}; canary "
-                         f"{', '.join(f'{c / canary_best[0]:.2f}' for c in mark)}x its best)" if lat.passes_ms else "")
+                         f"{', '.join(f'{c / canary[0].best:.2f}' for c in mark)}x its best)" if lat.passes_ms else "")
                       + (f"; other processes used up to {lat.other_cpu:.0%} of the CPUs: timings inflated"
                          if (lat.other_cpu or 0.0) > BUSY else ""))
         chunk.clear()
@@ -321,8 +318,9 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
 
                 db = open_database(log_dir).db
                 small = space.smallest(res[0])
-                canary.append(build_timer(cfg, lower_module(net.extract(small), (1, 3, small.resolution,
-                                                                                 small.resolution)), db, 20))
+                timer = build_timer(cfg, lower_module(net.extract(small), (1, 3, small.resolution,
+                                                                           small.resolution)), db, 20)
+                canary.append(Canary(lambda t=timer: t(min_seconds=0.1, tries=1).median_ms))
             chunk.append((arch, build_timer(cfg, lowered, db, args.repeats)))
             done.add(arch.id)
             if len(chunk) >= args.chunk:

@@ -426,3 +426,19 @@ def test_a_timing_disturbed_by_other_processes_is_taken_again(monkeypatch):
     lat = measure.benchmark_vm(FakeVM([2.0, 9.0, 2.2, 2.1]), tvm.cpu(), x, warmup=0, repeats=5, passes=3)
     assert lat.passes_ms == pytest.approx((2.0, 2.2, 2.1)) and lat.median_ms == pytest.approx(2.1)
     assert lat.repeats == 15 and lat.other_cpu == 0.0
+
+
+def test_canary_waits_for_the_machine_to_run_at_its_usual_speed(monkeypatch):
+    import time
+
+    from tvm_ofa.compiler.measure import Canary
+
+    slept = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    times = iter([1.0, 1.6, 1.5, 1.05, 2.0])
+    c = Canary(lambda: next(times))
+    assert c() == 1.0 and c.best == 1.0
+    # slow (1.6, 1.5), then back within 10 %: two waits
+    assert c.wait_for_speed(slow=1.1) == pytest.approx(1.05) and len(slept) == 2
+    # gives up after max_wait_s and says how slow it still was
+    assert c.wait_for_speed(slow=1.1, max_wait_s=0.0) == pytest.approx(2.0)

@@ -52,9 +52,37 @@ def time_calls(fn: Callable[[], Any], warmup: int = 10, repeats: int = 50,
 BUSY = 0.05
 
 
+class Canary:
+    """How fast the machine runs right now against the fastest it has been seen to run here.
+
+    Shared VMs run 1.3-2.4x slower for tens of seconds at a time with no other process on their
+    CPUs (docs/BENCHMARKS.md, "Timing"). ``time_once`` times a fixed small library briefly (ms);
+    calling the canary returns that time over the best seen so far (1.0 = full speed).
+    """
+
+    def __init__(self, time_once: Callable[[], float]):
+        self.time_once = time_once
+        self.best = float("inf")
+
+    def __call__(self) -> float:
+        c = float(self.time_once())
+        self.best = min(self.best, c)
+        return c / self.best
+
+    def wait_for_speed(self, slow: float = 1.10, max_wait_s: float = 10.0) -> float:
+        """Return once the machine runs within ``slow`` of its best (or after ``max_wait_s``);
+        the last ratio seen."""
+        t0 = time.monotonic()
+        r = self()
+        while r > slow and time.monotonic() - t0 < max_wait_s:
+            time.sleep(2.0)
+            r = self()
+        return r
+
+
 def benchmark_vm(vm: Any, device: Any, x: np.ndarray, warmup: int = 10, repeats: int = 50,
                  threads: int | None = None, min_seconds: float = 1.0, tries: int = 3,
-                 local: bool = True, passes: int = 1) -> Latency:
+                 local: bool = True, passes: int = 1, canary: Canary | None = None) -> Latency:
     """Time ``vm["main"]`` with TVM's time evaluator (one sample per call), which also works
     through an RPC session where Python-side timing would include the network.
 
@@ -68,7 +96,8 @@ def benchmark_vm(vm: Any, device: Any, x: np.ndarray, warmup: int = 10, repeats:
     processes keep more than ``BUSY`` of the CPUs (:func:`other_load`); the least disturbed try is
     kept, its share in ``other_cpu``. With ``passes`` > 1, that many such windows are timed and
     the result is the median of their medians (each in ``passes_ms``): a small subnet's median
-    moves by a tenth from one quiet second to the next on a VM.
+    moves by a tenth from one quiet second to the next on a VM. With a ``canary``, each window
+    waits until the machine runs at its usual speed (:meth:`Canary.wait_for_speed`).
     """
     import tvm
 
@@ -81,6 +110,8 @@ def benchmark_vm(vm: Any, device: Any, x: np.ndarray, warmup: int = 10, repeats:
         repeats = max(repeats, min(int(min_seconds / per_call), 20 * repeats))
     windows = []
     for _ in range(max(passes, 1)):
+        if canary is not None:
+            canary.wait_for_speed()
         best = None
         for k in range(max(tries, 1) if local else 1):
             if k:

@@ -23,7 +23,8 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
          out_root: str | os.PathLike = DEFAULT_ARTIFACT_ROOT, tune_first: bool = True,
          trials_per_task: int | None = None, trials_per_round: int | None = None,
          progress: Optional[Any] = None, measure: bool = True, warmup: int = 10,
-         repeats: int = 50, passes: int = 1, strategy: str = "evolutionary") -> Path:
+         repeats: int = 50, passes: int = 1, canary: Any = None,
+         strategy: str = "evolutionary") -> Path:
     """Build ``module`` (the static subnet of ``arch``) for ``cfg`` and write its artifact folder.
 
     Parameters
@@ -42,8 +43,9 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
         Passed to :func:`tvm_ofa.compiler.tune.tune`.
     measure : bool
         Time the library when this machine can run it.
-    warmup, repeats, passes
-        Timing: see :func:`tvm_ofa.compiler.measure.benchmark_vm` (``passes`` windows, locally).
+    warmup, repeats, passes, canary
+        Timing: see :func:`tvm_ofa.compiler.measure.benchmark_vm` (``passes`` windows, each at the
+        machine's usual speed per ``canary`` when given; local runs only).
 
     Returns
     -------
@@ -106,7 +108,7 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
     if measure and can_measure and not cfg.is_cross:
         art = load_artifact(out, threads=cfg.num_threads)
         x = np.random.default_rng(0).standard_normal(lowered.input_shape).astype("float32")
-        meta["latency"] = art.benchmark(warmup, repeats, x, passes=passes).to_dict()
+        meta["latency"] = art.benchmark(warmup, repeats, x, passes=passes, canary=canary).to_dict()
     elif measure and cfg.runner["kind"] == "rpc" and can_measure:
         from tvm_ofa.compiler.rpc import measure_rpc
 

@@ -347,10 +347,11 @@ def calibrate(cfg: Any, *, minutes: float, log_root: str | Path = "tuning_logs",
             progress(CalibrationEvent(stage, i, n, msg))
 
     emit_event("measure", len(archs) - len(todo), len(archs))
+    canary = make_canary(cfg, source, net, log_root)
     for arch in todo:
         if clock() + per_subnet > deadline and measured_now + len(done) >= 2:
             break
-        m = measure_subnet(cfg, arch, net, source, log_root, repeats)
+        m = measure_subnet(cfg, arch, net, source, log_root, repeats, canary=canary)
         m["db_records"] = _record_count(log_dir)
         _append(log_dir / MEASUREMENTS_FILE, m)
         done[arch.id] = m
@@ -363,7 +364,7 @@ def calibrate(cfg: Any, *, minutes: float, log_root: str | Path = "tuning_logs",
 
     tuned = 0
     if tune and cfg.runner["kind"] in ("local", "rpc"):
-        tuned = _tune_important(cfg, source, log_dir, log_root, archs, net, info, prov, deadline, clock,
+        tuned = _tune_important(cfg, source, log_dir, log_root, archs, net, info, prov, deadline, clock, canary,
                                 per_subnet, repeats, trials_per_task, tune_rounds, emit_event)
 
     pred, ms = fit(source, log_dir, info)
@@ -402,11 +403,30 @@ def _untrained(source: LatencyPredictor) -> Any:
                           stem_stride=n.stem_stride).eval()
 
 
+def make_canary(cfg: Any, source: LatencyPredictor, net: Any, log_root: str | Path) -> Any:
+    """A :class:`~tvm_ofa.compiler.measure.Canary` for local timing: the space's smallest subnet
+    built with this machine's schedules and loaded once (None for remote targets)."""
+    import tempfile
+
+    from tvm_ofa.compiler.artifact import load_artifact
+    from tvm_ofa.compiler.measure import Canary
+    from tvm_ofa.compiler.pipeline import emit
+
+    if cfg.runner["kind"] != "local" or cfg.is_cross:
+        return None
+    arch = source.space.smallest(min(source.space.resolutions))
+    with tempfile.TemporaryDirectory(prefix="tvm-ofa-canary-") as tmp:
+        folder = emit(cfg, arch, net.extract(arch).eval(), batch=source.net.batch, log_root=log_root,
+                      out_root=tmp, tune_first=False, measure=False)
+        art = load_artifact(folder, threads=cfg.num_threads)
+    return Canary(lambda: art.benchmark(warmup=3, repeats=20, min_seconds=0.1).median_ms)
+
+
 def measure_subnet(cfg: Any, arch: ArchConfig, net: Any, source: LatencyPredictor,
-                   log_root: str | Path, repeats: int, passes: int = 3) -> dict:
+                   log_root: str | Path, repeats: int, passes: int = 3, canary: Any = None) -> dict:
     """Build ``arch`` with this machine's schedules (own first, then borrowed), time it where
-    the target runs (locally, in ``passes`` windows, or through its RPC tracker), return the
-    measurement record."""
+    the target runs (locally, in ``passes`` windows, each at the machine's usual speed per
+    ``canary`` when given, or through its RPC tracker), return the measurement record."""
     import tempfile
 
     from tvm_ofa.compiler.artifact import read_metadata
@@ -415,7 +435,7 @@ def measure_subnet(cfg: Any, arch: ArchConfig, net: Any, source: LatencyPredicto
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tvm-ofa-cal-") as tmp:
         folder = emit(cfg, arch, net.extract(arch).eval(), batch=source.net.batch, log_root=log_root,
-                      out_root=tmp, tune_first=False, repeats=repeats, passes=passes)
+                      out_root=tmp, tune_first=False, repeats=repeats, passes=passes, canary=canary)
         meta = read_metadata(folder)
     lat = meta.get("latency") or {}
     if not lat.get("median_ms"):
@@ -427,7 +447,7 @@ def measure_subnet(cfg: Any, arch: ArchConfig, net: Any, source: LatencyPredicto
             "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
-def _tune_important(cfg, source, log_dir, log_root, archs, net, info, prov, deadline, clock,
+def _tune_important(cfg, source, log_dir, log_root, archs, net, info, prov, deadline, clock, canary,
                     per_subnet, repeats, trials_per_task, rounds, emit_event) -> int:
     """Step 5: tune the heaviest workloads not yet tuned here, a few at a time, inside subnets of
     the calibration set that contain them; re-measure those subnets and refit."""
@@ -471,7 +491,7 @@ def _tune_important(cfg, source, log_dir, log_root, archs, net, info, prov, dead
             if clock() + per_subnet > deadline:
                 break
             if keys_of[a.id] & set(chosen):
-                m = measure_subnet(cfg, a, net, source, log_root, repeats)
+                m = measure_subnet(cfg, a, net, source, log_root, repeats, canary=canary)
                 m["db_records"] = _record_count(log_dir)
                 _append(log_dir / MEASUREMENTS_FILE, m)
         pred, _ = fit(source, log_dir, info)
