@@ -163,6 +163,11 @@ def test_cli_fit_predict_eval(synthetic_db, tmp_path, capsys):
     assert "tasks never tuned" in capsys.readouterr().out
     assert main(["latency", "fit", "--target", str(target), "--log-root", str(tmp_path / "none")]) == 2
     assert "tvm-ofa tune" in capsys.readouterr().err
+    # re-timing logs that do not exist: one line, and no empty database left behind
+    assert main(["latency", "retime", "--target", str(target), "--log-root", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "tvm-ofa tune" in err
+    assert not list((tmp_path / "none").rglob("database_*.json"))
 
 
 def test_no_logs_is_a_one_line_error(tmp_path):

@@ -258,21 +258,14 @@ def _retime(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from tvm_ofa.compiler.retime import retime_records
-    from tvm_ofa.compiler.runners import measurable
-    from tvm_ofa.predict.dataset import has_logs
 
     cfg, log_dir, _ = _setup(args)
-    if not has_logs(log_dir):
-        from tvm_ofa.predict.dataset import NoTuningLogsError
-
-        raise NoTuningLogsError(f"{log_dir}: no tuning database to re-time; tune first (`tvm-ofa tune --target "
-                                f"{cfg.name} ...` or bench/collect_latency_data.py)")
-    ok, why = measurable(cfg)
-    if not ok:
-        raise NoTuningLogsError(f"{cfg.path}: cannot re-time here: {why}")
-    bar = tqdm(unit="workload", dynamic_ncols=True)
+    bars: list = []  # opened at the first progress report: a refusal prints its one line alone
 
     def progress(p: Any) -> None:
+        if not bars:
+            bars.append(tqdm(unit="workload", dynamic_ncols=True))
+        bar = bars[0]
         bar.total = p.total
         bar.n = p.done
         bar.set_postfix_str(f"machine at {p.slowdown:.2f}x its fastest, {p.retried_batches} batches retaken")
@@ -281,7 +274,8 @@ def _retime(args: argparse.Namespace) -> int:
     try:
         rep = retime_records(cfg, log_dir, progress=progress)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     print(f"re-timed    {rep.retimed} workloads now, {rep.already} before, of {rep.workloads} "
           f"({rep.seconds:.0f} s)")
     if rep.unaccepted:

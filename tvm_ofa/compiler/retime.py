@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from tvm_ofa.errors import TvmOfaError
+
 RETIMED_FILE = "retimed.json"
+
+
+class RetimeError(TvmOfaError):
+    """Records that cannot be re-timed here."""
 
 
 @dataclass
@@ -61,15 +67,17 @@ def accepted_times(log_dir: str | os.PathLike, record_s: dict[str, float]) -> di
         limit = float(doc.get("slow", 1.1)) * float(doc["canary_best_s"])
     except (KeyError, TypeError, ValueError):
         return {}
-    out = {}
-    for k, e in doc.get("workloads", {}).items():
-        try:
-            s, c, r = float(e["s"]), float(e["canary_s"]), float(e["record_s"])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if 0 < s < 1e9 and c <= limit and k in record_s and abs(record_s[k] - r) <= 1e-9 + 1e-6 * r:
-            out[k] = s
-    return out
+    return {k: float(e["s"]) for k, e in doc["workloads"].items() if _stands(e, limit, record_s.get(k))}
+
+
+def _stands(entry: Any, limit: float, record_s: float | None) -> bool:
+    """Whether one ``retimed.json`` entry counts: timed while the canary ran within ``limit``
+    seconds, for the record whose mean time is still ``record_s``."""
+    try:
+        s, c, r = float(entry["s"]), float(entry["canary_s"]), float(entry["record_s"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return record_s is not None and 0 < s < 1e9 and c <= limit and abs(record_s - r) <= 1e-9 + 1e-6 * r
 
 
 def _best_records(db: Any, log_dir: Path) -> dict[str, Any]:
@@ -115,17 +123,28 @@ def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slo
     from tvm.s_tir.meta_schedule.builder import BuilderInput
     from tvm.s_tir.meta_schedule.runner import RunnerInput
 
-    from tvm_ofa.compiler.database import open_database
+    from tvm_ofa.compiler.database import _atomic_write, open_database
     from tvm_ofa.compiler.runners import make_builder, make_runner
+
+    from tvm_ofa.compiler.runners import measurable
+    from tvm_ofa.predict.dataset import NoTuningLogsError, has_logs
 
     t0 = time.monotonic()
     log_dir = Path(log_dir)
+    # before opening: opening a database creates an empty one
+    if not has_logs(log_dir):
+        raise NoTuningLogsError(f"{log_dir}: no tuning database to re-time; tune first (`tvm-ofa tune "
+                                f"--target {cfg.name} ...` or bench/collect_latency_data.py)")
+    ok, why = measurable(cfg)
+    if not ok:
+        raise RetimeError(f"{cfg.path}: cannot re-time here: {why}")
     db = open_database(log_dir).db
     best = _best_records(db, log_dir)
     if not best:
         return RetimeReport(str(log_dir), 0, 0, 0, 0, time.monotonic() - t0)
+    record_s = {k: _mean(r.run_secs) for k, r in best.items()}
     # the canary: the heaviest workload (the same one on a rerun, unless the logs changed)
-    heavy = max(best, key=lambda k: _mean(best[k]))
+    heavy = max(best, key=record_s.__getitem__)
     doc = read_retimed(log_dir)
     if doc.get("canary") != heavy:
         doc = {"workloads": {}}
@@ -153,14 +172,13 @@ def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slo
             r = next(futs).result()
             if r.error_msg:
                 errors.append(r.error_msg.strip().splitlines()[-1])
-            out.append(None if r.error_msg or not r.run_secs else
-                       sum(float(s) for s in r.run_secs) / len(r.run_secs))
+            out.append(None if r.error_msg or not r.run_secs else _mean(r.run_secs))
         return out
 
     # built once; the runner deletes what it ran, so each canary run gets a copy
     (canary_cand, canary_art), = build([best[heavy]])
     if canary_art is None:
-        raise RuntimeError(f"{log_dir}: the canary workload {heavy} does not build")
+        raise RetimeError(f"{log_dir}: the canary workload {heavy} does not build")
 
     def canary() -> float:
         # in a folder of its own: the runner's cleanup removes the artifact's folder
@@ -168,12 +186,11 @@ def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slo
         shutil.copy(canary_art, copy)
         s = run([(canary_cand, str(copy))])[0]
         if s is None:
-            raise RuntimeError(f"{log_dir}: the canary workload {heavy} does not run: {errors[-1:]}")
+            raise RetimeError(f"{log_dir}: the canary workload {heavy} does not run: {errors[-1:]}")
         return s
 
     def accepted(k: str) -> bool:
-        e = done.get(k)
-        return bool(e) and e["canary_s"] <= slow * canary_best and e.get("record_s") == _mean(best[k])
+        return _stands(done.get(k), slow * canary_best, record_s[k])
 
     already = sum(1 for k in best if accepted(k))
     retried = 0
@@ -196,11 +213,11 @@ def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slo
                         continue
                     prev = done.get(k)
                     # a slower-phase timing never replaces one taken at speed
-                    if prev is None or c < prev["canary_s"] or prev.get("record_s") != _mean(best[k]):
-                        done[k] = {"s": s, "canary_s": c, "record_s": _mean(best[k])}
+                    if prev is None or c < prev["canary_s"] or prev.get("record_s") != record_s[k]:
+                        done[k] = {"s": s, "canary_s": c, "record_s": record_s[k]}
                 doc.update(cpu=cfg.resolved_target().get("mcpu"), canary=heavy, canary_best_s=canary_best,
                            slow=slow, date=time.strftime("%Y-%m-%dT%H:%M:%S"), workloads=done)
-                _write(log_dir / RETIMED_FILE, doc)
+                _atomic_write(log_dir / RETIMED_FILE, [json.dumps(doc, indent=0, sort_keys=True)])
                 if progress:
                     progress(RetimeProgress(sum(1 for k in best if accepted(k)), len(best), retried,
                                             c / canary_best))
@@ -212,12 +229,6 @@ def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slo
                         time.monotonic() - t0)
 
 
-def _mean(rec: Any) -> float:
-    secs = [float(x) for x in rec.run_secs]
+def _mean(run_secs: Any) -> float:
+    secs = [float(x) for x in run_secs]
     return sum(secs) / len(secs)
-
-
-def _write(path: Path, doc: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=0, sort_keys=True) + "\n")
-    tmp.replace(path)

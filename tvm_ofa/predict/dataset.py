@@ -188,7 +188,6 @@ def build_dataset(log_dir: str | Path) -> WorkloadDataset:
                            retimed=len(again))
 
 
-
 @dataclass
 class Measurement:
     """End-to-end latency of one compiled subnet."""
