@@ -41,6 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tune", action="store_true",
                    help="let calibration tune here too (step 5). Off by default: tuning changes the "
                         "schedules builds use, so the held-out truth measured before it goes stale")
+    p.add_argument("--no-retime", action="store_true",
+                   help="calibrate without timing the borrowed schedules here (as before that step existed)")
     p.add_argument("--held-out", type=int, default=20, help="held-out subnets measured on the new machine")
     p.add_argument("--subnets", type=int, default=40,
                    help="calibration subnets at most (the minutes decide how many get measured)")
@@ -144,12 +146,12 @@ def main(argv=None) -> int:
         t0 = time.monotonic()
         if step > 0:
             calibrate(cfg, minutes=max(step, min_minutes(here)), log_root=scratch, n_subnets=args.subnets,
-                      seed=args.seed, repeats=30, tune=args.tune)
+                      seed=args.seed, repeats=30, tune=args.tune, retime=not args.no_retime)
         ran = (time.monotonic() - t0) / 60
         spent += ran
         pred, ms = fit(src_pred, here, info)
         row = {"minutes": total, "minutes_run": ran, "calibration_subnets": len(ms),
-               "own_workloads": len(pred.local_ms),
+               "own_workloads": len(pred.local_ms), "timed_here": len(pred.here_ms),
                "calibrated": scores(pred.predict([m.arch for m in truth]), y),
                "source": scores(src_pred.predict([m.arch for m in truth]), y),
                "macs": scores(macs_baseline(ms, src_pred.space, src_pred.net)([m.arch for m in truth]), y)
@@ -184,13 +186,14 @@ def main(argv=None) -> int:
            "measured_on_both": shared, **state}
     (out / "calibration_benchmark.json").write_text(json.dumps(doc, indent=1))
     _plot(state["rows"], out / "calibration_benchmark.png")
-    print("\n| calibration min | subnets | own workloads | calibrated MAPE / tau / within 10 % | "
-          "source unchanged | MACs-proportional |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("\n| calibration min | subnets | own workloads | borrowed timed here | calibrated MAPE / tau / "
+          "within 10 % | source unchanged | MACs-proportional |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in sorted(state["rows"], key=lambda r: r["minutes"]):
         def f(s):
             return "-" if not s else f"{s['mape']:.1f} % / {s['kendall_tau']:.3f} / {100 * s['within_10pct']:.0f} %"
-        print(f"| {r['minutes']:g} | {r['calibration_subnets']} | {r['own_workloads']} | {f(r['calibrated'])} | "
+        print(f"| {r['minutes']:g} | {r['calibration_subnets']} | {r['own_workloads']} | "
+              f"{r.get('timed_here', 0)} | {f(r['calibrated'])} | "
               f"{f(r['source'])} | {f(r['macs'])} |")
     if shared:
         print(f"\nsubnets measured on both machines: {shared['n']}, Kendall tau between the two machines' "

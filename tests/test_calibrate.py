@@ -120,6 +120,40 @@ def test_calibrated_predictor_beats_source_and_macs_on_a_new_machine(tiny_space,
     assert pred.workload_ms([w for w in wls if w.key == key])[0] == pytest.approx(5.0)
 
 
+def test_borrowed_schedules_timed_here_replace_the_scaled_guess(tiny_space, tmp_path):
+    """A new machine whose workloads differ from the source's each in its own way (not one factor
+    per operator group): the times of the borrowed schedules taken here carry that, and the net
+    scale over them is fitted."""
+    import zlib
+
+    from tvm_ofa.predict.calibrate import calibration_set
+    from tvm_ofa.predict.dataset import Measurement
+    from tvm_ofa.predict.latency import CalibratedPredictor, evaluate, load_predictor
+    from tvm_ofa.predict.workloads import WorkloadTable
+
+    def here_s(w) -> float:
+        return _source_seconds(w) * (0.5 + (zlib.crc32(w.key.encode()) % 1000) / 1000)
+
+    def truth(a) -> float:
+        return 0.1 + 1e3 * 1.3 * sum(here_s(w) for w in subnet_workloads(a, NET))
+
+    src = _source_predictor(tiny_space)
+    cal = [Measurement(a, truth(a), NET) for a in calibration_set(tiny_space, src, 12, seed=0)]
+    held = [Measurement(a, truth(a), NET) for a in tiny_space.sample_many(40, rng=11)]
+    timed = {w.key: here_s(w) for w in WorkloadTable(tiny_space, NET).workloads}
+    scaled = CalibratedPredictor.from_source(src)
+    scaled.calibrate(cal)
+    pred = CalibratedPredictor.from_source(src, None, {"cpu": "srccpu"}, timed)
+    pred.calibrate(cal)
+    ours, guess = evaluate(pred, held), evaluate(scaled, held)
+    assert ours["mape"] < 3 and ours["kendall_tau"] > 0.9 and ours["mape"] < guess["mape"]
+    assert pred.local_factor * pred.calibration[0] == pytest.approx(1.3, rel=0.05)
+    pred.save(tmp_path, PROV)
+    again = load_predictor(tmp_path, PROV)
+    archs = [m.arch for m in held]
+    np.testing.assert_allclose(again.predict(archs), pred.predict(archs), rtol=1e-6)
+
+
 def test_few_measurements_fit_one_common_factor(tiny_space):
     from tvm_ofa.predict.dataset import Measurement
     from tvm_ofa.predict.latency import CalibratedPredictor
@@ -231,6 +265,12 @@ def test_calibrate_borrows_schedules_resumes_and_beats_the_source(source_machine
     rep = calibrate(cfg, minutes=20, log_root=root, n_subnets=4, tune=False, repeats=5)
     lines = (here / MEASUREMENTS_FILE).read_text().splitlines()
     assert rep.measured == 4 and rep.measured_now == 2 and len(lines) == 4  # nothing measured twice
+    # the borrowed schedules were timed here and the predictor uses those times
+    from tvm_ofa.compiler.retime import BORROWED_FILE
+    from tvm_ofa.predict.calibrate import borrowed_times
+
+    assert rep.retimed_workloads > 0 and (here / BORROWED_FILE).is_file()
+    assert len(borrowed_times(here)) == rep.retimed_workloads
     assert rep.source_cpu == "srccpu" and all(json.loads(x)["coverage"] == 1.0 for x in lines)
 
     # the source is stored relative to this folder, so a log root moves (or is committed) whole
@@ -270,9 +310,11 @@ def test_calibrate_borrows_schedules_resumes_and_beats_the_source(source_machine
     assert evaluate(pred, truth)["mape"] < evaluate(source, truth)["mape"]
 
     # step 5: tuning here, then this machine's own records are used
+    timed = borrowed_times(here)
     rep = calibrate(cfg, minutes=20, log_root=root, n_subnets=4, tune=True, trials_per_task=1, tune_rounds=1,
                     repeats=5)
     assert rep.tuned_workloads > 0
+    assert set(timed) <= set(borrowed_times(here))  # what was timed at speed is not timed again
     assert load_predictor(here, prov).local_ms
 
 

@@ -8,8 +8,10 @@ from tvm_ofa.cli._common import add_network_args, network_match
 HELP = "calibrate the latency predictor on a machine whose CPU has no logs (minutes, resumable)"
 DESCRIPTION = """Make this machine (or the RPC device of the target) usable for search in minutes:
 borrow the schedules of the closest CPU that has logs, measure a few deliberately chosen subnets
-end to end (the extremes and a space-filling sample), fit this machine's predictor from the
-source's, and spend the time left tuning the workloads that carry the most predicted latency.
+end to end (the extremes and a space-filling sample, for up to half the budget), time the
+borrowed schedules here (the workloads that carry the most predicted latency first), fit this
+machine's predictor from the source's and all that, and spend the time left measuring the rest of
+the sample and tuning the workloads that carry the most predicted latency.
 Logs stay per CPU (tuning_logs/<target>/<cpu>/). Interrupt at any time: a rerun continues.
 
 examples:
@@ -25,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="log folder of the machine to start from (default: the closest CPU "
                              "with a predictor under the same target)")
     parser.add_argument("--subnets", type=int, default=16, help="subnets measured end to end (default 16)")
+    parser.add_argument("--no-retime", action="store_true",
+                        help="do not time the borrowed schedules here (scale the source's times instead)")
     parser.add_argument("--no-tune", action="store_true", help="measure and fit only; tune nothing here")
     parser.add_argument("--trials", type=int, metavar="N",
                         help="tuning trials per workload (default: half the target's, at least 8)")
@@ -41,11 +45,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"machine     {prov.get('cpu') or cfg.name}, {prov.get('threads')} threads -> {cfg.log_dir(args.log_root)}")
     report = run_calibration(cfg, args.minutes, log_root=args.log_root, source_dir=args.source,
                              n_subnets=args.subnets, seed=args.seed, tune=not args.no_tune,
+                             retime=not args.no_retime,
                              trials_per_task=args.trials, match=network_match(args))
     f = ", ".join(f"{g} x{v:.2f}" for g, v in report.factors.items())
     print(f"source      {report.source_dir} ({report.source_cpu})")
-    print(f"measured    {report.measured} subnets ({report.measured_now} now); tuned here: "
-          f"{report.tuned_workloads} workloads; {report.seconds / 60:.1f} min")
+    print(f"measured    {report.measured} subnets ({report.measured_now} now); borrowed schedules timed "
+          f"here: {report.retimed_workloads} now; tuned here: {report.tuned_workloads} workloads; "
+          f"{report.seconds / 60:.1f} min")
     print(f"factors     {f}")
     if report.fit_mape is not None:
         print(f"fit         MAPE {report.fit_mape:.1f} % on the calibration subnets (in-sample)")
@@ -69,6 +75,9 @@ def run_calibration(cfg, minutes: float, **kwargs):
             bar.total = ev.total
             bar.n = ev.done
             bar.set_postfix_str(ev.message)
+            bar.refresh()
+        elif ev.stage == "retime":
+            bar.set_postfix_str(f"timing borrowed schedules here: {ev.done}/{ev.total}, {ev.message}")
             bar.refresh()
         elif ev.stage == "tune":
             bar.set_postfix_str(f"tuning {ev.message}")

@@ -8,6 +8,11 @@ batch again while the canary says the machine is slow, gives per-workload times 
 comparable with each other. They go to ``retimed.json`` beside the database (keyed by workload
 key); the latency predictor's training data prefers them to the tuning-time records. The database
 itself is untouched: builds pick the same schedules as before.
+
+The same machinery times another machine's schedules here (``records_dir``): calibrating a new CPU
+(``tvm_ofa.predict.calibrate``) re-times the borrowed schedules a build here would apply, most
+important first, into ``borrowed_retimed.json`` of the new machine's folder, so its predictor
+knows what those schedules cost on this CPU instead of scaling what they cost on the source.
 """
 from __future__ import annotations
 
@@ -18,11 +23,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from tvm_ofa.errors import TvmOfaError
 
 RETIMED_FILE = "retimed.json"
+BORROWED_FILE = "borrowed_retimed.json"  # another machine's schedules, timed on this one
 
 
 class RetimeError(TvmOfaError):
@@ -47,9 +53,9 @@ class RetimeReport:
     seconds: float
 
 
-def read_retimed(log_dir: str | os.PathLike) -> dict[str, Any]:
-    """``retimed.json`` of ``log_dir`` (``{}`` when absent or unreadable)."""
-    path = Path(log_dir) / RETIMED_FILE
+def read_retimed(log_dir: str | os.PathLike, name: str = RETIMED_FILE) -> dict[str, Any]:
+    """``retimed.json`` (or ``name``) of ``log_dir`` (``{}`` when absent or unreadable)."""
+    path = Path(log_dir) / name
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -57,17 +63,20 @@ def read_retimed(log_dir: str | os.PathLike) -> dict[str, Any]:
     return doc if isinstance(doc, dict) and isinstance(doc.get("workloads"), dict) else {}
 
 
-def accepted_times(log_dir: str | os.PathLike, record_s: dict[str, float]) -> dict[str, float]:
+def accepted_times(log_dir: str | os.PathLike, record_s: dict[str, float] | None,
+                   name: str = RETIMED_FILE) -> dict[str, float]:
     """The re-timed seconds of ``log_dir`` that stand: timed while the canary ran within the
     run's ``slow`` factor of its fastest, and for the record that is still the workload's best
     (``record_s``: workload key -> best record's mean seconds; a workload tuned again since has
-    another best schedule, which was not re-timed)."""
-    doc = read_retimed(log_dir)
+    another best schedule, which was not re-timed; None trusts the records, as for another
+    machine's frozen logs)."""
+    doc = read_retimed(log_dir, name)
     try:
         limit = float(doc.get("slow", 1.1)) * float(doc["canary_best_s"])
     except (KeyError, TypeError, ValueError):
         return {}
-    return {k: float(e["s"]) for k, e in doc["workloads"].items() if _stands(e, limit, record_s.get(k))}
+    return {k: float(e["s"]) for k, e in doc["workloads"].items()
+            if _stands(e, limit, e.get("record_s") if record_s is None else record_s.get(k))}
 
 
 def _stands(entry: Any, limit: float, record_s: float | None) -> bool:
@@ -103,7 +112,9 @@ def _best_records(db: Any, log_dir: Path) -> dict[str, Any]:
 
 
 def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slow: float = 1.10,
-                   sweeps: int = 4, progress: Optional[Callable[[RetimeProgress], None]] = None
+                   sweeps: int = 4, progress: Optional[Callable[[RetimeProgress], None]] = None,
+                   records_dir: str | os.PathLike | None = None, keys: Sequence[str] | None = None,
+                   deadline: float | None = None, clock: Callable[[], float] = time.monotonic
                    ) -> RetimeReport:
     """Re-time the best record of every workload in ``log_dir`` on this machine.
 
@@ -111,6 +122,13 @@ def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slo
     ----------
     cfg : TargetConfig
         A target this machine runs (its builder and runner are used, as in tuning).
+    records_dir : path, optional
+        Time the records of this folder instead (another machine's, read only), into
+        :data:`BORROWED_FILE` of ``log_dir``.
+    keys : sequence of str, optional
+        Only these workload keys, in this order (the most important first).
+    deadline : float, optional
+        ``clock()`` value after which no new batch starts.
     batch : int
         Workloads per batch between two canary timings.
     slow : float
@@ -131,21 +149,27 @@ def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slo
 
     t0 = time.monotonic()
     log_dir = Path(log_dir)
+    src = Path(records_dir) if records_dir is not None else log_dir
+    name = RETIMED_FILE if records_dir is None else BORROWED_FILE
     # before opening: opening a database creates an empty one
-    if not has_logs(log_dir):
-        raise NoTuningLogsError(f"{log_dir}: no tuning database to re-time; tune first (`tvm-ofa tune "
+    if not has_logs(src):
+        raise NoTuningLogsError(f"{src}: no tuning database to re-time; tune first (`tvm-ofa tune "
                                 f"--target {cfg.name} ...` or bench/collect_latency_data.py)")
     ok, why = measurable(cfg)
     if not ok:
         raise RetimeError(f"{cfg.path}: cannot re-time here: {why}")
-    db = open_database(log_dir).db
-    best = _best_records(db, log_dir)
+    db = open_database(src).db
+    best = _best_records(db, src)
     if not best:
         return RetimeReport(str(log_dir), 0, 0, 0, 0, time.monotonic() - t0)
     record_s = {k: _mean(r.run_secs) for k, r in best.items()}
     # the canary: the heaviest workload (the same one on a rerun, unless the logs changed)
     heavy = max(best, key=record_s.__getitem__)
-    doc = read_retimed(log_dir)
+    order = sorted(best) if keys is None else [k for k in dict.fromkeys(keys) if k in best]
+    if not order:
+        return RetimeReport(str(log_dir), 0, 0, 0, 0, time.monotonic() - t0)
+    best = {k: best[k] for k in {*order, heavy}}
+    doc = read_retimed(log_dir, name)
     if doc.get("canary") != heavy:
         doc = {"workloads": {}}
     done: dict[str, dict] = doc["workloads"]
@@ -192,23 +216,25 @@ def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slo
     def accepted(k: str) -> bool:
         return _stands(done.get(k), slow * canary_best, record_s[k])
 
-    already = sum(1 for k in best if accepted(k))
+    already = sum(1 for k in order if accepted(k))
     retried = 0
     try:
         for sweep in range(max(sweeps, 1)):
-            todo = [k for k in sorted(best) if not accepted(k)]
-            if not todo:
+            todo = [k for k in order if not accepted(k)]
+            if not todo or (deadline is not None and clock() >= deadline):
                 break
             retried += (sweep > 0) * ((len(todo) + batch - 1) // batch)
             for i in range(0, len(todo), batch):
-                keys = todo[i:i + batch]
-                items = build([best[k] for k in keys])
+                if deadline is not None and clock() >= deadline:
+                    break
+                part = todo[i:i + batch]
+                items = build([best[k] for k in part])
                 before = canary()
                 secs = run(items)
                 after = canary()
                 c = max(before, after)
                 canary_best = min(canary_best, before, after)
-                for k, s in zip(keys, secs):
+                for k, s in zip(part, secs):
                     if s is None:
                         continue
                     prev = done.get(k)
@@ -217,15 +243,17 @@ def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slo
                         done[k] = {"s": s, "canary_s": c, "record_s": record_s[k]}
                 doc.update(cpu=cfg.resolved_target().get("mcpu"), canary=heavy, canary_best_s=canary_best,
                            slow=slow, date=time.strftime("%Y-%m-%dT%H:%M:%S"), workloads=done)
-                _atomic_write(log_dir / RETIMED_FILE, [json.dumps(doc, indent=0, sort_keys=True)])
+                if records_dir is not None:
+                    doc["records_dir"] = os.path.relpath(src.resolve(), log_dir.resolve())
+                _atomic_write(log_dir / name, [json.dumps(doc, indent=0, sort_keys=True)])
                 if progress:
-                    progress(RetimeProgress(sum(1 for k in best if accepted(k)), len(best), retried,
+                    progress(RetimeProgress(sum(1 for k in order if accepted(k)), len(order), retried,
                                             c / canary_best))
     finally:
         builder.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
-    ok = sum(1 for k in best if accepted(k))
-    return RetimeReport(str(log_dir), len(best), ok - already, already, len(best) - ok,
+    ok = sum(1 for k in order if accepted(k))
+    return RetimeReport(str(log_dir), len(order), ok - already, already, len(order) - ok,
                         time.monotonic() - t0)
 
 

@@ -9,8 +9,13 @@
    space-filling sample over depth, width, kernel, resolution and the source's latency.
 4. It fits a :class:`~tvm_ofa.predict.latency.CalibratedPredictor`: the source's per-workload
    predictions rescaled per operator group, plus this machine's own records where it has them.
-5. Time that is left tunes, on this machine, the workloads that carry the most predicted latency
-   over the space, then re-measures the calibration subnets they touch and refits.
+   Measuring stops at half the budget (the extremes always) to leave time for step 5.
+5. It times the borrowed schedules here, the workloads that carry the most predicted latency
+   over the space first (``compiler.retime``, into ``borrowed_retimed.json``): a schedule's cost
+   on this CPU replaces a scaled guess from the source's.
+6. Time that is left measures the rest of the calibration set, then tunes, on this machine, the
+   workloads that carry the most predicted latency, re-measures the calibration subnets they touch
+   and refits.
 
 Everything is appended to disk as it is measured (``calibration_measurements.jsonl``); a rerun
 skips what is done and the predictor is rewritten after every measurement, so an interruption
@@ -34,6 +39,11 @@ from tvm_ofa.predict.dataset import Measurement, _json_lines
 from tvm_ofa.predict.latency import CalibratedPredictor, LatencyPredictor, find_predictor, load_predictor
 
 CALIBRATION_FILE = "calibration.json"
+# the share of the budget spent measuring subnets before the borrowed schedules are timed here
+MEASURE_SHARE = 0.5
+# a batch of borrowed schedules timed while the canary kernel ran slower than this, relative to
+# its fastest, is taken again (as Canary.wait_for_speed's end-to-end timings wait)
+RETIME_SLOW = 1.25
 MEASUREMENTS_FILE = "calibration_measurements.jsonl"
 # a first guess of one subnet's lower + build + measure, before this machine has timed one
 DEFAULT_SUBNET_SECONDS = 30.0
@@ -47,7 +57,7 @@ class CalibrationError(TvmOfaError):
 class CalibrationEvent:
     """Progress, sent after each step."""
 
-    stage: str  # "measure", "fit", "tune"
+    stage: str  # "measure", "retime", "fit", "tune"
     done: int
     total: int
     message: str = ""
@@ -65,6 +75,7 @@ class CalibrationReport:
     predictor: str
     factors: dict[str, float] = field(default_factory=dict)
     fit_mape: Optional[float] = None
+    retimed_workloads: int = 0
 
 
 def _features(prov: dict) -> set[str]:
@@ -239,9 +250,16 @@ def _local_dataset(log_dir: Path) -> Any:
         return None
 
 
+def borrowed_times(log_dir: Path) -> dict[str, float]:
+    """Seconds of the borrowed schedules timed on this machine (workload key -> s)."""
+    from tvm_ofa.compiler.retime import BORROWED_FILE, accepted_times
+
+    return accepted_times(log_dir, None, BORROWED_FILE)
+
+
 def fit(source: LatencyPredictor, log_dir: Path, info: dict) -> tuple[CalibratedPredictor, list[Measurement]]:
     """The calibrated predictor from the source and what ``log_dir`` holds now."""
-    pred = CalibratedPredictor.from_source(source, _local_dataset(log_dir), info)
+    pred = CalibratedPredictor.from_source(source, _local_dataset(log_dir), info, borrowed_times(log_dir))
     ms = []
     for d in read_measurements(log_dir):
         try:
@@ -267,7 +285,8 @@ def calibrate(cfg: Any, *, minutes: float, log_root: str | Path = "tuning_logs",
               source_dir: str | Path | None = None, n_subnets: int = 16, seed: int = 0,
               repeats: int = 30, tune: bool = True, trials_per_task: int | None = None,
               tune_rounds: int | None = None, progress: Optional[Callable[[CalibrationEvent], None]] = None,
-              clock: Callable[[], float] = time.monotonic, match: dict | None = None) -> CalibrationReport:
+              clock: Callable[[], float] = time.monotonic, match: dict | None = None,
+              retime: bool = True) -> CalibrationReport:
     """Calibrate the latency predictor of ``cfg`` on this machine within ``minutes``.
 
     Parameters
@@ -283,6 +302,8 @@ def calibrate(cfg: Any, *, minutes: float, log_root: str | Path = "tuning_logs",
         ``{"space": supernet.space, "n_classes": 10}``, see :func:`~tvm_ofa.predict.latency.find_predictor`).
     n_subnets : int
         Calibration subnets to measure end to end (10-20 is the useful range).
+    retime : bool
+        Time the borrowed schedules of the most important workloads here (step 5).
     tune : bool
         Spend the time left on tuning the most important workloads here.
     trials_per_task : int, optional
@@ -348,19 +369,28 @@ def calibrate(cfg: Any, *, minutes: float, log_root: str | Path = "tuning_logs",
 
     emit_event("measure", len(archs) - len(todo), len(archs))
     canary = make_canary(cfg, source, net, log_root)
-    for arch in todo:
-        if clock() + per_subnet > deadline and measured_now + len(done) >= 2:
-            break
-        m = measure_subnet(cfg, arch, net, source, log_root, repeats, canary=canary)
-        m["db_records"] = _record_count(log_dir)
-        _append(log_dir / MEASUREMENTS_FILE, m)
-        done[arch.id] = m
-        measured_now += 1
-        per_subnet = float(np.median([d["seconds"] for d in done.values() if d.get("seconds")]))
-        pred, _ = fit(source, log_dir, info)
-        pred.save(log_dir, prov)
-        emit_event("measure", len(archs) - len(todo) + measured_now, len(archs),
-                   f"{arch.id} {m['median_ms']:.3f} ms")
+
+    def measure_until(stop: float) -> None:
+        nonlocal measured_now, per_subnet
+        while todo:
+            if clock() + per_subnet > stop and measured_now + len(done) >= 2:
+                return
+            arch = todo.pop(0)
+            m = measure_subnet(cfg, arch, net, source, log_root, repeats, canary=canary)
+            m["db_records"] = _record_count(log_dir)
+            _append(log_dir / MEASUREMENTS_FILE, m)
+            done[arch.id] = m
+            measured_now += 1
+            per_subnet = float(np.median([d["seconds"] for d in done.values() if d.get("seconds")]))
+            pred, _ = fit(source, log_dir, info)
+            pred.save(log_dir, prov)
+            emit_event("measure", len(archs) - len(todo), len(archs), f"{arch.id} {m['median_ms']:.3f} ms")
+
+    measure_until(start + MEASURE_SHARE * (deadline - start) if retime else deadline)
+    retimed = 0
+    if retime and cfg.runner["kind"] in ("local", "rpc") and clock() < deadline:
+        retimed = _retime_borrowed(cfg, source, source_dir, log_dir, info, prov, deadline, clock, emit_event)
+    measure_until(deadline)
 
     tuned = 0
     if tune and cfg.runner["kind"] in ("local", "rpc"):
@@ -377,7 +407,7 @@ def calibrate(cfg: Any, *, minutes: float, log_root: str | Path = "tuning_logs",
     _write_json(log_dir / CALIBRATION_FILE, state)
     emit_event("fit", 1, 1, f"{len(ms)} subnets")
     return CalibrationReport(str(log_dir), str(source_dir), source.meta.get("cpu"), len(ms), measured_now,
-                             tuned, clock() - start, str(path), dict(pred.factors), fit_mape)
+                             tuned, clock() - start, str(path), dict(pred.factors), fit_mape, retimed)
 
 
 def _write_json(path: Path, doc: dict) -> None:
@@ -447,6 +477,28 @@ def measure_subnet(cfg: Any, arch: ArchConfig, net: Any, source: LatencyPredicto
             "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
+def _retime_borrowed(cfg, source, source_dir, log_dir, info, prov, deadline, clock, emit_event) -> int:
+    """Step 5: time the source's schedules here, the workloads carrying the most predicted latency
+    first, until the deadline; the predictor is refitted and saved after the run."""
+    from tvm_ofa.compiler.retime import retime_records
+
+    pred, _ = fit(source, log_dir, info)
+    ranked = [k for k, _ in important_workloads(pred) if k not in pred.local_ms]
+    if not ranked:
+        return 0
+
+    def progress(p: Any) -> None:
+        emit_event("retime", p.done, p.total, f"machine at {p.slowdown:.2f}x its fastest")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rep = retime_records(cfg, log_dir, records_dir=source_dir, keys=ranked, deadline=deadline,
+                             clock=clock, slow=RETIME_SLOW, progress=progress)
+    pred, _ = fit(source, log_dir, info)
+    pred.save(log_dir, prov)
+    return rep.retimed
+
+
 def _tune_important(cfg, source, log_dir, log_root, archs, net, info, prov, deadline, clock, canary,
                     per_subnet, repeats, trials_per_task, rounds, emit_event) -> int:
     """Step 5: tune the heaviest workloads not yet tuned here, a few at a time, inside subnets of
@@ -460,17 +512,18 @@ def _tune_important(cfg, source, log_dir, log_root, archs, net, info, prov, dead
     tuned = 0
     secs_per_trial = 0.5  # refined from this run's own tuning
     n_round = 0
+    keys_of = {a.id: {w.key for w in subnet_workloads(a, source.net)} for a in archs}
+    reachable = set().union(*keys_of.values())  # tuned inside a calibration subnet, so re-measured
     while rounds is None or n_round < rounds:
         n_round += 1
         pred, _ = fit(source, log_dir, info)
         local = set(pred.local_ms)
-        ranked = [k for k, _ in important_workloads(pred) if k not in local]
+        ranked = [k for k, _ in important_workloads(pred) if k not in local and k in reachable]
         left = deadline - clock()
         if not ranked or left < per_subnet * 2 + budget * secs_per_trial:
             return tuned
         # the subnet of the calibration set holding the most of the top workloads
         top = ranked[:8]
-        keys_of = {a.id: {w.key for w in subnet_workloads(a, source.net)} for a in archs}
         arch = max(archs, key=lambda a: len(keys_of[a.id] & set(top)))
         chosen = [k for k in top if k in keys_of[arch.id]]
         affordable = max(1, int((left - 2 * per_subnet) / (budget * secs_per_trial)))

@@ -305,12 +305,15 @@ OP_GROUPS = ("conv1x1", "conv", "dwconv", "other")
 class CalibratedPredictor(LatencyPredictor):
     """Another machine's predictor carried over to this one (``tvm-ofa calibrate``).
 
-    A workload tuned on this machine is predicted by its own best record; any other by the source
-    predictor's value times a factor of its :func:`op_group`, fitted on end-to-end measurements of
-    a few subnets here (ridge-shrunk towards one common factor, so that few measurements cannot
-    swing a group the data barely sees). Before any measurement it predicts what the source does;
-    with fewer than five, the source's whole prediction (its per-network and per-task overheads
-    included) times one common factor.
+    A workload tuned on this machine is predicted by its own best record; one whose borrowed
+    schedule was timed here (``borrowed_retimed.json``) by that time; any other by the source
+    predictor's value times a factor of its :func:`op_group`. The factors, one factor for the
+    times taken here, and the per-network and per-task offsets are fitted on end-to-end
+    measurements of a few subnets here, ridge-shrunk towards their priors (one common factor for
+    the groups, the source's scale for times taken here), so that few measurements cannot swing
+    what the data barely sees. Before any measurement it predicts what the source does; with fewer
+    than five, the source's whole prediction (its per-network and per-task overheads included)
+    times one common factor.
     """
 
     kind = "calibrated"
@@ -320,35 +323,46 @@ class CalibratedPredictor(LatencyPredictor):
         super().__init__(*args, **kwargs)
         self.source_ms: dict[str, float] = {}
         self.local_ms: dict[str, float] = {}
+        self.here_ms: dict[str, float] = {}  # the source's schedule, timed on this machine
+        self.local_factor = 1.0  # times taken here, relative to the scale of the task sum
         self.factors: dict[str, float] = {g: 1.0 for g in OP_GROUPS}
         self.source: dict[str, Any] = {}
         self.source_offsets = (0.0, 0.0)  # the source's ms per network and per task
 
     @classmethod
     def from_source(cls, source: LatencyPredictor, local: WorkloadDataset | None = None,
-                    info: dict[str, Any] | None = None) -> "CalibratedPredictor":
+                    info: dict[str, Any] | None = None, here_s: dict[str, float] | None = None
+                    ) -> "CalibratedPredictor":
         """Start from ``source`` (its per-workload predictions over its whole space, net-level
-        scale kept) and this machine's own tuning records ``local``."""
+        scale kept), this machine's own tuning records ``local`` and ``here_s`` (workload key ->
+        seconds of the source's schedule timed here)."""
         pred = cls(source.space, source.net)
         keys = [w.key for w in source.table.workloads]
         pred.source_ms = dict(zip(keys, (float(v) for v in source._table_ms()[:-1])))
         pred.calibration = tuple(float(c) for c in source.calibration)
         pred.source_offsets = (float(source.calibration[1]), float(source.calibration[2]))
         pred.source = dict(info or {})
-        pred.set_local(local)
+        pred.set_local(local, here_s)
         return pred
 
-    def set_local(self, local: WorkloadDataset | None) -> None:
-        """Use this machine's own best records (refit after new tuning)."""
+    def set_local(self, local: WorkloadDataset | None, here_s: dict[str, float] | None = None) -> None:
+        """Use this machine's own best records and its timings of borrowed schedules."""
         self.local_ms = {} if local is None else {k: 1e3 * v for k, v in local.by_key().items()
                                                   if k in self.source_ms}
+        self.here_ms = {k: 1e3 * v for k, v in (here_s or {}).items()
+                        if k in self.source_ms and k not in self.local_ms}
         self._op_ms = None
+
+    def _timed_here_ms(self, key: str) -> float | None:
+        v = self.local_ms.get(key, self.here_ms.get(key))
+        return None if v is None else v * self.local_factor
 
     def _predict_ops_s(self, workloads: Sequence[Workload]) -> np.ndarray:
         out = []
         for w in workloads:
-            if w.key in self.local_ms:
-                out.append(self.local_ms[w.key])
+            here = self._timed_here_ms(w.key)
+            if here is not None:
+                out.append(here)
             else:
                 # a workload outside the source's space has no prediction: the group's mean ratio
                 base = self.source_ms.get(w.key)
@@ -357,53 +371,62 @@ class CalibratedPredictor(LatencyPredictor):
                 out.append(base * self.factors[op_group(w)])
         return 1e-3 * np.asarray(out, dtype=np.float64)
 
-    def _group_sums(self, archs: Sequence[ArchConfig]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per arch: (source ms per group over workloads not tuned here, local ms, task count)."""
+    def _group_sums(self, archs: Sequence[ArchConfig]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per arch: (source ms per group over workloads not timed here, ms timed here (unscaled),
+        task count, source ms over all workloads)."""
         ids = self.table.ids(archs)
         wl = self.table.workloads
         src = np.zeros((len(archs), len(OP_GROUPS)))
         loc = np.zeros(len(archs))
+        whole = np.zeros(len(archs))
         for i, row in enumerate(ids):
             for j in row[row >= 0]:
                 w = wl[j]
-                if w.key in self.local_ms:
-                    loc[i] += self.local_ms[w.key]
+                whole[i] += self.source_ms[w.key]
+                here = self.local_ms.get(w.key, self.here_ms.get(w.key))
+                if here is not None:
+                    loc[i] += here
                 else:
                     src[i, OP_GROUPS.index(op_group(w))] += self.source_ms[w.key]
-        return src, loc, (ids >= 0).sum(axis=1)
+        return src, loc, (ids >= 0).sum(axis=1), whole
 
     def calibrate(self, measurements: Sequence[Measurement]) -> None:
-        """Fit the group factors and the per-network/per-task offsets on end-to-end measurements
-        (relative error, non-negative); with fewer than 5, one common factor only."""
+        """Fit the group factors, the factor of the times taken here and the per-network/per-task
+        offsets on end-to-end measurements (relative error, non-negative); with fewer than 5, one
+        common factor only."""
         ms = [m for m in measurements if m.net == self.net and self.space.contains(m.arch)]
         self.meta["n_measurements"] = len(ms)
         self._op_ms = None
+        self.local_factor = 1.0
         if not ms:
             return
         scale = self.calibration[0]
         y = np.array([m.latency_ms for m in ms])
-        src, loc, n_ops = self._group_sums([m.arch for m in ms])
-        # the source's overheads scale with the machine too: at small inputs they are most of
-        # the latency, and dropping them turns a uniform slowdown into a ranking error
+        src, loc, n_ops, whole = self._group_sums([m.arch for m in ms])
+        # this machine's speed relative to the source's prediction of the whole subnet. The
+        # source's overheads scale with the machine too: at small inputs they are most of the
+        # latency, and dropping them turns a uniform slowdown into a ranking error
         c0, c1 = self.source_offsets
-        common = float(np.median((y - scale * loc) / np.maximum(scale * src.sum(1) + c0 + c1 * n_ops, 1e-9)))
+        common = float(np.median(y / np.maximum(scale * whole + c0 + c1 * n_ops, 1e-9)))
         common = max(common, 1e-3)
         self.factors = {g: common for g in OP_GROUPS}
         self.calibration = (scale, common * c0, common * c1)
         if len(ms) >= 5:
             from scipy.optimize import nnls
 
-            # unknowns: scale * factor per group, ms per network, ms per task
-            a = np.concatenate([scale * src, np.ones((len(ms), 1)), n_ops[:, None]], axis=1) / y[:, None]
-            b = 1.0 - scale * loc / y
-            lam = self.ridge
-            prior = scale * common
-            reg = np.zeros((len(OP_GROUPS), a.shape[1]))
-            reg[np.arange(len(OP_GROUPS)), np.arange(len(OP_GROUPS))] = lam / prior
-            a = np.concatenate([a, reg])
-            b = np.concatenate([b, np.full(len(OP_GROUPS), lam)])
-            coef, _ = nnls(a, b)
-            self.factors = {g: max(float(c) / scale, 1e-3) for g, c in zip(OP_GROUPS, coef)}
+            # unknowns: scale * factor per group, scale * factor of the times taken here, ms per
+            # network, ms per task; each factor pulled towards its prior by one ridge row
+            g = len(OP_GROUPS)
+            a = np.concatenate([scale * src, scale * loc[:, None], np.ones((len(ms), 1)), n_ops[:, None]],
+                               axis=1) / y[:, None]
+            # (every measurement sees the times taken here, so their pull is a tenth of a group's)
+            priors = np.array([scale * common] * g + [scale])
+            lam = np.array([self.ridge] * g + [0.1 * self.ridge])
+            reg = np.zeros((g + 1, a.shape[1]))
+            reg[np.arange(g + 1), np.arange(g + 1)] = lam / priors
+            coef, _ = nnls(np.concatenate([a, reg]), np.concatenate([np.ones(len(ms)), lam]))
+            self.factors = {grp: max(float(c) / scale, 1e-3) for grp, c in zip(OP_GROUPS, coef)}
+            self.local_factor = max(float(coef[g]) / scale, 1e-3)
             self.calibration = (scale, float(coef[-2]), float(coef[-1]))
         self._op_ms = None
 
@@ -412,13 +435,16 @@ class CalibratedPredictor(LatencyPredictor):
 
     def _state(self) -> dict[str, Any]:
         return {"source": self.source, "factors": self.factors, "source_ms": self.source_ms,
-                "local_ms": self.local_ms, "source_offsets": list(self.source_offsets)}
+                "local_ms": self.local_ms, "here_ms": self.here_ms, "local_factor": self.local_factor,
+                "source_offsets": list(self.source_offsets)}
 
     def _load_state(self, state: dict[str, Any], folder: Path) -> None:
         self.source = dict(state.get("source") or {})
         self.factors = {g: float(state["factors"].get(g, 1.0)) for g in OP_GROUPS}
         self.source_ms = {k: float(v) for k, v in state["source_ms"].items()}
         self.local_ms = {k: float(v) for k, v in (state.get("local_ms") or {}).items()}
+        self.here_ms = {k: float(v) for k, v in (state.get("here_ms") or {}).items()}
+        self.local_factor = float(state.get("local_factor", 1.0))
         self.source_offsets = tuple(float(c) for c in state.get("source_offsets") or (0.0, 0.0))
 
 
