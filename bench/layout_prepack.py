@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+"""Does weight prepacking speed up the tuned library? (issue 3's layout question)
+
+MetaSchedule's ``RewriteLayout`` postprocessor can store a convolution's weights in the tiled
+layout its schedule reads, but only for buffers marked layout-free
+(``relax.transform.AttachAttrLayoutFreeBuffers``), which ``lower_module`` does not do. This script
+builds one subnet of the 1000-class 128-224 px space two ways and times them interleaved:
+
+- ``A``: the project's lowering, built with the target's shipped records;
+- ``B``: the same plus ``AttachAttrLayoutFreeBuffers``, tuned at ``--trials`` per task into
+  ``--log-root`` (other workloads: the attribute is part of a workload's structure), built with
+  ``SplitLayoutRewritePreproc`` + ``FoldConstant`` so that the weights are packed once, at
+  compile time (they are bound constants).
+
+    python bench/layout_prepack.py --subnet smallest --resolution 224 --trials 16
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", default="host-cpu")
+    p.add_argument("--subnet", default="smallest", choices=["smallest", "middle", "largest"])
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--trials", type=int, default=16, help="trials per task for B (A uses the shipped records)")
+    p.add_argument("--log-root", default="bench/out/prepack_logs", help="B's tuning records (resumable)")
+    p.add_argument("--rounds", type=int, default=7)
+    args = p.parse_args(argv)
+
+    from tvm_ofa.targets import load_target
+
+    cfg = load_target(args.target)
+    os.environ.setdefault("TVM_NUM_THREADS", str(cfg.num_threads))
+    warnings.filterwarnings("ignore")
+    import numpy as np
+    import torch
+    import tvm
+    from tvm import relax
+
+    from bench_runtime import realistic_init_, subnet
+    from tvm_ofa.cli._common import untrained_supernet
+    from tvm_ofa.compiler.build import build
+    from tvm_ofa.compiler.database import open_database
+    from tvm_ofa.compiler.lower import lower_module
+    from tvm_ofa.compiler.tune import tune
+
+    net = untrained_supernet()
+    realistic_init_(net)
+    res = args.resolution
+    arch = net.space.validate(subnet(net.space, args.subnet, res))
+    module = net.extract(arch).eval()
+    a = lower_module(module, (1, 3, res, res))
+    b = lower_module(module, (1, 3, res, res))
+    b.mod = relax.transform.AttachAttrLayoutFreeBuffers()(b.mod)
+    t0 = time.time()
+    rep = tune(cfg, b, trials_per_task=args.trials, log_root=args.log_root)
+    print(f"B tuned {rep.tasks_tuned} tasks, {rep.new_trials} trials in {time.time() - t0:.0f} s", flush=True)
+    target = cfg.tvm_target()
+    ex_a = build(a.mod, target, open_database(cfg.log_dir()).db)
+    with target, open_database(cfg.log_dir(args.log_root)).db, tvm.transform.PassContext(opt_level=3):
+        mod_b = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(b.mod)
+    mod_b = tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
+                                      relax.transform.FoldConstant()])(mod_b)
+    with tvm.transform.PassContext(opt_level=3):
+        ex_b = tvm.compile(mod_b, target=target)
+    dev = tvm.cpu()
+    x = np.random.default_rng(0).standard_normal((1, 3, res, res)).astype("float32")
+    with torch.no_grad():
+        ref = module(torch.from_numpy(x)).numpy()
+    vms = {}
+    for name, ex in (("A", ex_a), ("B", ex_b)):
+        vm = relax.VirtualMachine(ex, dev)
+        xt = tvm.runtime.tensor(x, dev)
+        print(f"{name} max abs diff to PyTorch {float(np.abs(vm['main'](xt).numpy() - ref).max()):.2e}", flush=True)
+        for _ in range(10):
+            vm["main"](xt)
+        vms[name] = (vm, xt)
+    per: dict[str, list[float]] = {k: [] for k in vms}
+    for _ in range(args.rounds):
+        for name, (vm, xt) in vms.items():
+            ts = []
+            for _ in range(30):
+                t = time.perf_counter()
+                vm["main"](xt)
+                ts.append(1e3 * (time.perf_counter() - t))
+            per[name].append(statistics.median(ts))
+    med = {k: statistics.median(v) for k, v in per.items()}
+    print(f"{arch.id} ({cfg.host_cpu()}, {cfg.num_threads} threads): A {med['A']:.3f} ms, B {med['B']:.3f} ms, "
+          f"A/B {med['A'] / med['B']:.2f}; per-round medians A {[round(v, 2) for v in per['A']]}, "
+          f"B {[round(v, 2) for v in per['B']]}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
