@@ -154,6 +154,22 @@ def test_borrowed_schedules_timed_here_replace_the_scaled_guess(tiny_space, tmp_
     np.testing.assert_allclose(again.predict(archs), pred.predict(archs), rtol=1e-6)
 
 
+def test_a_failed_retime_leaves_calibration_going(tiny_space, tmp_path, monkeypatch):
+    """Timing the borrowed schedules here is an improvement, not a precondition: when it cannot
+    run, calibration says why and goes on with the source's scaled times."""
+    import tvm_ofa.compiler.retime as retime
+    from tvm_ofa.predict.calibrate import _retime_borrowed
+
+    def refuse(*args, **kwargs):
+        raise retime.RetimeError("srccpu: the canary workload does not build")
+
+    monkeypatch.setattr(retime, "retime_records", refuse)
+    events = []
+    n = _retime_borrowed(None, _source_predictor(tiny_space), tmp_path / "srccpu", tmp_path / "here", {}, PROV,
+                         float("inf"), lambda: 0.0, lambda *ev: events.append(ev))
+    assert n == 0 and events[-1][0] == "retime" and "canary workload does not build" in events[-1][3]
+
+
 def test_few_measurements_fit_one_common_factor(tiny_space):
     from tvm_ofa.predict.dataset import Measurement
     from tvm_ofa.predict.latency import CalibratedPredictor
