@@ -48,5 +48,9 @@ def test_only_retimed_values_taken_at_speed_for_the_current_best_record_stand(tm
     (tmp_path / RETIMED_FILE).write_text(json.dumps(doc))
     best = {"fast": 0.9, "slow-phase": 0.9, "retuned-since": 0.7, "torn": 1.0}
     assert accepted_times(tmp_path, best) == {"fast": 0.5}
+    # another machine's frozen records (no current best to compare with): any record, at speed
+    doc["workloads"]["not-an-entry"] = [0.5]
+    (tmp_path / RETIMED_FILE).write_text(json.dumps(doc))
+    assert accepted_times(tmp_path, None) == {"fast": 0.5, "retuned-since": 0.5}
     (tmp_path / RETIMED_FILE).write_text("{not json")
     assert accepted_times(tmp_path, best) == {}

@@ -164,7 +164,6 @@ def test_retime_times_every_workload_once_and_the_dataset_uses_it(tuned):
     again = retime_records(cfg, log_dir, batch=2, slow=100.0)
     assert again.already == r.workloads and again.retimed == 0
 
-
     # another machine's records, timed here: only the keys asked for, in their order, into the
     # borrowed file of the other folder; a deadline already past times nothing
     from tvm_ofa.compiler.retime import BORROWED_FILE, RETIMED_FILE, accepted_times
@@ -177,6 +176,7 @@ def test_retime_times_every_workload_once_and_the_dataset_uses_it(tuned):
     assert b.workloads == 2 and b.retimed == 2 and not (other / RETIMED_FILE).exists()
     assert set(accepted_times(other, None, BORROWED_FILE)) == set(keys)
     assert read_retimed(other, BORROWED_FILE)["records_dir"].endswith(log_dir.name)
+
 
 @pytest.mark.slow
 def test_resume_after_torn_write(tuned):

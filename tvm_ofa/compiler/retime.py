@@ -76,17 +76,19 @@ def accepted_times(log_dir: str | os.PathLike, record_s: dict[str, float] | None
     except (KeyError, TypeError, ValueError):
         return {}
     return {k: float(e["s"]) for k, e in doc["workloads"].items()
-            if _stands(e, limit, e.get("record_s") if record_s is None else record_s.get(k))}
+            if _stands(e, limit, None if record_s is None else record_s.get(k), any_record=record_s is None)}
 
 
-def _stands(entry: Any, limit: float, record_s: float | None) -> bool:
+def _stands(entry: Any, limit: float, record_s: float | None, any_record: bool = False) -> bool:
     """Whether one ``retimed.json`` entry counts: timed while the canary ran within ``limit``
-    seconds, for the record whose mean time is still ``record_s``."""
+    seconds, for the record whose mean time is still ``record_s`` (for whichever record it was,
+    with ``any_record``)."""
     try:
         s, c, r = float(entry["s"]), float(entry["canary_s"]), float(entry["record_s"])
     except (KeyError, TypeError, ValueError):
         return False
-    return record_s is not None and 0 < s < 1e9 and c <= limit and abs(record_s - r) <= 1e-9 + 1e-6 * r
+    same = any_record or (record_s is not None and abs(record_s - r) <= 1e-9 + 1e-6 * r)
+    return same and 0 < s < 1e9 and c <= limit
 
 
 def _best_records(db: Any, log_dir: Path) -> dict[str, Any]:
@@ -142,9 +144,7 @@ def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slo
     from tvm.s_tir.meta_schedule.runner import RunnerInput
 
     from tvm_ofa.compiler.database import _atomic_write, open_database
-    from tvm_ofa.compiler.runners import make_builder, make_runner
-
-    from tvm_ofa.compiler.runners import measurable
+    from tvm_ofa.compiler.runners import make_builder, make_runner, measurable
     from tvm_ofa.predict.dataset import NoTuningLogsError, has_logs
 
     t0 = time.monotonic()
@@ -172,6 +172,8 @@ def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slo
     doc = read_retimed(log_dir, name)
     if doc.get("canary") != heavy:
         doc = {"workloads": {}}
+    if records_dir is not None:
+        doc["records_dir"] = os.path.relpath(src.resolve(), log_dir.resolve())
     done: dict[str, dict] = doc["workloads"]
     canary_best = float(doc.get("canary_best_s") or float("inf"))
     target = cfg.tvm_target()
@@ -243,8 +245,6 @@ def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slo
                         done[k] = {"s": s, "canary_s": c, "record_s": record_s[k]}
                 doc.update(cpu=cfg.resolved_target().get("mcpu"), canary=heavy, canary_best_s=canary_best,
                            slow=slow, date=time.strftime("%Y-%m-%dT%H:%M:%S"), workloads=done)
-                if records_dir is not None:
-                    doc["records_dir"] = os.path.relpath(src.resolve(), log_dir.resolve())
                 _atomic_write(log_dir / name, [json.dumps(doc, indent=0, sort_keys=True)])
                 if progress:
                     progress(RetimeProgress(sum(1 for k in order if accepted(k)), len(order), retried,

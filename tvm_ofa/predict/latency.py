@@ -354,15 +354,15 @@ class CalibratedPredictor(LatencyPredictor):
         self._op_ms = None
 
     def _timed_here_ms(self, key: str) -> float | None:
-        v = self.local_ms.get(key, self.here_ms.get(key))
-        return None if v is None else v * self.local_factor
+        """The workload's time taken on this machine (own record first), before ``local_factor``."""
+        return self.local_ms.get(key, self.here_ms.get(key))
 
     def _predict_ops_s(self, workloads: Sequence[Workload]) -> np.ndarray:
         out = []
         for w in workloads:
             here = self._timed_here_ms(w.key)
             if here is not None:
-                out.append(here)
+                out.append(here * self.local_factor)
             else:
                 # a workload outside the source's space has no prediction: the group's mean ratio
                 base = self.source_ms.get(w.key)
@@ -383,7 +383,7 @@ class CalibratedPredictor(LatencyPredictor):
             for j in row[row >= 0]:
                 w = wl[j]
                 whole[i] += self.source_ms[w.key]
-                here = self.local_ms.get(w.key, self.here_ms.get(w.key))
+                here = self._timed_here_ms(w.key)
                 if here is not None:
                     loc[i] += here
                 else:
