@@ -5,10 +5,13 @@ artifact, for the smallest, a middle and the largest subnet at 160 and 224 px, b
 All runtimes get the same thread count; they are timed interleaved (A, B, C, D, A, B, ...) over
 several rounds and the table shows medians over rounds of per-round medians. The TVM artifact is
 built with ``tvm_ofa.compiler.pipeline.emit``, which tunes the workloads the target's database
-lacks first (``--trials`` per task; long: ~50 tasks per subnet). The table goes into
-``docs/BENCHMARKS.md`` between markers, with the command, the CPU and the trial budget.
+lacks first (``--trials`` per task; long: ~50 tasks per subnet). Several ``--target`` files give
+one TVM column each (say ``host-cpu host-cpu-prepack``: the same CPU with and without weights
+prepacked). The table goes into ``docs/BENCHMARKS.md`` between markers, with the command, the CPU
+and the trial budget.
 
     python bench/bench_runtime.py --trials 64            # full run (hours of tuning on 2 cores)
+    python bench/bench_runtime.py --trials 16 --target host-cpu host-cpu-prepack
     python bench/bench_runtime.py --no-tune --out /tmp/b.md --resolutions 160 --subnets smallest
 """
 from __future__ import annotations
@@ -29,7 +32,8 @@ START, END = "<!-- bench_runtime:start -->", "<!-- bench_runtime:end -->"
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--target", default="host-cpu")
+    p.add_argument("--target", nargs="+", default=["host-cpu"],
+                   help="target configs; one TVM column each (they must run on this machine)")
     p.add_argument("--checkpoint", help="supernet checkpoint (default: the embedded one)")
     p.add_argument("--subnets", nargs="+", default=["smallest", "middle", "largest"])
     p.add_argument("--resolutions", nargs="+", type=int, default=[160, 224])
@@ -58,8 +62,9 @@ def subnet(space, name: str, resolution: int):
     return archs[name]()
 
 
-def runners(module, x, artifact_dir, threads: int, tmp: str) -> dict:
-    """name -> zero-argument callable running one inference to completion."""
+def runners(module, x, artifact_dirs: dict, threads: int, tmp: str) -> dict:
+    """name -> zero-argument callable running one inference to completion; ``artifact_dirs``
+    maps a TVM column's name to its artifact folder."""
     import numpy as np
     import onnxruntime as ort
     import openvino as ov
@@ -82,7 +87,7 @@ def runners(module, x, artifact_dir, threads: int, tmp: str) -> dict:
     core = ov.Core()
     compiled = core.compile_model(onnx_path, "CPU", {"INFERENCE_NUM_THREADS": threads})
     req = compiled.create_infer_request()
-    art = load_artifact(artifact_dir, threads=threads)
+    arts = {name: load_artifact(d, threads=threads) for name, d in artifact_dirs.items()}
 
     def run_torch():
         torch.set_flush_denormal(True)  # cheap; other runtimes' setup can reset MXCSR
@@ -92,9 +97,9 @@ def runners(module, x, artifact_dir, threads: int, tmp: str) -> dict:
     out = {"PyTorch eager": run_torch,
            "ONNX Runtime": lambda: sess.run(None, {"x": x}),
            "OpenVINO": lambda: req.infer({0: x}),
-           "tvm-ofa (TVM)": lambda: art(x)}
+           **{name: (lambda a=a: a(x)) for name, a in arts.items()}}
     ref = module(xt).detach().numpy()
-    for name, f in (("ONNX Runtime", lambda: sess.run(None, {"x": x})[0]), ("tvm-ofa (TVM)", lambda: art(x))):
+    for name, f in [("ONNX Runtime", lambda: sess.run(None, {"x": x})[0])] + list(out.items())[3:]:
         err = float(np.abs(f() - ref).max())
         if err > 1e-3:
             raise SystemExit(f"{name} output differs from PyTorch by {err}")
@@ -158,7 +163,10 @@ def main(argv=None) -> int:
     from tvm_ofa.targets import host_provenance, load_target
 
     args = parse_args(argv)
-    cfg = load_target(args.target)
+    cfgs = [load_target(t) for t in args.target]
+    cfg = cfgs[0]
+    # one TVM column per target; the first keeps the table's usual name
+    column = {c.name: "tvm-ofa (TVM)" if i == 0 else f"tvm-ofa ({c.name})" for i, c in enumerate(cfgs)}
     net, source = load_model(argparse.Namespace(checkpoint=args.checkpoint))
     outside = [r for r in args.resolutions if r not in net.space.resolutions]
     if outside and args.checkpoint:
@@ -180,17 +188,20 @@ def main(argv=None) -> int:
         for name in args.subnets:
             arch = net.space.validate(subnet(net.space, name, res))
             module = net.extract(arch).eval()
-            t0 = time.time()
-            folder = emit(cfg, arch, module, log_root=args.log_root, out_root=args.artifacts,
-                          tune_first=not args.no_tune, trials_per_task=args.trials, measure=False)
-            meta = read_metadata(folder)
-            print(f"{arch.id}: built in {time.time() - t0:.0f} s, "
-                  f"{meta['tuning']['tuned_workloads']}/{meta['tuning']['total_workloads']} tuned",
-                  flush=True)
+            folders, tuning = {}, {}
+            for c in cfgs:
+                t0 = time.time()
+                folder = emit(c, arch, module, log_root=args.log_root, out_root=args.artifacts,
+                              tune_first=not args.no_tune, trials_per_task=args.trials, measure=False)
+                tuning[c.name] = read_metadata(folder)["tuning"]
+                folders[column[c.name]] = folder
+                print(f"{arch.id} for {c.name}: built in {time.time() - t0:.0f} s, "
+                      f"{tuning[c.name]['tuned_workloads']}/{tuning[c.name]['total_workloads']} tuned",
+                      flush=True)
             x = np.random.default_rng(0).standard_normal((1, 3, res, res)).astype("float32")
             with tempfile.TemporaryDirectory() as tmp:
-                med = interleaved(runners(module, x, folder, args.threads, tmp), args.rounds, args.repeats)
-            rows.append((name, res, arch.id, meta["tuning"], med))
+                med = interleaved(runners(module, x, folders, args.threads, tmp), args.rounds, args.repeats)
+            rows.append((name, res, arch.id, tuning, med))
             print("  " + "  ".join(f"{k} {v:.2f} ms" for k, v in med.items()), flush=True)
     runtimes = list(rows[0][4]) if rows else []
     trials = args.trials or cfg.tuning["trials_per_task"]
@@ -203,12 +214,14 @@ def main(argv=None) -> int:
         f"{args.repeats} calls; TVM tuned with {'no new tuning' if args.no_tune else f'{trials} trials per task'} "
         f"(coverage per row); load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}.",
         "",
-        "| subnet | px | " + " | ".join(runtimes) + " | TVM tuned workloads |",
-        "| --- | --- | " + " | ".join("---" for _ in runtimes) + " | --- |",
+        "| subnet | px | " + " | ".join(runtimes) + " | "
+        + " | ".join(f"{column[c.name].replace('tvm-ofa', 'tuned workloads')}" for c in cfgs) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in runtimes) + " | ---" * len(cfgs) + " |",
     ]
     for name, res, aid, tun, med in rows:
         lines.append(f"| {name} (`{aid}`) | {res} | " + " | ".join(f"{med[r]:.2f} ms" for r in runtimes)
-                     + f" | {tun['tuned_workloads']}/{tun['total_workloads']} |")
+                     + " | " + " | ".join(f"{tun[c.name]['tuned_workloads']}/{tun[c.name]['total_workloads']}"
+                                          for c in cfgs) + " |")
     write_table(Path(args.out), "\n".join(lines))
     print(f"wrote {args.out}")
     return 0

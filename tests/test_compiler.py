@@ -104,6 +104,22 @@ def test_repair_drops_torn_lines(tmp_path):
         assert repair(tmp_path) == 0
 
 
+def test_one_tuning_process_per_database(mini, tmp_path):
+    """Two processes appending to one JSON database number their new workloads alike, so records
+    end up pointing at the other's workloads: a second writer is refused, in one line."""
+    from tvm_ofa.compiler.database import DatabaseBusy, writer_lock
+    from tvm_ofa.compiler.lower import lower_module
+    from tvm_ofa.compiler.tune import tune
+
+    cfg = host_cfg()
+    log_dir = cfg.log_dir(tmp_path)
+    with writer_lock(log_dir):
+        with pytest.raises(DatabaseBusy, match=rf"^{log_dir}: another process \(pid {os.getpid()}\) is tuning"):
+            tune(cfg, lower_module(mini, (1, 3, 32, 32)), log_root=tmp_path)
+    with writer_lock(log_dir):  # released on exit
+        pass
+
+
 @pytest.fixture(scope="module")
 def tuned(mini, tmp_path_factory):
     """One tune of the mini net into a fresh log root (shared by the reuse/resume tests)."""
@@ -138,6 +154,51 @@ def test_second_tune_runs_zero_trials(tuned):
     cfg, low, root, _, _ = tuned
     rep = tune(cfg, low, log_root=root)
     assert rep.new_trials == 0 and rep.tasks_skipped == rep.tasks_total
+
+
+@pytest.mark.slow
+def test_a_finished_task_without_records_is_tuned_again(tuned):
+    """Records that MetaSchedule cannot load back are set aside; the task they belonged to is
+    marked finished, but with no record left it is tuned again rather than left untuned."""
+    from tvm_ofa.compiler.database import RECORD_FILE
+    from tvm_ofa.compiler.tune import tune
+
+    cfg, low, root, _, _ = tuned
+    path = cfg.log_dir(root) / RECORD_FILE
+    lines = path.read_text().splitlines()
+    path.write_text("".join(ln + "\n" for ln in lines if json.loads(ln)[0] != 0))
+    rep = tune(cfg, low, log_root=root, min_repeat_ms=5)
+    assert rep.tasks_tuned == 1 and rep.new_trials > 0
+    assert any(json.loads(ln)[0] == 0 for ln in path.read_text().splitlines())
+
+
+@pytest.mark.slow
+def test_prepacked_target_tunes_its_own_records_and_packs_weights_at_build(mini, tmp_path):
+    """A ``prepack: true`` target: its functions carry the layout-free mark (other workloads than
+    the plain lowering's), tuned schedules store the weights in their own layout, and the build
+    packs them once (``_prepacked`` kernels called with folded constants); outputs unchanged."""
+    from tvm import relax
+
+    from tvm_ofa.compiler.build import apply_database, build
+    from tvm_ofa.compiler.database import open_database
+    from tvm_ofa.compiler.lower import lower_module
+    from tvm_ofa.compiler.tune import coverage, tune
+
+    cfg = host_cfg(name="host-test-prepack", prepack=True)
+    plain = lower_module(mini, (1, 3, 32, 32))
+    low = lower_module(mini, (1, 3, 32, 32), prepack=cfg.prepack)
+    marked = [gv.name_hint for gv, f in low.mod.functions_items() if "layout_free_buffers" in (f.attrs or {})]
+    assert marked and not any("layout_free_buffers" in (f.attrs or {}) for _, f in plain.mod.functions_items())
+    rep = tune(cfg, low, log_root=tmp_path, min_repeat_ms=5)
+    assert rep.tasks_tuned == rep.tasks_total and coverage(cfg, low, tmp_path) == (rep.tasks_total,) * 2
+    # the plain lowering's workloads are not these: nothing of it counts as tuned
+    assert coverage(cfg, plain, tmp_path)[0] < rep.tasks_total
+    db = open_database(cfg.log_dir(tmp_path)).db
+    applied = apply_database(low.mod, cfg.tvm_target(), db)
+    assert any(gv.name_hint.endswith("_prepacked") for gv in applied.get_global_vars())
+    vm = relax.VirtualMachine(build(low.mod, cfg.tvm_target(), db), tvm.cpu())
+    x = np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype("float32")
+    assert np.abs(vm["main"](tvm.runtime.tensor(x)).numpy() - _torch_out(mini, x)).max() <= 1e-4
 
 
 @pytest.mark.slow

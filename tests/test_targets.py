@@ -18,6 +18,13 @@ def test_shipped_targets_validate():
     assert {"host-cpu", "arm-cortex-a72", "cuda-sm90"} <= names
 
 
+def test_prepack_option():
+    assert load_target("host-cpu-prepack").prepack is True
+    assert load_target("host-cpu").prepack is False
+    # its own name, so its records (other workloads) never mix with host-cpu's
+    assert load_target("host-cpu-prepack").log_dir("logs").parent.name == "host-cpu-prepack"
+
+
 def test_bare_name_finds_shipped_config():
     assert load_target("arm-cortex-a72").cc == "aarch64-linux-gnu-gcc"
 
@@ -37,6 +44,7 @@ def test_bare_name_finds_shipped_config():
     ({"target": {"mcpu": "native"}}, "target.kind"),
     ({"name": "Bad Name"}, "name"),
     ({"cc": ""}, "cc"),
+    ({"prepack": "yes"}, "prepack"),
 ])
 def test_errors_name_file_and_field(patch, field):
     with pytest.raises(ConfigError) as info:

@@ -13,6 +13,9 @@ Schema::
     runner: {kind: local}                # or {kind: rpc, tracker_host, tracker_port, key}
     cc: aarch64-linux-gnu-gcc            # optional cross compiler for export_library
     tuning: {trials_per_task: 64, trials_per_round: 16}
+    prepack: false                       # optional: weights stored in each schedule's tiled
+                                         # layout at compile time (tuning records of such a
+                                         # target only fit such a target: give it its own name)
 """
 from __future__ import annotations
 
@@ -97,6 +100,12 @@ _RUNNER_SCHEMA: dict[str, tuple[set[str], set[str]]] = {
 }
 
 
+def _check_bool(path: str, fld: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _err(path, fld, f"expected true or false, got {v!r}")
+    return v
+
+
 def _check_tuning(path: str, fld: str, v: Any) -> dict:
     d = _check_keys(path, fld, v, allowed={"trials_per_task", "trials_per_round"}, required=set())
     out = {"trials_per_task": 64, "trials_per_round": 16, **d}
@@ -115,6 +124,7 @@ _FIELDS: dict[str, Callable[[str, str, Any], Any]] = {
     "cc": _check_str,
     "tuning": _check_tuning,
     "description": _check_str,
+    "prepack": _check_bool,
 }
 _REQUIRED = {"name", "target"}
 
@@ -133,6 +143,7 @@ class TargetConfig:
     cc: str | None = None
     tuning: dict = field(default_factory=lambda: {"trials_per_task": 64, "trials_per_round": 16})
     description: str | None = None
+    prepack: bool = False
 
     @property
     def is_native(self) -> bool:

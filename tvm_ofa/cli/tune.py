@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_target(args.target)
     net, _ = load_model(args)
     arch = resolve_arch(args.arch, net.space, args.resolution)
-    lowered = lower_module(net.extract(arch).eval(), (args.batch, 3, arch.resolution, arch.resolution))
+    lowered = lower_module(net.extract(arch).eval(), (args.batch, 3, arch.resolution, arch.resolution),
+                           prepack=cfg.prepack)
     update, close = tqdm_progress()
     try:
         rep = tune(cfg, lowered, trials_per_task=args.trials,

@@ -24,8 +24,40 @@ def fast_build(mod: Any, target: Any, _params: Any = None) -> Any:
     return tvm.driver.build(mod, target=target)
 
 
+def apply_database(mod: Any, target: Any, database: Any | None) -> Any:
+    """The Relax module with the tuned schedules of ``database`` in place of its fused functions.
+
+    For a prepacked lowering (``lower_module(..., prepack=True)``) the schedules' weight-layout
+    blocks become separate functions of the bound weights (``..._prepacked`` calls the packed
+    weights), which ``FoldConstant`` runs once, here, instead of on every call.
+
+    Parameters
+    ----------
+    mod : tvm.IRModule
+        From :func:`tvm_ofa.compiler.lower.lower_module`.
+    target : tvm.target.Target
+    database : tvm.s_tir.meta_schedule.Database or None
+        Workloads without a record keep TVM's default schedule.
+
+    Returns
+    -------
+    tvm.IRModule
+    """
+    import tvm
+    from tvm import relax
+
+    if database is not None:
+        with target, database, tvm.transform.PassContext(opt_level=3):
+            mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+    if any("layout_free_buffers" in (f.attrs or {}) for _, f in mod.functions_items()):
+        mod = tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
+                                        relax.transform.FoldConstant()])(mod)
+    return mod
+
+
 def build(mod: Any, target: Any, database: Any | None = None) -> Any:
-    """Compile a fused Relax module, applying the tuned schedules of ``database`` if given.
+    """Compile a fused Relax module, applying the tuned schedules of ``database`` if given
+    (:func:`apply_database`).
 
     Parameters
     ----------
@@ -40,11 +72,8 @@ def build(mod: Any, target: Any, database: Any | None = None) -> Any:
     tvm.relax.VMExecutable
     """
     import tvm
-    from tvm import relax
 
-    if database is not None:
-        with target, database, tvm.transform.PassContext(opt_level=3):
-            mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+    mod = apply_database(mod, target, database)
     try:
         with tvm.transform.PassContext(opt_level=3):
             return tvm.compile(mod, target=target)

@@ -8,13 +8,16 @@ line goes) before the database is opened, and reports how many it dropped.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+from tvm_ofa.errors import TvmOfaError
 
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
@@ -25,6 +28,40 @@ REJECTED_FILE = "database_tuning_record.rejected.json"
 
 class DatabaseWarning(UserWarning):
     """Lines of a tuning database that were unreadable and skipped."""
+
+
+class DatabaseBusy(TvmOfaError):
+    """Another process is tuning into the same database."""
+
+
+LOCK_FILE = ".tuning.lock"
+
+
+@contextlib.contextmanager
+def writer_lock(log_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold the one-writer lock of ``log_dir``'s database (an advisory ``flock``, released when
+    the process dies); raise :class:`DatabaseBusy` at once when another process holds it."""
+    import fcntl
+
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / LOCK_FILE, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            who = f.read().strip()
+            raise DatabaseBusy(f"{log_dir}: another process{f' ({who})' if who else ''} is tuning into "
+                               "this database, which takes one writer at a time: wait for it, or "
+                               "tune into another --log-root") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _read_lines(path: Path) -> list[str]:

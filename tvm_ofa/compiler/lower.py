@@ -67,7 +67,7 @@ _PIPELINE = ("DecomposeOpsForInference", "LegalizeOps", "AnnotateTIROpPattern", 
 
 
 def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa: F821
-                 fold_bn: bool = True) -> LoweredModel:
+                 fold_bn: bool = True, prepack: bool = False) -> LoweredModel:
     """Lower a static, eval-mode torch module to a fused Relax module (NCHW, float32).
 
     Parameters
@@ -78,6 +78,11 @@ def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa:
         ``(batch, 3, H, W)``.
     fold_bn : bool
         Fold BatchNorm2d into the preceding Conv2d first.
+    prepack : bool
+        Mark the weights of every fused function layout-free, so that a tuned schedule may store
+        them in the tiled layout it reads (MetaSchedule's ``RewriteLayout``; :func:`build` packs
+        them once, at compile time). The functions then differ from unmarked ones, and so do
+        their tuning records (a target's ``prepack`` option).
 
     Returns
     -------
@@ -111,6 +116,8 @@ def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa:
     seq = tvm.transform.Sequential([getattr(relax.transform, name)() for name in _PIPELINE])
     with tvm.transform.PassContext(opt_level=3):
         mod = seq(mod)
+        if prepack:
+            mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
     if isinstance(out, (tuple, list)):
         out = out[0]
     return LoweredModel(mod=mod, input_shape=tuple(int(s) for s in input_shape),

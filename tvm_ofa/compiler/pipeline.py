@@ -65,7 +65,7 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
 
     register_light(family(cfg.resolved_target()))
     res = int(arch.resolution)
-    lowered = lower_module(module, (batch, 3, res, res))
+    lowered = lower_module(module, (batch, 3, res, res), prepack=cfg.prepack)
     can_measure, why = measurable(cfg)
     tune_note = None
     if tune_first and can_measure:
@@ -91,6 +91,8 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
         "output_shape": list(lowered.output_shape),
         "entry": "main",
         "weights": "linked",  # bound as constants inside model.so
+        # packed at compile time into the layouts the tuned schedules read (target's prepack)
+        "weights_prepacked": bool(cfg.prepack),
         "weights_sha256": lowered.weights_sha256,
         "tvm_version": tvm.__version__,
         "cpu": {"name": prov.get("cpu"), "features": prov.get("cpu_features", [])}

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Collection, Optional
 
-from tvm_ofa.compiler.database import calibration_source, open_database, schedule_database
+from tvm_ofa.compiler.database import (calibration_source, open_database, schedule_database,
+                                       writer_lock)
 from tvm_ofa.compiler.lower import LoweredModel
 from tvm_ofa.errors import TvmOfaError
 from tvm_ofa.targets import DEFAULT_LOG_ROOT, TargetConfig, host_provenance
@@ -186,79 +187,84 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
     per_round = int(trials_per_round or cfg.tuning["trials_per_round"])
     target = cfg.tvm_target()
     log_dir = cfg.log_dir(log_root)
-    tdb = open_database(log_dir)
-    write_provenance(cfg, log_dir)
+    # MetaSchedule's JSON files take one writer: a second process appending workloads numbers
+    # them as the first does, and its records then point at the other process's workloads
+    with writer_lock(log_dir):
+        tdb = open_database(log_dir)
+        write_provenance(cfg, log_dir)
 
-    tasks = extract_tasks(lowered.mod, target)
-    counts = tdb.record_counts()
-    keys = [tdb.workload_key(t.dispatched[0]) for t in tasks]
-    pending = [i for i, k in enumerate(keys)
-               if max(counts.get(k, 0), tdb.finished_budget(k)) < budget]
-    if only is not None:
-        from tvm_ofa.predict.workloads import workload_from_mod
+        tasks = extract_tasks(lowered.mod, target)
+        counts = tdb.record_counts()
+        keys = [tdb.workload_key(t.dispatched[0]) for t in tasks]
+        # a finished task with no record left (its records were set aside as unloadable) is
+        # tuned again
+        pending = [i for i, k in enumerate(keys)
+                   if counts.get(k, 0) == 0 or max(counts.get(k, 0), tdb.finished_budget(k)) < budget]
+        if only is not None:
+            from tvm_ofa.predict.workloads import workload_from_mod
 
-        wanted = set(only)
-        pending = [i for i in pending
-                   if (w := workload_from_mod(tasks[i].dispatched[0])) is not None and w.key in wanted]
-    else:
-        src = calibration_source(log_dir)
-        if src is not None:
-            borrowed = open_database(src).db
-            pending = [i for i in pending if counts.get(keys[i], 0) == 0
-                       and borrowed.query_tuning_record(tasks[i].dispatched[0], target,
-                                                        tasks[i].task_name) is None]
-    names = [t.task_name for t in tasks]
-    state: dict[str, Any] = {
-        "trials": 0, "task_trials": {}, "per_task_budget": budget,
-        "skipped": len(tasks) - len(pending), "total": len(tasks),
-        "weights": {n: float(t.weight) for n, t in zip(names, tasks)}, "best": {},
-        "names": [names[i] for i in pending],
-        "budget": sum(max(per_round, budget - counts.get(keys[i], 0)) for i in pending),
-    }
-    for i, t in enumerate(tasks):
-        if i not in pending:
-            secs = tdb.best_seconds(t.dispatched[0], target)
-            if secs is not None:
-                state["best"][names[i]] = secs
-    if progress is not None:
-        progress(TuneProgress(state["skipped"], len(tasks), 0, state["budget"], _estimate(state)))
-    report = TuneReport(log_dir=str(log_dir), tasks_total=len(tasks), tasks_skipped=state["skipped"],
-                        tasks_tuned=len(pending), new_trials=0, estimated_ms=None,
-                        skipped_lines=tdb.skipped_lines, task_names=names)
-    if pending:
-        if runner is None:
-            ok, why = measurable(cfg)
-            if not ok:
-                raise TuningError(f"{cfg.path}: runner: cannot measure {cfg.name}: {why}")
-            runner = make_runner(cfg, min_repeat_ms)
-        builder = builder or make_builder(cfg)
-        with tempfile.TemporaryDirectory(prefix="tvm-ofa-ms-") as work_dir, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            contexts, weights = _contexts(
-                [tasks[i] for i in pending], strategy=_strategy(strategy, budget), seed=seed,
-                num_threads=max(1, cfg.num_threads) if cfg.is_cpu and not cfg.is_cross else "physical")
-            try:
-                ms.tune.tune_tasks(
-                    tasks=contexts, task_weights=weights, work_dir=work_dir,
-                    max_trials_global=state["budget"], max_trials_per_task=budget,
-                    num_trials_per_iter=per_round, builder=builder, runner=runner,
-                    database=tdb.db, cost_model="xgb",
-                    measure_callbacks=ms.measure_callback.MeasureCallback.create("default")
-                    + [_make_callback(state, progress)],
-                    task_scheduler="gradient")
-            except (KeyboardInterrupt, TvmOfaError):
-                raise
-            except Exception as exc:  # a TVM error: one line for the user, the chain for debugging
-                lines = str(exc).strip().splitlines()
-                raise TuningError(f"{cfg.path}: tuning {cfg.name} failed: "
-                                  f"{lines[-1] if lines else type(exc).__name__}") from exc
-            finally:
-                if hasattr(builder, "shutdown"):
-                    builder.shutdown()  # the persistent pool's workers go with the tune
-        tdb.mark_finished([keys[i] for i in pending], budget)
-        report.new_trials = state["trials"]
-    report.estimated_ms = _estimate(state)
-    return report
+            wanted = set(only)
+            pending = [i for i in pending
+                       if (w := workload_from_mod(tasks[i].dispatched[0])) is not None and w.key in wanted]
+        else:
+            src = calibration_source(log_dir)
+            if src is not None:
+                borrowed = open_database(src).db
+                pending = [i for i in pending if counts.get(keys[i], 0) == 0
+                           and borrowed.query_tuning_record(tasks[i].dispatched[0], target,
+                                                            tasks[i].task_name) is None]
+        names = [t.task_name for t in tasks]
+        state: dict[str, Any] = {
+            "trials": 0, "task_trials": {}, "per_task_budget": budget,
+            "skipped": len(tasks) - len(pending), "total": len(tasks),
+            "weights": {n: float(t.weight) for n, t in zip(names, tasks)}, "best": {},
+            "names": [names[i] for i in pending],
+            "budget": sum(max(per_round, budget - counts.get(keys[i], 0)) for i in pending),
+        }
+        for i, t in enumerate(tasks):
+            if i not in pending:
+                secs = tdb.best_seconds(t.dispatched[0], target)
+                if secs is not None:
+                    state["best"][names[i]] = secs
+        if progress is not None:
+            progress(TuneProgress(state["skipped"], len(tasks), 0, state["budget"], _estimate(state)))
+        report = TuneReport(log_dir=str(log_dir), tasks_total=len(tasks), tasks_skipped=state["skipped"],
+                            tasks_tuned=len(pending), new_trials=0, estimated_ms=None,
+                            skipped_lines=tdb.skipped_lines, task_names=names)
+        if pending:
+            if runner is None:
+                ok, why = measurable(cfg)
+                if not ok:
+                    raise TuningError(f"{cfg.path}: runner: cannot measure {cfg.name}: {why}")
+                runner = make_runner(cfg, min_repeat_ms)
+            builder = builder or make_builder(cfg)
+            with tempfile.TemporaryDirectory(prefix="tvm-ofa-ms-") as work_dir, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                contexts, weights = _contexts(
+                    [tasks[i] for i in pending], strategy=_strategy(strategy, budget), seed=seed,
+                    num_threads=max(1, cfg.num_threads) if cfg.is_cpu and not cfg.is_cross else "physical")
+                try:
+                    ms.tune.tune_tasks(
+                        tasks=contexts, task_weights=weights, work_dir=work_dir,
+                        max_trials_global=state["budget"], max_trials_per_task=budget,
+                        num_trials_per_iter=per_round, builder=builder, runner=runner,
+                        database=tdb.db, cost_model="xgb",
+                        measure_callbacks=ms.measure_callback.MeasureCallback.create("default")
+                        + [_make_callback(state, progress)],
+                        task_scheduler="gradient")
+                except (KeyboardInterrupt, TvmOfaError):
+                    raise
+                except Exception as exc:  # a TVM error: one line for the user, the chain for debugging
+                    lines = str(exc).strip().splitlines()
+                    raise TuningError(f"{cfg.path}: tuning {cfg.name} failed: "
+                                      f"{lines[-1] if lines else type(exc).__name__}") from exc
+                finally:
+                    if hasattr(builder, "shutdown"):
+                        builder.shutdown()  # the persistent pool's workers go with the tune
+            tdb.mark_finished([keys[i] for i in pending], budget)
+            report.new_trials = state["trials"]
+        report.estimated_ms = _estimate(state)
+        return report
 
 
 def coverage(cfg: TargetConfig, lowered: LoweredModel, log_root: str | Path = DEFAULT_LOG_ROOT
