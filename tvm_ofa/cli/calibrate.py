@@ -76,8 +76,8 @@ def run_calibration(cfg, minutes: float, **kwargs):
             bar.n = ev.done
             bar.set_postfix_str(ev.message)
             bar.refresh()
-        elif ev.stage == "retime" and not ev.total:
-            bar.write(f"warning     borrowed schedules not timed here: {ev.message}")
+        elif ev.stage == "warning":
+            bar.write(f"warning     {ev.message}")
         elif ev.stage == "retime":
             bar.set_postfix_str(f"timing borrowed schedules here: {ev.done}/{ev.total}, {ev.message}")
             bar.refresh()

@@ -57,7 +57,7 @@ class CalibrationError(TvmOfaError):
 class CalibrationEvent:
     """Progress, sent after each step."""
 
-    stage: str  # "measure", "retime", "fit", "tune"
+    stage: str  # "measure", "retime", "fit", "tune"; "warning": a step skipped, the message says why
     done: int
     total: int
     message: str = ""
@@ -497,7 +497,7 @@ def _retime_borrowed(cfg, source, source_dir, log_dir, info, prov, deadline, clo
                                  clock=clock, slow=RETIME_SLOW, progress=progress)
     except TvmOfaError as err:
         # the source's times, scaled, still stand in: calibration goes on without this step
-        emit_event("retime", 0, 0, f"skipped: {err}")
+        emit_event("warning", 0, 0, f"borrowed schedules not timed here: {err}")
         return 0
     pred, _ = fit(source, log_dir, info)
     pred.save(log_dir, prov)
