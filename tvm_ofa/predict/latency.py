@@ -9,8 +9,9 @@ timings and a whole network's).
 
 Per-workload latency comes from one of :data:`PREDICTORS`:
 
-- ``xgboost``: a tuned workload's own measured latency; gradient-boosted trees on workload
-  descriptors (log-latency target) for the shapes never tuned.
+- ``xgboost``: a tuned workload's own measured latency, shrunk a cross-validated amount towards
+  what trees that never saw it predict; gradient-boosted trees on workload descriptors
+  (log-latency target) for the shapes never tuned.
 - ``macs``: latency proportional to MACs (one fitted constant): the classic proxy.
 - ``lookup``: the measured latency where the workload was tuned; an unseen workload falls back
   to its kind's median seconds-per-MAC, which is where it loses.
@@ -21,6 +22,7 @@ space (one model call), so ``predict`` on a batch of archs is integer gathers an
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -36,6 +38,10 @@ from tvm_ofa.predict.workloads import FEATURES, KINDS, NetConfig, Workload, Work
 PREDICTOR_FILE = "latency_predictor.json"  # the prefix of every predictor file (and an older, untagged name)
 MODEL_FILE = "latency_predictor.xgb.ubj"
 FORMAT = 1
+# how far a tuned workload's measured time may be shrunk towards the trees' cross-fitted
+# prediction (chosen by cross-validation over the end-to-end measurements)
+SHRINK_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+SHRINK_MIN_MEASUREMENTS = 10
 
 
 class LatencyPredictorError(TvmOfaError):
@@ -187,32 +193,83 @@ class LatencyPredictor:
 
 class XGBoostPredictor(LatencyPredictor):
     """Gradient-boosted trees on :data:`FEATURES`, trained on log(seconds), for the workloads
-    never tuned; a tuned workload keeps its measured time (the trees smooth over what a
-    16-trial search happened to find for that one shape, which the build then uses)."""
+    never tuned. A tuned workload is predicted by its measured time (the schedule the build will
+    use), shrunk towards what trees that never saw it predict: ``measured**(1 - a) *
+    cross_fitted**a``. One record's time is a noisy reading of its schedule's speed, and its
+    shape's neighbours carry information about it; ``a`` (:attr:`shrink`, from
+    :data:`SHRINK_GRID`) is chosen by cross-validation over the end-to-end measurements, 0 with
+    fewer than :data:`SHRINK_MIN_MEASUREMENTS` of them."""
 
     kind = "xgboost"
     params = {"max_depth": 6, "eta": 0.08, "subsample": 0.9, "colsample_bytree": 0.9,
               "min_child_weight": 1.0, "objective": "reg:squarederror", "nthread": 1, "seed": 0}
     rounds = 400
+    folds = 5
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.booster: Any = None
         self.tuned: dict[str, float] = {}
+        self.shrink = 0.0
+        self._measured: dict[str, float] = {}
+        self._cross: dict[str, float] = {}
 
-    def _fit_ops(self, data: WorkloadDataset) -> None:
+    def _train(self, data: WorkloadDataset) -> Any:
         import xgboost as xgb
 
-        self.tuned = data.by_key()
         dtrain = xgb.DMatrix(feature_matrix(data.workloads), label=np.log(data.latency_s),
                              feature_names=list(FEATURES))
-        self.booster = xgb.train(self.params, dtrain, num_boost_round=self.rounds)
+        return xgb.train(self.params, dtrain, num_boost_round=self.rounds)
 
-    def _predict_ops_s(self, workloads: Sequence[Workload]) -> np.ndarray:
+    @staticmethod
+    def _trees_s(booster: Any, workloads: Sequence[Workload]) -> np.ndarray:
         import xgboost as xgb
 
         d = xgb.DMatrix(feature_matrix(workloads), feature_names=list(FEATURES))
-        out = np.exp(self.booster.predict(d)).astype(np.float64)
+        return np.exp(booster.predict(d)).astype(np.float64)
+
+    def _fit_ops(self, data: WorkloadDataset) -> None:
+        self.booster = self._train(data)
+        self._measured = data.by_key()
+        # each workload as predicted by trees trained on the other folds (by key hash: stable)
+        fold = np.array([int(hashlib.sha1(w.key.encode()).hexdigest()[:8], 16) % self.folds
+                         for w in data.workloads])
+        self._cross = {}
+        if len(data) >= 4 * self.folds:
+            for k in range(self.folds):
+                idx = np.flatnonzero(fold == k)
+                if len(idx) and len(idx) < len(data):
+                    got = self._trees_s(self._train(data.subset(fold != k)), [data.workloads[i] for i in idx])
+                    self._cross.update({data.workloads[i].key: float(g) for i, g in zip(idx, got)})
+        self._set_shrink(0.0)
+
+    def _set_shrink(self, a: float) -> None:
+        self.shrink = float(a)
+        self.tuned = {k: float(v ** (1.0 - a) * self._cross.get(k, v) ** a) for k, v in self._measured.items()}
+        self._op_ms = None
+
+    def calibrate(self, measurements: Sequence[Measurement]) -> None:
+        ms = [m for m in measurements if m.net == self.net and self.space.contains(m.arch)]
+        if self._cross and len(ms) >= SHRINK_MIN_MEASUREMENTS:
+            order = np.arange(len(ms)) % self.folds  # measurements in file order: interleaved folds
+            best = (np.inf, 0.0)
+            for a in SHRINK_GRID:
+                self._set_shrink(a)
+                err = []
+                for k in range(self.folds):
+                    fit = [m for m, g in zip(ms, order) if g != k]
+                    val = [m for m, g in zip(ms, order) if g == k]
+                    LatencyPredictor.calibrate(self, fit)
+                    y = np.array([m.latency_ms for m in val])
+                    err.extend(np.abs(self.predict([m.arch for m in val]) - y) / y)
+                best = min(best, (float(np.mean(err)), a))
+            self._set_shrink(best[1])
+            self.meta["shrink_cv_mape"] = round(100 * best[0], 3)
+        LatencyPredictor.calibrate(self, measurements)
+        self.meta["shrink"] = self.shrink
+
+    def _predict_ops_s(self, workloads: Sequence[Workload]) -> np.ndarray:
+        out = self._trees_s(self.booster, workloads)
         for i, w in enumerate(workloads):
             if w.key in self.tuned:
                 out[i] = self.tuned[w.key]
@@ -221,7 +278,7 @@ class XGBoostPredictor(LatencyPredictor):
     def _state_for_save(self, folder: Path) -> dict[str, Any]:
         name = predictor_file(self.net, self.space).removesuffix(".json") + ".xgb.ubj"
         self.booster.save_model(str(folder / name))
-        return {"model_file": name, "tuned": self.tuned}
+        return {"model_file": name, "tuned": self.tuned, "shrink": self.shrink}
 
     def _load_state(self, state: dict[str, Any], folder: Path) -> None:
         import xgboost as xgb
@@ -232,6 +289,7 @@ class XGBoostPredictor(LatencyPredictor):
         self.booster = xgb.Booster(params={"nthread": 1})
         self.booster.load_model(str(path))
         self.tuned = {str(k): float(v) for k, v in (state.get("tuned") or {}).items()}
+        self.shrink = float(state.get("shrink", 0.0))
 
 
 class MacsPredictor(LatencyPredictor):
