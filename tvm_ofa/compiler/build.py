@@ -57,15 +57,8 @@ def apply_database(mod: Any, target: Any, database: Any | None) -> Any:
 
 def build(mod: Any, target: Any, database: Any | None = None) -> Any:
     """Compile a fused Relax module, applying the tuned schedules of ``database`` if given
-    (:func:`apply_database`).
-
-    Parameters
-    ----------
-    mod : tvm.IRModule
-        From :func:`tvm_ofa.compiler.lower.lower_module`.
-    target : tvm.target.Target
-    database : tvm.s_tir.meta_schedule.Database or None
-        Workloads without a record fall back to TVM's default schedule.
+    (parameters as :func:`apply_database`; workloads without a record fall back to TVM's
+    default schedule).
 
     Returns
     -------
