@@ -219,7 +219,8 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
             "skipped": len(tasks) - len(pending), "total": len(tasks),
             "weights": {n: float(t.weight) for n, t in zip(names, tasks)}, "best": {},
             "names": [names[i] for i in pending],
-            "budget": sum(max(per_round, budget - counts.get(keys[i], 0)) for i in pending),
+            # a task runs whole rounds, but never more than ``budget`` trials in one tune
+            "budget": sum(min(budget, max(per_round, budget - counts.get(keys[i], 0))) for i in pending),
         }
         for i, t in enumerate(tasks):
             if i not in pending:
