@@ -211,7 +211,8 @@ def main(argv=None) -> int:
                     break
                 continue
             idle = 0
-            lowered = lower_module(net.extract(arch), (1, 3, arch.resolution, arch.resolution))
+            lowered = lower_module(net.extract(arch), (1, 3, arch.resolution, arch.resolution),
+                                   prepack=cfg.prepack)
 
             def progress(ev, _arch=arch):
                 bar.set_postfix_str(f"{_arch.id} tasks {ev.tasks_done}/{ev.tasks_total} "
@@ -312,14 +313,16 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
             i += 1
             if arch.id in done or any(w.key not in tuned_keys for w in subnet_workloads(arch, net_cfg)):
                 continue
-            lowered = lower_module(net.extract(arch), (1, 3, arch.resolution, arch.resolution))
+            lowered = lower_module(net.extract(arch), (1, 3, arch.resolution, arch.resolution),
+                                   prepack=cfg.prepack)
             if db is None:
                 from tvm_ofa.compiler.database import open_database
 
                 db = open_database(log_dir).db
                 small = space.smallest(res[0])
                 timer = build_timer(cfg, lower_module(net.extract(small), (1, 3, small.resolution,
-                                                                           small.resolution)), db, 20)
+                                                                           small.resolution),
+                                                          prepack=cfg.prepack), db, 20)
                 canary.append(Canary(lambda t=timer: t(min_seconds=0.1, tries=1).median_ms))
             chunk.append((arch, build_timer(cfg, lowered, db, args.repeats)))
             done.add(arch.id)

@@ -109,7 +109,7 @@ def test_one_tuning_process_per_database(mini, tmp_path):
     end up pointing at the other's workloads: a second writer is refused, in one line."""
     from tvm_ofa.compiler.database import DatabaseBusy, writer_lock
     from tvm_ofa.compiler.lower import lower_module
-    from tvm_ofa.compiler.tune import tune
+    from tvm_ofa.compiler.tune import TuningError, tune
 
     cfg = host_cfg()
     log_dir = cfg.log_dir(tmp_path)
@@ -118,6 +118,12 @@ def test_one_tuning_process_per_database(mini, tmp_path):
             tune(cfg, lower_module(mini, (1, 3, 32, 32)), log_root=tmp_path)
     with writer_lock(log_dir):  # released on exit
         pass
+
+    # a lowering that does not match the target's prepack option would tune workloads that its
+    # builds never look up: refused in one line, naming the file and field
+    with pytest.raises(TuningError, match=r"^host-test.yaml: prepack: the target says true") as info:
+        tune(host_cfg(prepack=True), lower_module(mini, (1, 3, 32, 32)), log_root=tmp_path)
+    assert "\n" not in str(info.value)
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,8 @@ class LoweredModel:
     input_dtype : str
     weights_sha256 : str
         Checksum of the (BN-folded) weights in export order.
+    prepack : bool
+        Lowered with the weights marked layout-free (their tuning records are other workloads).
     """
 
     mod: Any
@@ -39,6 +41,7 @@ class LoweredModel:
     output_shape: tuple[int, ...]
     input_dtype: str
     weights_sha256: str
+    prepack: bool = False
 
 
 def fold_batchnorm(module: "torch.nn.Module") -> "torch.nn.Module":  # noqa: F821
@@ -122,4 +125,4 @@ def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa:
         out = out[0]
     return LoweredModel(mod=mod, input_shape=tuple(int(s) for s in input_shape),
                         output_shape=tuple(int(s) for s in out.shape), input_dtype="float32",
-                        weights_sha256=digest.hexdigest())
+                        weights_sha256=digest.hexdigest(), prepack=prepack)
