@@ -280,6 +280,13 @@ def load_measurements(log_dir: str | Path, artifacts: Sequence[str | Path] = (),
     return list(latest.values()), bad
 
 
+def key_fold(key: str, folds: int) -> int:
+    """A stable fold, ``0 .. folds - 1``, for a workload key (the same in every run and process)."""
+    import hashlib
+
+    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % folds
+
+
 def is_held_out(arch: ArchConfig, fraction: float = 0.25) -> bool:
     """Deterministic split of subnets for evaluation, by arch id: the same subnet is always on
     the same side, so ``fit`` never sees what ``eval`` scores."""

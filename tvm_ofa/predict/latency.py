@@ -22,7 +22,6 @@ space (one model call), so ``predict`` on a batch of archs is integer gathers an
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 
 from tvm_ofa.arch import ArchConfig, SearchSpace
 from tvm_ofa.errors import TvmOfaError
-from tvm_ofa.predict.dataset import Measurement, WorkloadDataset
+from tvm_ofa.predict.dataset import Measurement, WorkloadDataset, key_fold
 from tvm_ofa.predict.workloads import FEATURES, KINDS, NetConfig, Workload, WorkloadTable, feature_matrix
 
 PREDICTOR_FILE = "latency_predictor.json"  # the prefix of every predictor file (and an older, untagged name)
@@ -232,8 +231,7 @@ class XGBoostPredictor(LatencyPredictor):
         self.booster = self._train(data)
         self._measured = data.by_key()
         # each workload as predicted by trees trained on the other folds (by key hash: stable)
-        fold = np.array([int(hashlib.sha1(w.key.encode()).hexdigest()[:8], 16) % self.folds
-                         for w in data.workloads])
+        fold = np.array([key_fold(w.key, self.folds) for w in data.workloads])
         self._cross = {}
         if len(data) >= 4 * self.folds:
             for k in range(self.folds):
