@@ -13,6 +13,10 @@ Writes, under ``<log-root>/<target>/<cpu>/`` (e.g. ``tuning_logs/host-cpu/znver4
   ``Measurement.latency_ms`` is the fastest pass; ``tvm-ofa latency eval`` reports how far the
   passes agree, the ceiling for any predictor).
 
+A fastest pass may be the one pass that caught the machine at full speed, or two passes may agree
+inside one slow phase: ``--confirm`` times such subnets again (up to ``--passes`` more passes, each
+once the canary runs near its best) and appends the merged record.
+
 Between tuning and measuring, ``tvm-ofa latency retime --target T`` times every workload's best
 schedule again in one run (tuning-time records from different hours are not comparable).
 
@@ -20,6 +24,7 @@ Resumable: subnet ``i`` is drawn from ``(seed, i)``, measured subnets are skippe
 an interrupted tune loses at most the batch in flight. Stop with Ctrl-C or ``--hours``.
 
     python bench/collect_latency_data.py --target targets/host-cpu.yaml --hours 8
+    python bench/collect_latency_data.py --target host-cpu --confirm --passes 6        # firm truths
     python bench/collect_latency_data.py --target host-cpu --max-subnets 0 --pack 3   # ship them
 """
 from __future__ import annotations
@@ -38,6 +43,9 @@ RESOLUTIONS = (128, 160, 192, 224)
 # a library with no other pass gets up to SLOW_ROUNDS more
 SLOW = 1.10
 SLOW_ROUNDS = 4
+# --confirm: a pass counts as taken at full speed when the canary ran within this of its best
+# (Canary.wait_for_speed's limit: the slow phases are 1.3x and more)
+AT_SPEED = 1.25
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,6 +73,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--chunk", type=int, default=8,
                    help="--measure-only: subnets built, then timed together in rounds (an interrupted "
                         "run loses at most these)")
+    p.add_argument("--confirm", action="store_true",
+                   help="tune nothing: time again the measured subnets whose fastest pass no other pass "
+                        "came within 5 %% of, with one of them taken at the canary's usual speed (held-out "
+                        "ones first), up to --passes more passes each, each pass once the canary runs "
+                        "near its best; appends the merged record (the latest line of a subnet is the "
+                        "one read). Run it alone on the machine")
     p.add_argument("--pack", type=int, default=None, metavar="K",
                    help="at the end, keep the best K records per workload and write the .xz copies the "
                         "repository ships (alone: --max-subnets 0 --pack 3)")
@@ -192,6 +206,8 @@ def main(argv=None) -> int:
     limit = args.max_subnets if args.max_subnets is not None else 10**9
     print(f"collecting into {log_dir} (cpu {prov.get('cpu')}, {cfg.num_threads} threads, "
           f"{trials} trials/task); {len(done)} subnets already measured", flush=True)
+    if args.confirm:
+        return confirm(args, cfg, space, net, net_cfg, log_dir, meas_path, prov, deadline, limit)
     if args.measure_only:
         return measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned_keys, prov,
                             trials, deadline, limit)
@@ -331,6 +347,117 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
         flush()
     except KeyboardInterrupt:
         bar.write("interrupted: measurements written so far are kept; rerun to continue")
+    finally:
+        bar.close()
+    return 0
+
+
+def settled(passes, marks, best: float) -> bool:
+    """Whether a record's fastest pass is the machine's full speed: another pass came within
+    ``CONFIRM`` (5 %) of it, and one of those passes ran while the canary (``marks``, one per pass,
+    when recorded) was within ``AT_SPEED`` of its ``best``; two passes in one slow phase can agree."""
+    from tvm_ofa.compiler.measure import CONFIRM, confirmed
+
+    if not confirmed(passes):
+        return False
+    if len(marks) != len(passes):
+        return True
+    return any(c <= AT_SPEED * best for p, c in zip(passes, marks) if p <= CONFIRM * min(passes))
+
+
+def unconfirmed(meas_path: Path, net_cfg, cpu: str | None) -> tuple[list[dict], float]:
+    """The latest record of each measured subnet of ``net_cfg`` on ``cpu`` whose fastest pass is
+    not :func:`settled` (held-out subnets first: they are the eval's truth), and the fastest canary
+    time any record saw (the canary's best on this CPU)."""
+    from tvm_ofa.predict.dataset import Measurement, is_held_out
+
+    latest: dict[str, dict] = {}
+    best = float("inf")
+    for ln in meas_path.read_text(errors="replace").splitlines() if meas_path.exists() else ():
+        try:
+            d = json.loads(ln)
+            m = Measurement.from_dict(d)
+        except (ValueError, KeyError, TypeError):
+            continue
+        if m.net == net_cfg and d.get("cpu") == cpu:
+            latest[d["id"]] = d
+            best = min([best, *(d.get("pass_canary_ms") or ())])
+    todo = [d for d in latest.values() if not settled(d.get("pass_medians_ms") or [d["median_ms"]],
+                                                      d.get("pass_canary_ms") or (), best)]
+    todo.sort(key=lambda d: not is_held_out(Measurement.from_dict(d).arch))
+    return todo, best
+
+
+def confirm(args, cfg, space, net, net_cfg, log_dir, meas_path, prov, deadline, limit) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from tvm_ofa.arch import ArchConfig
+    from tvm_ofa.compiler.database import open_database
+    from tvm_ofa.compiler.lower import lower_module
+    from tvm_ofa.compiler.measure import Canary
+    from tvm_ofa.predict.dataset import Measurement
+
+    todo, best = unconfirmed(meas_path, net_cfg, prov.get("cpu"))
+    todo = todo[:limit]
+    print(f"{len(todo)} measured subnets whose fastest pass no other pass confirms at the canary's usual "
+          "speed", flush=True)
+    if not todo:
+        return 0
+    db = open_database(log_dir).db
+    small = space.smallest(min(args.resolutions))
+    # the same canary library as --measure-only, scored against the best any record saw, so that
+    # a run started in a slow phase does not take that phase for full speed
+    timer = build_timer(cfg, lower_module(net.extract(small), (1, 3, small.resolution, small.resolution),
+                                          prepack=cfg.prepack), db, 20)
+    canary = Canary(lambda: timer(min_seconds=0.1, tries=1).median_ms)
+    canary.best = best
+    bar = tqdm(total=len(todo), unit="subnet", dynamic_ncols=True)
+    try:
+        for start in range(0, len(todo), args.chunk):
+            if time.monotonic() > deadline:
+                bar.write("--hours reached: rerun to continue")
+                break
+            chunk = []
+            for d in todo[start:start + args.chunk]:
+                # a record from before timing passes were kept counts as one pass
+                d = {**d, "pass_medians_ms": list(d.get("pass_medians_ms") or [d["median_ms"]])}
+                arch = ArchConfig.from_dict(d["arch"])
+                lowered = lower_module(net.extract(arch), (1, 3, arch.resolution, arch.resolution),
+                                       prepack=cfg.prepack)
+                chunk.append((d, build_timer(cfg, lowered, db, args.repeats), [], []))
+            for _ in range(args.passes):
+                for d, time_once, got, marks in chunk:
+                    if settled(d["pass_medians_ms"] + [w.median_ms for w in got],
+                               (d.get("pass_canary_ms") or []) + marks, canary.best):
+                        continue
+                    canary.wait_for_speed(max_wait_s=60.0)
+                    marks.append(round(canary() * canary.best, 4))
+                    got.append(time_once())
+            for d, _, got, marks in chunk:
+                passes = list(d["pass_medians_ms"]) + [w.median_ms for w in got]
+                old_p90 = [d.get("p90_ms") or d["median_ms"]] * len(d["pass_medians_ms"])
+                rec = {**d, "median_ms": float(np.median(passes)),
+                       "p90_ms": float(np.median(old_p90 + [w.p90_ms for w in got])),
+                       "repeats": int(d.get("repeats") or 0) + sum(w.repeats for w in got),
+                       "pass_medians_ms": passes,
+                       # one canary time per pass, or none (a record from before the canary)
+                       "pass_canary_ms": list(d.get("pass_canary_ms") or ()) + marks
+                       if len(d.get("pass_canary_ms") or ()) == len(d["pass_medians_ms"]) else None,
+                       "confirm_passes": len(got), "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                       "other_cpu": max([d.get("other_cpu") or 0.0] + [w.other_cpu or 0.0 for w in got]),
+                       "loadavg": [round(x, 2) for x in os.getloadavg()]}
+                with open(meas_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                m = Measurement.from_dict(rec)
+                bar.update(1)
+                bar.write(f"{d['id']}: {m.latency_ms:.3f} ms (was {min(d['pass_medians_ms']):.3f}; "
+                          f"{len(got)} more passes {', '.join(f'{w.median_ms:.3f}' for w in got)}; canary "
+                          f"{', '.join(f'{c / canary.best:.2f}' for c in marks)}x its best)"
+                          + ("" if settled(rec["pass_medians_ms"], rec["pass_canary_ms"] or (), canary.best)
+                             else "; still unconfirmed"))
+    except KeyboardInterrupt:
+        bar.write("interrupted: subnets written so far are kept; rerun to continue")
     finally:
         bar.close()
     return 0

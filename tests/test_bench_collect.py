@@ -54,3 +54,35 @@ def test_only_retimed_values_taken_at_speed_for_the_current_best_record_stand(tm
     assert accepted_times(tmp_path, None) == {"fast": 0.5, "retuned-since": 0.5}
     (tmp_path / RETIMED_FILE).write_text("{not json")
     assert accepted_times(tmp_path, best) == {}
+
+
+def test_confirm_picks_subnets_whose_fastest_pass_stands_alone_held_out_first(collector, tiny_space, tmp_path):
+    from tvm_ofa.predict.dataset import is_held_out
+    from tvm_ofa.predict.workloads import NetConfig
+
+    archs = tiny_space.sample_many(40, rng=1)
+    held = next(a for a in archs if is_held_out(a))
+    kept = [a for a in archs if not is_held_out(a)][:4]
+    lines = [  # settled (second pass within 5 %, one of them at speed), lone fastest pass, one pass
+        # only, two close passes both in a slow phase; then held-out
+        {"id": kept[0].id, "arch": kept[0].to_dict(), "median_ms": 1.0, "pass_medians_ms": [1.0, 1.04, 1.5],
+         "pass_canary_ms": [1.3, 1.1, 2.0], "cpu": "c", "net": NetConfig().to_dict()},
+        {"id": kept[1].id, "arch": kept[1].to_dict(), "median_ms": 1.5, "pass_medians_ms": [1.0, 1.5, 1.6],
+         "pass_canary_ms": [0.9, 1.3, 1.4], "cpu": "c", "net": NetConfig().to_dict()},
+        {"id": kept[2].id, "arch": kept[2].to_dict(), "median_ms": 2.0, "cpu": "c", "net": NetConfig().to_dict()},
+        {"id": kept[3].id, "arch": kept[3].to_dict(), "median_ms": 1.0, "pass_medians_ms": [1.0, 1.01],
+         "pass_canary_ms": [1.2, 1.6], "cpu": "c", "net": NetConfig().to_dict()},
+        {"id": held.id, "arch": held.to_dict(), "median_ms": 1.5, "pass_medians_ms": [1.0, 1.5],
+         "cpu": "c", "net": NetConfig().to_dict()},
+        # another CPU's and a torn line are not this run's business
+        {"id": held.id, "arch": held.to_dict(), "median_ms": 1.5, "pass_medians_ms": [1.0, 1.5], "cpu": "other",
+         "net": NetConfig().to_dict()}]
+    path = tmp_path / "measurements.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in lines) + '{"id": "torn')
+    todo, best = collector.unconfirmed(path, NetConfig(), "c")
+    assert [d["id"] for d in todo] == [held.id, kept[1].id, kept[2].id, kept[3].id] and best == 0.9
+    # the merged record a confirming run appends is the latest line, which readers take
+    with open(path, "a") as f:
+        f.write("\n" + json.dumps({**lines[4], "pass_medians_ms": [1.0, 1.5, 1.02]}) + "\n")
+    todo, _ = collector.unconfirmed(path, NetConfig(), "c")
+    assert [d["id"] for d in todo] == [kept[1].id, kept[2].id, kept[3].id]

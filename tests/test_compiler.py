@@ -506,6 +506,16 @@ def test_a_timing_disturbed_by_other_processes_is_taken_again(monkeypatch):
     lat = measure.benchmark_vm(FakeVM([2.0, 9.0, 2.2, 2.1]), tvm.cpu(), x, warmup=0, repeats=5, passes=3)
     assert lat.passes_ms == pytest.approx((2.0, 2.2, 2.1)) and lat.median_ms == pytest.approx(2.1)
     assert lat.repeats == 15 and lat.other_cpu == 0.0
+    # max_passes: windows are added until a second one comes within 5 % of the fastest
+    monkeypatch.setattr(measure, "other_load", fake_load([0.0] * 6))
+    lat = measure.benchmark_vm(FakeVM([3.0, 2.0, 2.9, 2.05, 9.0]), tvm.cpu(), x, warmup=0, repeats=5,
+                               passes=2, max_passes=6)
+    assert lat.passes_ms == pytest.approx((3.0, 2.0, 2.9, 2.05)) and measure.confirmed(lat.passes_ms)
+    # ... and no further than max_passes when none does
+    monkeypatch.setattr(measure, "other_load", fake_load([0.0] * 6))
+    lat = measure.benchmark_vm(FakeVM([3.0, 2.0, 2.9, 2.5, 9.0]), tvm.cpu(), x, warmup=0, repeats=5,
+                               passes=2, max_passes=3)
+    assert len(lat.passes_ms) == 3 and not measure.confirmed(lat.passes_ms)
 
 
 def test_canary_waits_for_the_machine_to_run_at_its_usual_speed(monkeypatch):

@@ -130,16 +130,18 @@ class Artifact:
         return out.numpy()
 
     def benchmark(self, warmup: int = 10, repeats: int = 50, x: np.ndarray | None = None,
-                  min_seconds: float = 1.0, passes: int = 1, canary: Any = None) -> Any:
+                  min_seconds: float = 1.0, passes: int = 1, canary: Any = None,
+                  max_passes: int | None = None) -> Any:
         """Median/p90 latency in ms (:class:`tvm_ofa.compiler.measure.Latency`) over at least
         ``repeats`` calls spanning at least ``min_seconds``, in ``passes`` such windows, each at
-        the ``canary``'s usual speed when given (see :func:`benchmark_vm`)."""
+        the ``canary``'s usual speed when given, more up to ``max_passes`` until the fastest is
+        confirmed (see :func:`benchmark_vm`)."""
         from tvm_ofa.compiler.measure import benchmark_vm
 
         if x is None:
             x = np.random.default_rng(0).standard_normal(self.input_shape).astype(self.input_dtype)
         return benchmark_vm(self.vm, self.device, self._check(x), warmup, repeats, self.threads,
-                            min_seconds, passes=passes, canary=canary)
+                            min_seconds, passes=passes, canary=canary, max_passes=max_passes)
 
 
 def load_artifact(path: str | os.PathLike, device: str = "cpu", threads: int | None = None

@@ -23,7 +23,7 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
          out_root: str | os.PathLike = DEFAULT_ARTIFACT_ROOT, tune_first: bool = True,
          trials_per_task: int | None = None, trials_per_round: int | None = None,
          progress: Optional[Any] = None, measure: bool = True, warmup: int = 10,
-         repeats: int = 50, passes: int = 1, canary: Any = None,
+         repeats: int = 50, passes: int = 1, canary: Any = None, max_passes: int | None = None,
          strategy: str = "evolutionary") -> Path:
     """Build ``module`` (the static subnet of ``arch``) for ``cfg`` and write its artifact folder.
 
@@ -43,9 +43,10 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
         Passed to :func:`tvm_ofa.compiler.tune.tune`.
     measure : bool
         Time the library when this machine can run it.
-    warmup, repeats, passes, canary
+    warmup, repeats, passes, canary, max_passes
         Timing: see :func:`tvm_ofa.compiler.measure.benchmark_vm` (``passes`` windows, each at the
-        machine's usual speed per ``canary`` when given; local runs only).
+        machine's usual speed per ``canary`` when given, more up to ``max_passes`` until the
+        fastest is confirmed; local runs only).
 
     Returns
     -------
@@ -110,7 +111,8 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
     if measure and can_measure and not cfg.is_cross:
         art = load_artifact(out, threads=cfg.num_threads)
         x = np.random.default_rng(0).standard_normal(lowered.input_shape).astype("float32")
-        meta["latency"] = art.benchmark(warmup, repeats, x, passes=passes, canary=canary).to_dict()
+        meta["latency"] = art.benchmark(warmup, repeats, x, passes=passes, canary=canary,
+                                        max_passes=max_passes).to_dict()
     elif measure and cfg.runner["kind"] == "rpc" and can_measure:
         from tvm_ofa.compiler.rpc import measure_rpc
 

@@ -453,10 +453,12 @@ def make_canary(cfg: Any, source: LatencyPredictor, net: Any, log_root: str | Pa
 
 
 def measure_subnet(cfg: Any, arch: ArchConfig, net: Any, source: LatencyPredictor,
-                   log_root: str | Path, repeats: int, passes: int = 3, canary: Any = None) -> dict:
+                   log_root: str | Path, repeats: int, passes: int = 3, canary: Any = None,
+                   max_passes: int = 6) -> dict:
     """Build ``arch`` with this machine's schedules (own first, then borrowed), time it where
     the target runs (locally, in ``passes`` windows, each at the machine's usual speed per
-    ``canary`` when given, or through its RPC tracker), return the measurement record."""
+    ``canary`` when given, more up to ``max_passes`` until the fastest is confirmed; or through
+    its RPC tracker), return the measurement record."""
     import tempfile
 
     from tvm_ofa.compiler.artifact import read_metadata
@@ -465,7 +467,8 @@ def measure_subnet(cfg: Any, arch: ArchConfig, net: Any, source: LatencyPredicto
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tvm-ofa-cal-") as tmp:
         folder = emit(cfg, arch, net.extract(arch).eval(), batch=source.net.batch, log_root=log_root,
-                      out_root=tmp, tune_first=False, repeats=repeats, passes=passes, canary=canary)
+                      out_root=tmp, tune_first=False, repeats=repeats, passes=passes, canary=canary,
+                      max_passes=max_passes)
         meta = read_metadata(folder)
     lat = meta.get("latency") or {}
     if not lat.get("median_ms"):

@@ -210,6 +210,14 @@ class Measurement:
         dedicated device does not, so the fastest of passes spread over a minute is its speed."""
         return min(self.passes_ms) if self.passes_ms else self.median_ms
 
+    @property
+    def confirmed(self) -> bool:
+        """Whether a second timing pass came within 5 % of the fastest
+        (:func:`tvm_ofa.compiler.measure.confirmed`)."""
+        from tvm_ofa.compiler.measure import confirmed
+
+        return confirmed(self.passes_ms)
+
     def to_dict(self) -> dict[str, Any]:
         d = {"id": self.arch.id, "arch": self.arch.to_dict(), "median_ms": self.median_ms,
              "p90_ms": self.p90_ms, "repeats": self.repeats, "cpu": self.cpu,
