@@ -86,3 +86,22 @@ def test_confirm_picks_subnets_whose_fastest_pass_stands_alone_held_out_first(co
         f.write("\n" + json.dumps({**lines[4], "pass_medians_ms": [1.0, 1.5, 1.02]}) + "\n")
     todo, _ = collector.unconfirmed(path, NetConfig(), "c")
     assert [d["id"] for d in todo] == [kept[1].id, kept[2].id, kept[3].id]
+
+
+def test_calibration_benchmark_truth_takes_sweeps_until_two_agree():
+    spec = importlib.util.spec_from_file_location("calibration_benchmark", ROOT / "bench" / "calibration_benchmark.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    first = {"id": "a", "median_ms": 2.0, "pass_medians_ms": [2.0, 1.96, 1.97]}  # a load that ran slow
+    assert bench.truth_wanted(None, 0, 2) and not bench.truth_wanted(first, 0, 2)
+    assert bench.truth_wanted(first, 1, 2)  # a record from before sweeps counts as one
+    two = bench.merge_rounds(first, {"id": "a", "median_ms": 1.1, "pass_medians_ms": [1.1, 1.08, 1.12]})
+    assert two["round_fastest_ms"] == [1.96, 1.08] and two["pass_medians_ms"][-1] == 1.12
+    assert two["median_ms"] == pytest.approx(1.54)
+    # the two sweeps disagree: a third; once two agree, no more
+    assert not bench.truth_wanted(two, 1, 2) and bench.truth_wanted(two, 2, 2)
+    three = bench.merge_rounds(two, {"id": "a", "median_ms": 1.1, "pass_medians_ms": [1.1]})
+    assert three["round_fastest_ms"] == [1.96, 1.08, 1.1] and not bench.truth_wanted(three, 3, 2)
+    agreed = bench.merge_rounds(first, {"id": "a", "median_ms": 2.0, "pass_medians_ms": [1.99]})
+    assert not bench.truth_wanted(agreed, 2, 2)
