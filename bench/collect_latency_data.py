@@ -352,6 +352,11 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
     return 0
 
 
+def record_passes(d: dict) -> list[float]:
+    """A measurement line's timing passes (a line from before passes were kept: its median)."""
+    return list(d.get("pass_medians_ms") or [d["median_ms"]])
+
+
 def settled(passes, marks, best: float) -> bool:
     """Whether a record's fastest pass is the machine's full speed: another pass came within
     ``CONFIRM`` (5 %) of it, and one of those passes ran while the canary (``marks``, one per pass,
@@ -382,8 +387,7 @@ def unconfirmed(meas_path: Path, net_cfg, cpu: str | None) -> tuple[list[dict], 
         if m.net == net_cfg and d.get("cpu") == cpu:
             latest[d["id"]] = d
             best = min([best, *(d.get("pass_canary_ms") or ())])
-    todo = [d for d in latest.values() if not settled(d.get("pass_medians_ms") or [d["median_ms"]],
-                                                      d.get("pass_canary_ms") or (), best)]
+    todo = [d for d in latest.values() if not settled(record_passes(d), d.get("pass_canary_ms") or (), best)]
     todo.sort(key=lambda d: not is_held_out(Measurement.from_dict(d).arch))
     return todo, best
 
@@ -420,8 +424,7 @@ def confirm(args, cfg, space, net, net_cfg, log_dir, meas_path, prov, deadline, 
                 break
             chunk = []
             for d in todo[start:start + args.chunk]:
-                # a record from before timing passes were kept counts as one pass
-                d = {**d, "pass_medians_ms": list(d.get("pass_medians_ms") or [d["median_ms"]])}
+                d = {**d, "pass_medians_ms": record_passes(d)}
                 arch = ArchConfig.from_dict(d["arch"])
                 lowered = lower_module(net.extract(arch), (1, 3, arch.resolution, arch.resolution),
                                        prepack=cfg.prepack)

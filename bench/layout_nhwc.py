@@ -55,23 +55,15 @@ def main(argv=None) -> int:
     cfg = load_target("host-cpu-prepack")
     os.environ.setdefault("TVM_NUM_THREADS", str(cfg.num_threads))
     warnings.filterwarnings("ignore")
-    import numpy as np
-    import torch
-    import tvm
-    from tvm import relax
 
-    from bench_runtime import realistic_init_, subnet
-    from tvm_ofa.cli._common import untrained_supernet
+    from layout_prepack import bench_subnet, check_and_time
     from tvm_ofa.compiler.build import build
     from tvm_ofa.compiler.database import open_database
     from tvm_ofa.compiler.lower import lower_module
     from tvm_ofa.compiler.tune import tune
 
-    net = untrained_supernet()
-    realistic_init_(net)
     res = args.resolution
-    arch = net.space.validate(subnet(net.space, args.subnet, res))
-    module = net.extract(arch).eval()
+    arch, module = bench_subnet(args.subnet, res)
     a = lower_module(module, (1, 3, res, res), prepack=True)
     with nhwc_convolutions():
         b = lower_module(module, (1, 3, res, res), prepack=True)
@@ -82,27 +74,7 @@ def main(argv=None) -> int:
     target = cfg.tvm_target()
     ex = {"A": build(a.mod, target, open_database(cfg.log_dir()).db),
           "B": build(b.mod, target, open_database(cfg.log_dir(args.log_root)).db)}
-    dev = tvm.cpu()
-    x = np.random.default_rng(0).standard_normal((1, 3, res, res)).astype("float32")
-    with torch.no_grad():
-        ref = module(torch.from_numpy(x)).numpy()
-    vms = {}
-    for name, e in ex.items():
-        vm = relax.VirtualMachine(e, dev)
-        xt = tvm.runtime.tensor(x, dev)
-        print(f"{name} max abs diff to PyTorch {float(np.abs(vm['main'](xt).numpy() - ref).max()):.2e}", flush=True)
-        for _ in range(10):
-            vm["main"](xt)
-        vms[name] = (vm, xt)
-    per: dict[str, list[float]] = {k: [] for k in vms}
-    for _ in range(args.rounds):
-        for name, (vm, xt) in vms.items():
-            ts = []
-            for _ in range(30):
-                t = time.perf_counter()
-                vm["main"](xt)
-                ts.append(1e3 * (time.perf_counter() - t))
-            per[name].append(statistics.median(ts))
+    per = check_and_time(module, ex, res, args.rounds)
     med = {k: statistics.median(v) for k, v in per.items()}
     print(f"{arch.id} ({cfg.host_cpu()}, {cfg.num_threads} threads): A (NCHW) {med['A']:.3f} ms, B (NHWC) "
           f"{med['B']:.3f} ms, A/B {med['A'] / med['B']:.2f}; per-round medians A {[round(v, 2) for v in per['A']]}, "

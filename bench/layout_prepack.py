@@ -28,6 +28,50 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+def bench_subnet(which: str, res: int):
+    """``(arch, static module)`` of the runtime benchmark's ``which`` subnet at ``res`` px, from the
+    untrained 1000-class supernet with realistic random weights."""
+    from bench_runtime import realistic_init_, subnet
+    from tvm_ofa.cli._common import untrained_supernet
+
+    net = untrained_supernet()
+    realistic_init_(net)
+    arch = net.space.validate(subnet(net.space, which, res))
+    return arch, net.extract(arch).eval()
+
+
+def check_and_time(module, executables: dict, res: int, rounds: int) -> dict[str, list[float]]:
+    """Check each built executable against PyTorch (printing the max abs diff), then time them
+    interleaved: ``rounds`` rounds of 30 calls each; per name, the median ms of each round."""
+    import numpy as np
+    import torch
+    import tvm
+    from tvm import relax
+
+    dev = tvm.cpu()
+    x = np.random.default_rng(0).standard_normal((1, 3, res, res)).astype("float32")
+    with torch.no_grad():
+        ref = module(torch.from_numpy(x)).numpy()
+    vms = {}
+    for name, ex in executables.items():
+        vm = relax.VirtualMachine(ex, dev)
+        xt = tvm.runtime.tensor(x, dev)
+        print(f"{name} max abs diff to PyTorch {float(np.abs(vm['main'](xt).numpy() - ref).max()):.2e}", flush=True)
+        for _ in range(10):
+            vm["main"](xt)
+        vms[name] = (vm, xt)
+    per: dict[str, list[float]] = {k: [] for k in vms}
+    for _ in range(rounds):
+        for name, (vm, xt) in vms.items():
+            ts = []
+            for _ in range(30):
+                t = time.perf_counter()
+                vm["main"](xt)
+                ts.append(1e3 * (time.perf_counter() - t))
+            per[name].append(statistics.median(ts))
+    return per
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", default="host-cpu")
@@ -43,23 +87,15 @@ def main(argv=None) -> int:
     cfg = load_target(args.target)
     os.environ.setdefault("TVM_NUM_THREADS", str(cfg.num_threads))
     warnings.filterwarnings("ignore")
-    import numpy as np
-    import torch
-    import tvm
     from tvm import relax
 
-    from bench_runtime import realistic_init_, subnet
-    from tvm_ofa.cli._common import untrained_supernet
     from tvm_ofa.compiler.build import build
     from tvm_ofa.compiler.database import open_database
     from tvm_ofa.compiler.lower import lower_module
     from tvm_ofa.compiler.tune import tune
 
-    net = untrained_supernet()
-    realistic_init_(net)
     res = args.resolution
-    arch = net.space.validate(subnet(net.space, args.subnet, res))
-    module = net.extract(arch).eval()
+    arch, module = bench_subnet(args.subnet, res)
     a = lower_module(module, (1, 3, res, res))
     b = lower_module(module, (1, 3, res, res))
     b.mod = relax.transform.AttachAttrLayoutFreeBuffers()(b.mod)
@@ -68,33 +104,9 @@ def main(argv=None) -> int:
     print(f"B tuned {rep.tasks_tuned} tasks, {rep.new_trials} trials in {time.time() - t0:.0f} s", flush=True)
     target = cfg.tvm_target()
     ex_a = build(a.mod, target, open_database(cfg.log_dir()).db)
-    with target, open_database(cfg.log_dir(args.log_root)).db, tvm.transform.PassContext(opt_level=3):
-        mod_b = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(b.mod)
-    mod_b = tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
-                                      relax.transform.FoldConstant()])(mod_b)
-    with tvm.transform.PassContext(opt_level=3):
-        ex_b = tvm.compile(mod_b, target=target)
-    dev = tvm.cpu()
-    x = np.random.default_rng(0).standard_normal((1, 3, res, res)).astype("float32")
-    with torch.no_grad():
-        ref = module(torch.from_numpy(x)).numpy()
-    vms = {}
-    for name, ex in (("A", ex_a), ("B", ex_b)):
-        vm = relax.VirtualMachine(ex, dev)
-        xt = tvm.runtime.tensor(x, dev)
-        print(f"{name} max abs diff to PyTorch {float(np.abs(vm['main'](xt).numpy() - ref).max()):.2e}", flush=True)
-        for _ in range(10):
-            vm["main"](xt)
-        vms[name] = (vm, xt)
-    per: dict[str, list[float]] = {k: [] for k in vms}
-    for _ in range(args.rounds):
-        for name, (vm, xt) in vms.items():
-            ts = []
-            for _ in range(30):
-                t = time.perf_counter()
-                vm["main"](xt)
-                ts.append(1e3 * (time.perf_counter() - t))
-            per[name].append(statistics.median(ts))
+    # build's apply_database packs the marked weights once (SplitLayoutRewritePreproc + FoldConstant)
+    ex_b = build(b.mod, target, open_database(cfg.log_dir(args.log_root)).db)
+    per = check_and_time(module, {"A": ex_a, "B": ex_b}, res, args.rounds)
     med = {k: statistics.median(v) for k, v in per.items()}
     print(f"{arch.id} ({cfg.host_cpu()}, {cfg.num_threads} threads): A {med['A']:.3f} ms, B {med['B']:.3f} ms, "
           f"A/B {med['A'] / med['B']:.2f}; per-round medians A {[round(v, 2) for v in per['A']]}, "

@@ -175,7 +175,6 @@ def _scatter(results: dict, path: Path) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-
     import numpy as np
     from scipy.stats import kendalltau
 
