@@ -80,12 +80,10 @@ def merge_rounds(old: dict | None, new: dict) -> dict:
 def truth_wanted(rec: dict | None, sweep: int, rounds: int) -> bool:
     """Whether sweep ``sweep`` (0-based) measures this subnet: until it has ``rounds`` sweeps, then
     one more if the fastest passes of its two best sweeps are more than 5 % apart."""
-    from tvm_ofa.compiler.measure import confirmed
+    from tvm_ofa.compiler.measure import load_wanted
 
-    done = len(rec.get("round_fastest_ms") or [0]) if rec else 0
-    if done > sweep:
-        return False
-    return done < rounds or (done == rounds and not confirmed(rec["round_fastest_ms"]))
+    fastest = (rec.get("round_fastest_ms") or [0]) if rec else []
+    return len(fastest) <= sweep and load_wanted(fastest, rounds)
 
 
 def macs_baseline(measurements, space, net):

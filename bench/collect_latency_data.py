@@ -15,7 +15,9 @@ Writes, under ``<log-root>/<target>/<cpu>/`` (e.g. ``tuning_logs/host-cpu/znver4
 
 A fastest pass may be the one pass that caught the machine at full speed, or two passes may agree
 inside one slow phase: ``--confirm`` times such subnets again (up to ``--passes`` more passes, each
-once the canary runs near its best) and appends the merged record.
+once the canary runs near its best) and appends the merged record. Every window of one build and
+load of a library can also run slow together: ``--confirm --loads 2`` builds and loads each subnet
+again until two loads agree within 5 % (a third where the first two do not).
 
 Between tuning and measuring, ``tvm-ofa latency retime --target T`` times every workload's best
 schedule again in one run (tuning-time records from different hours are not comparable).
@@ -25,6 +27,8 @@ an interrupted tune loses at most the batch in flight. Stop with Ctrl-C or ``--h
 
     python bench/collect_latency_data.py --target targets/host-cpu.yaml --hours 8
     python bench/collect_latency_data.py --target host-cpu --confirm --passes 6        # firm truths
+    python bench/collect_latency_data.py --target host-cpu --measure-only --held-out-only --max-subnets 32
+    python bench/collect_latency_data.py --target host-cpu --confirm --loads 2 --held-out-only
     python bench/collect_latency_data.py --target host-cpu --max-subnets 0 --pack 3   # ship them
 """
 from __future__ import annotations
@@ -67,6 +71,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="tune nothing: measure end to end (the extremes, then uniform samples) the subnets "
                         "whose workloads all have records, until --max-subnets are measured; run it on an "
                         "idle machine, as tuning in the background slows the timed runs several-fold")
+    p.add_argument("--held-out-only", action="store_true",
+                   help="--measure-only / --confirm: only subnets whose arch id hashes into the held-out "
+                        "quarter (more subnets for `tvm-ofa latency eval` to score; fit never sees them)")
+    p.add_argument("--loads", type=int, default=1,
+                   help="--confirm: also time again subnets timed in fewer than this many builds and "
+                        "loads, and those whose two loads' fastest passes are more than 5 %% apart (one "
+                        "load more): all windows of one load can run slow together")
     p.add_argument("--passes", type=int, default=5,
                    help="--measure-only: time each library this many times, in rounds over a chunk of "
                         "subnets (about a second each); the record keeps each pass and their median")
@@ -82,7 +93,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pack", type=int, default=None, metavar="K",
                    help="at the end, keep the best K records per workload and write the .xz copies the "
                         "repository ships (alone: --max-subnets 0 --pack 3)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.held_out_only and not (args.measure_only or args.confirm):
+        p.error("--held-out-only goes with --measure-only or --confirm")
+    return args
 
 
 def sample_arch(space, seed: int, i: int, resolutions, tuned_keys: set[str] | None = None, net_cfg=None):
@@ -204,8 +218,9 @@ def main(argv=None) -> int:
     tuned_keys = tuned_workload_keys(log_dir)
     deadline = time.monotonic() + 3600 * args.hours
     limit = args.max_subnets if args.max_subnets is not None else 10**9
-    print(f"collecting into {log_dir} (cpu {prov.get('cpu')}, {cfg.num_threads} threads, "
-          f"{trials} trials/task); {len(done)} subnets already measured", flush=True)
+    print(f"collecting into {log_dir} (cpu {prov.get('cpu')}, {cfg.num_threads} threads"
+          + ("" if args.confirm else f", {trials} trials/task") + f"); {len(done)} subnets already measured",
+          flush=True)
     if args.confirm:
         return confirm(args, cfg, space, net, net_cfg, log_dir, meas_path, prov, deadline, limit)
     if args.measure_only:
@@ -271,6 +286,7 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
 
     from tvm_ofa.compiler.lower import lower_module
     from tvm_ofa.compiler.measure import BUSY, Canary, combine_windows
+    from tvm_ofa.predict.dataset import is_held_out
     from tvm_ofa.predict.workloads import subnet_workloads
 
     target = len(done) + limit if args.max_subnets is not None else 10**9
@@ -327,7 +343,9 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
             else:
                 arch = space.sample(np.random.default_rng([args.seed, 1_000_000 + i]))
             i += 1
-            if arch.id in done or any(w.key not in tuned_keys for w in subnet_workloads(arch, net_cfg)):
+            if arch.id in done or (args.held_out_only and not is_held_out(arch)):
+                continue
+            if any(w.key not in tuned_keys for w in subnet_workloads(arch, net_cfg)):
                 continue
             lowered = lower_module(net.extract(arch), (1, 3, arch.resolution, arch.resolution),
                                    prepack=cfg.prepack)
@@ -357,6 +375,19 @@ def record_passes(d: dict) -> list[float]:
     return list(d.get("pass_medians_ms") or [d["median_ms"]])
 
 
+def record_loads(d: dict) -> list[float]:
+    """The fastest pass of each build and load of a record's library (``round_fastest_ms``). A line
+    from before loads were kept: its first passes are one load, and the passes of its latest
+    ``--confirm`` (``confirm_passes``) another."""
+    if d.get("round_fastest_ms"):
+        return list(d["round_fastest_ms"])
+    passes = record_passes(d)
+    extra = int(d.get("confirm_passes") or 0)
+    if 0 < extra < len(passes):
+        return [min(passes[:-extra]), min(passes[-extra:])]
+    return [min(passes)]
+
+
 def settled(passes, marks, best: float) -> bool:
     """Whether a record's fastest pass is the machine's full speed: another pass came within
     ``CONFIRM`` (5 %) of it, and one of those passes ran while the canary (``marks``, one per pass,
@@ -370,10 +401,13 @@ def settled(passes, marks, best: float) -> bool:
     return any(c <= AT_SPEED * best for p, c in zip(passes, marks) if p <= CONFIRM * min(passes))
 
 
-def unconfirmed(meas_path: Path, net_cfg, cpu: str | None) -> tuple[list[dict], float]:
+def unconfirmed(meas_path: Path, net_cfg, cpu: str | None, loads: int = 1,
+                held_out_only: bool = False) -> tuple[list[dict], float]:
     """The latest record of each measured subnet of ``net_cfg`` on ``cpu`` whose fastest pass is
-    not :func:`settled` (held-out subnets first: they are the eval's truth), and the fastest canary
-    time any record saw (the canary's best on this CPU)."""
+    not :func:`settled` or that wants another build and load (``load_wanted`` with ``loads``),
+    held-out subnets first (they are the eval's truth; with ``held_out_only``, those alone), and
+    the fastest canary time any record saw (the canary's best on this CPU)."""
+    from tvm_ofa.compiler.measure import load_wanted
     from tvm_ofa.predict.dataset import Measurement, is_held_out
 
     latest: dict[str, dict] = {}
@@ -387,7 +421,11 @@ def unconfirmed(meas_path: Path, net_cfg, cpu: str | None) -> tuple[list[dict], 
         if m.net == net_cfg and d.get("cpu") == cpu:
             latest[d["id"]] = d
             best = min([best, *(d.get("pass_canary_ms") or ())])
-    todo = [d for d in latest.values() if not settled(record_passes(d), d.get("pass_canary_ms") or (), best)]
+    todo = [d for d in latest.values()
+            if not settled(record_passes(d), d.get("pass_canary_ms") or (), best)
+            or load_wanted(record_loads(d), loads)]
+    if held_out_only:
+        todo = [d for d in todo if is_held_out(Measurement.from_dict(d).arch)]
     todo.sort(key=lambda d: not is_held_out(Measurement.from_dict(d).arch))
     return todo, best
 
@@ -399,13 +437,14 @@ def confirm(args, cfg, space, net, net_cfg, log_dir, meas_path, prov, deadline, 
     from tvm_ofa.arch import ArchConfig
     from tvm_ofa.compiler.database import open_database
     from tvm_ofa.compiler.lower import lower_module
-    from tvm_ofa.compiler.measure import Canary
+    from tvm_ofa.compiler.measure import Canary, load_wanted
     from tvm_ofa.predict.dataset import Measurement
 
-    todo, best = unconfirmed(meas_path, net_cfg, prov.get("cpu"))
+    todo, best = unconfirmed(meas_path, net_cfg, prov.get("cpu"), args.loads, args.held_out_only)
     todo = todo[:limit]
-    print(f"{len(todo)} measured subnets whose fastest pass no other pass confirms at the canary's usual "
-          "speed", flush=True)
+    print(f"{len(todo)} measured {'held-out ' if args.held_out_only else ''}subnets whose fastest pass no "
+          f"other pass confirms at the canary's usual speed, or timed in fewer than {args.loads} builds "
+          "and loads that agree", flush=True)
     if not todo:
         return 0
     db = open_database(log_dir).db
@@ -431,7 +470,8 @@ def confirm(args, cfg, space, net, net_cfg, log_dir, meas_path, prov, deadline, 
                 chunk.append((d, build_timer(cfg, lowered, db, args.repeats), [], []))
             for _ in range(args.passes):
                 for d, time_once, got, marks in chunk:
-                    if settled(d["pass_medians_ms"] + [w.median_ms for w in got],
+                    # this build and load is timed at least once, whatever the earlier ones said
+                    if got and settled(d["pass_medians_ms"] + [w.median_ms for w in got],
                                (d.get("pass_canary_ms") or []) + marks, canary.best):
                         continue
                     canary.wait_for_speed(max_wait_s=60.0)
@@ -447,6 +487,7 @@ def confirm(args, cfg, space, net, net_cfg, log_dir, meas_path, prov, deadline, 
                        # one canary time per pass, or none (a record from before the canary)
                        "pass_canary_ms": list(d.get("pass_canary_ms") or ()) + marks
                        if len(d.get("pass_canary_ms") or ()) == len(d["pass_medians_ms"]) else None,
+                       "round_fastest_ms": record_loads(d) + ([min(w.median_ms for w in got)] if got else []),
                        "confirm_passes": len(got), "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
                        "other_cpu": max([d.get("other_cpu") or 0.0] + [w.other_cpu or 0.0 for w in got]),
                        "loadavg": [round(x, 2) for x in os.getloadavg()]}
@@ -458,7 +499,10 @@ def confirm(args, cfg, space, net, net_cfg, log_dir, meas_path, prov, deadline, 
                           f"{len(got)} more passes {', '.join(f'{w.median_ms:.3f}' for w in got)}; canary "
                           f"{', '.join(f'{c / canary.best:.2f}' for c in marks)}x its best)"
                           + ("" if settled(rec["pass_medians_ms"], rec["pass_canary_ms"] or (), canary.best)
-                             else "; still unconfirmed"))
+                             else "; still unconfirmed")
+                          + (f"; loads' fastest {', '.join(f'{v:.3f}' for v in rec['round_fastest_ms'])}"
+                             + ("; rerun for one more load" if load_wanted(rec["round_fastest_ms"], args.loads) else "")
+                             if len(rec["round_fastest_ms"]) > 1 else ""))
     except KeyboardInterrupt:
         bar.write("interrupted: subnets written so far are kept; rerun to continue")
     finally:

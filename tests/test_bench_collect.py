@@ -88,6 +88,39 @@ def test_confirm_picks_subnets_whose_fastest_pass_stands_alone_held_out_first(co
     assert [d["id"] for d in todo] == [kept[1].id, kept[2].id, kept[3].id]
 
 
+def test_confirm_with_loads_times_each_library_in_a_second_build_until_two_agree(collector, tiny_space, tmp_path):
+    from tvm_ofa.predict.dataset import is_held_out
+    from tvm_ofa.predict.workloads import NetConfig
+
+    archs = tiny_space.sample_many(40, rng=2)
+    held = [a for a in archs if is_held_out(a)][:3]
+    kept = next(a for a in archs if not is_held_out(a))
+    net = NetConfig().to_dict()
+    lines = [  # all settled in one load (the first: 8.24 at speed, the slow load of its library)
+        {"id": held[0].id, "arch": held[0].to_dict(), "median_ms": 8.4, "pass_medians_ms": [8.24, 8.45, 8.35],
+         "pass_canary_ms": [1.0, 1.6, 1.7], "cpu": "c", "net": net},
+        # a line from before loads were kept, its latest --confirm a second load that agrees
+        {"id": held[1].id, "arch": held[1].to_dict(), "median_ms": 2.0, "pass_medians_ms": [2.0, 2.02, 1.99],
+         "pass_canary_ms": [1.0, 1.0, 1.0], "confirm_passes": 1, "cpu": "c", "net": net},
+        # two loads that disagree by more than 5 %: one more
+        {"id": held[2].id, "arch": held[2].to_dict(), "median_ms": 3.0, "pass_medians_ms": [3.3, 3.31, 3.0, 3.01],
+         "pass_canary_ms": [1.0, 1.0, 1.0, 1.0], "round_fastest_ms": [3.3, 3.0], "cpu": "c", "net": net},
+        {"id": kept.id, "arch": kept.to_dict(), "median_ms": 1.0, "pass_medians_ms": [1.0, 1.01],
+         "pass_canary_ms": [1.0, 1.0], "cpu": "c", "net": net}]
+    assert collector.record_loads(lines[0]) == [8.24] and collector.record_loads(lines[1]) == [2.0, 1.99]
+    path = tmp_path / "measurements.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in lines))
+    assert collector.unconfirmed(path, NetConfig(), "c")[0] == []  # one load is enough by default
+    todo, _ = collector.unconfirmed(path, NetConfig(), "c", loads=2)
+    assert [d["id"] for d in todo] == [held[0].id, held[2].id, kept.id]
+    todo, _ = collector.unconfirmed(path, NetConfig(), "c", loads=2, held_out_only=True)
+    assert [d["id"] for d in todo] == [held[0].id, held[2].id]
+    # three loads: none more, whatever they say
+    with open(path, "a") as f:
+        f.write(json.dumps({**lines[2], "round_fastest_ms": [3.3, 3.0, 3.2]}) + "\n")
+    assert [d["id"] for d in collector.unconfirmed(path, NetConfig(), "c", loads=2, held_out_only=True)[0]] == [held[0].id]
+
+
 def test_calibration_benchmark_truth_takes_sweeps_until_two_agree():
     spec = importlib.util.spec_from_file_location("calibration_benchmark", ROOT / "bench" / "calibration_benchmark.py")
     bench = importlib.util.module_from_spec(spec)

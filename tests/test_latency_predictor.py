@@ -219,6 +219,31 @@ def test_xgboost_generalizes_to_unseen_shapes_and_beats_baselines(tiny_space):
     assert scores["xgboost"]["mape"] < 10
 
 
+def test_cross_validate_scores_every_subnet_with_a_calibration_that_never_saw_it(tiny_space):
+    from tvm_ofa.predict.dataset import Measurement
+    from tvm_ofa.predict.latency import cross_predict, cross_validate, fit_predictor
+
+    rng = np.random.default_rng(3)
+    data, meas, *_ = _synthetic(tiny_space, rng)
+    # the end-to-end law differs from the task sum by a factor only the calibration can learn
+    meas = [Measurement(m.arch, 1.5 * m.latency_ms, NET) for m in meas]
+    lookup = fit_predictor("lookup", data, space=tiny_space, net=NET)
+    got = cross_validate(lookup, meas)
+    assert got["n"] == len(meas) and got["mape"] < 15
+    # left calibrated on all of them, as fit would have it
+    assert lookup.calibration == pytest.approx(fit_predictor("lookup", data, meas, tiny_space, NET).calibration)
+    # a subnet is predicted by the calibration of the other folds, whatever its own truth
+    from tvm_ofa.predict.dataset import key_fold
+
+    odd = [Measurement(m.arch, (30.0 if i == 0 else 1.0) * m.latency_ms, NET) for i, m in enumerate(meas)]
+    ms, p = cross_predict(fit_predictor("macs", data, space=tiny_space, net=NET), odd)
+    others = [m for m in odd if key_fold("cv:" + m.arch.id, 5) != key_fold("cv:" + odd[0].arch.id, 5)]
+    alone = fit_predictor("macs", data, others, tiny_space, NET).predict([odd[0].arch])[0]
+    assert ms[0] is odd[0] and p[0] == pytest.approx(alone)
+    assert p[0] == pytest.approx(cross_predict(fit_predictor("macs", data, space=tiny_space, net=NET), meas)[1][0])
+    assert cross_validate(lookup, meas[:9]) == {"n": 0}
+
+
 def test_noisy_records_are_shrunk_towards_their_neighbours(tiny_space):
     """Each tuned workload's record is off by a random +-30 % (one 16-trial search's luck and a
     shared machine's timing); cross-validation over the measured subnets then picks a shrink > 0

@@ -58,6 +58,15 @@ def confirmed(passes_ms: Sequence[float]) -> bool:
     return len(p) > 1 and p[1] <= CONFIRM * p[0]
 
 
+def load_wanted(load_fastest_ms: Sequence[float], loads: int) -> bool:
+    """Whether a library needs timing in one more fresh build and load: until it has ``loads``,
+    then one more when the fastest passes of its two best loads are more than :data:`CONFIRM`
+    apart. Every window of one load can run slow together on a shared VM (a 1.97 ms load of a
+    1.05 ms library), which no number of passes in that load reveals."""
+    done = len(load_fastest_ms)
+    return done < loads or (done == loads and loads > 1 and not confirmed(load_fastest_ms))
+
+
 # share of the CPUs other processes may use while a library is timed before the timing is taken
 # again: with every core running the library, even 10 % stalls its threads at each barrier
 BUSY = 0.05
