@@ -7,6 +7,12 @@ subnet separates what the kernels cost from what running them one after another 
 
     python bench/task_breakdown.py --log-dir tuning_logs/host-cpu/znver4 --arch smallest --resolution 160
     python bench/task_breakdown.py --log-dir tuning_logs/host-cpu/znver4 --arch arch.json --top 10
+
+``--time-kernels TARGET`` also builds the subnet with those records and times each of its fused
+kernels alone, now, against its record: a kernel whose schedule runs far slower than its record
+stands out from the machine's common factor (a slow phase moves every kernel alike).
+
+    python bench/task_breakdown.py --log-dir tuning_logs/host-cpu/znver4 --arch arch.json --time-kernels host-cpu
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n-classes", type=int, default=1000)
     p.add_argument("--width-mult", type=float, default=1.0)
     p.add_argument("--top", type=int, default=12, help="how many of the slowest tasks to list")
+    p.add_argument("--time-kernels", metavar="TARGET", default=None,
+                   help="also build the subnet for this target with the records and time each fused "
+                        "kernel alone against its record (run it alone on the machine)")
     return p.parse_args(argv)
 
 
@@ -77,7 +86,53 @@ def main(argv=None) -> int:
         rate = 2 * w.macs / 1e6 / ms
         print(f"  {ms:7.4f} ms {rate:7.1f} GFLOP/s  {w.kind} {w.epilogue} cin {w.cin} cout {w.cout} "
               f"{w.h}->{w.ho} px k{w.k} s{w.s}")
+    if args.time_kernels:
+        time_kernels(args, arch, {k: 1e3 * v for k, v in best.items()})
     return 0
+
+
+def time_kernels(args, arch, record_ms: dict) -> None:
+    """Each distinct fused kernel of the subnet's build, timed alone (best of 5 x 20 calls on
+    random inputs), against its workload's record; the largest excesses first."""
+    import numpy as np
+    import tvm
+    import tvm.tirx
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    from tvm_ofa.arch import SearchSpace
+    from tvm_ofa.compiler.build import apply_database
+    from tvm_ofa.compiler.database import open_database
+    from tvm_ofa.compiler.lower import lower_module
+    from tvm_ofa.nn.ofa_mbv3 import OFAMobileNetV3
+    from tvm_ofa.predict.workloads import workload_from_mod
+    from tvm_ofa.targets import load_target
+
+    cfg = load_target(args.time_kernels)
+    target = cfg.tvm_target()
+    supernet = OFAMobileNetV3(n_classes=args.n_classes, width_mult=args.width_mult,
+                              space=SearchSpace(resolutions=(arch.resolution,))).eval()
+    low = lower_module(supernet.extract(arch), (1, 3, arch.resolution, arch.resolution), prepack=cfg.prepack)
+    mod = apply_database(low.mod, target, open_database(args.log_dir).db)
+    dev = tvm.cpu()
+    rng = np.random.default_rng(0)
+    rows = []
+    for gv, f in mod.functions_items():
+        if not isinstance(f, tvm.tirx.PrimFunc):
+            continue
+        w = workload_from_mod(tvm.IRModule({"main": low.mod[gv.name_hint].with_attr("global_symbol", "main")}))
+        lib = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target).jit()
+        tensors = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in a.shape]).astype(a.dtype), dev)
+                   for a in ArgInfo.from_prim_func(f)]
+        now = 1e3 * min(lib.time_evaluator("main", dev, number=20, repeat=5)(*tensors).results)
+        rows.append((now, record_ms.get(w.key) if w else None, bool((f.attrs or {}).get("tirx.is_scheduled")),
+                     w.key if w else gv.name_hint))
+    known = [r for r in rows if r[1]]
+    now_sum, rec_sum = sum(r[0] for r in known), sum(r[1] for r in known)
+    print(f"\n{len(rows)} distinct kernels built, {sum(r[2] for r in rows)} with a tuned schedule; "
+          f"{len(known)} with a record: {now_sum:.3f} ms timed alone now, {rec_sum:.3f} ms in their "
+          f"records ({now_sum / rec_sum:.2f}x)")
+    for now, rec, _, key in sorted(known, key=lambda r: -(r[0] - r[1] * now_sum / rec_sum))[: args.top]:
+        print(f"  now {now:7.4f} ms  record {rec:7.4f} ms  {now / rec:5.2f}x  {key}")
 
 
 if __name__ == "__main__":
