@@ -58,23 +58,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _passes(rec: dict) -> list[float]:
-    """A measurement record's timing passes (a record timed in one window: its median)."""
-    return list(rec.get("pass_medians_ms") or [rec["median_ms"]])
-
-
 def merge_rounds(old: dict | None, new: dict) -> dict:
     """A held-out subnet's record after one more sweep: every pass of every sweep (the truth is the
     fastest), and the fastest pass of each sweep in ``round_fastest_ms``."""
-    new_fast = min(_passes(new))
+    from tvm_ofa.predict.dataset import record_loads, record_passes
+
+    new_fast = min(record_passes(new))
     if old is None:
         return {**new, "round_fastest_ms": [new_fast]}
     import numpy as np
 
-    passes = _passes(old) + _passes(new)
-    rounds = list(old.get("round_fastest_ms") or [min(_passes(old))])
+    passes = record_passes(old) + record_passes(new)
     return {**new, "median_ms": float(np.median(passes)), "pass_medians_ms": passes,
-            "round_fastest_ms": rounds + [new_fast]}
+            "round_fastest_ms": record_loads(old) + [new_fast]}
 
 
 def truth_wanted(rec: dict | None, sweep: int, rounds: int) -> bool:

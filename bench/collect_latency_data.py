@@ -370,24 +370,6 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
     return 0
 
 
-def record_passes(d: dict) -> list[float]:
-    """A measurement line's timing passes (a line from before passes were kept: its median)."""
-    return list(d.get("pass_medians_ms") or [d["median_ms"]])
-
-
-def record_loads(d: dict) -> list[float]:
-    """The fastest pass of each build and load of a record's library (``round_fastest_ms``). A line
-    from before loads were kept: its first passes are one load, and the passes of its latest
-    ``--confirm`` (``confirm_passes``) another."""
-    if d.get("round_fastest_ms"):
-        return list(d["round_fastest_ms"])
-    passes = record_passes(d)
-    extra = int(d.get("confirm_passes") or 0)
-    if 0 < extra < len(passes):
-        return [min(passes[:-extra]), min(passes[-extra:])]
-    return [min(passes)]
-
-
 def settled(passes, marks, best: float) -> bool:
     """Whether a record's fastest pass is the machine's full speed: another pass came within
     ``CONFIRM`` (5 %) of it, and one of those passes ran while the canary (``marks``, one per pass,
@@ -408,9 +390,10 @@ def unconfirmed(meas_path: Path, net_cfg, cpu: str | None, loads: int = 1,
     held-out subnets first (they are the eval's truth; with ``held_out_only``, those alone), and
     the fastest canary time any record saw (the canary's best on this CPU)."""
     from tvm_ofa.compiler.measure import load_wanted
-    from tvm_ofa.predict.dataset import Measurement, is_held_out
+    from tvm_ofa.predict.dataset import Measurement, is_held_out, record_loads, record_passes
 
     latest: dict[str, dict] = {}
+    held: dict[str, bool] = {}
     best = float("inf")
     for ln in meas_path.read_text(errors="replace").splitlines() if meas_path.exists() else ():
         try:
@@ -420,13 +403,14 @@ def unconfirmed(meas_path: Path, net_cfg, cpu: str | None, loads: int = 1,
             continue
         if m.net == net_cfg and d.get("cpu") == cpu:
             latest[d["id"]] = d
+            held[d["id"]] = is_held_out(m.arch)
             best = min([best, *(d.get("pass_canary_ms") or ())])
     todo = [d for d in latest.values()
             if not settled(record_passes(d), d.get("pass_canary_ms") or (), best)
             or load_wanted(record_loads(d), loads)]
     if held_out_only:
-        todo = [d for d in todo if is_held_out(Measurement.from_dict(d).arch)]
-    todo.sort(key=lambda d: not is_held_out(Measurement.from_dict(d).arch))
+        todo = [d for d in todo if held[d["id"]]]
+    todo.sort(key=lambda d: not held[d["id"]])
     return todo, best
 
 
@@ -438,7 +422,7 @@ def confirm(args, cfg, space, net, net_cfg, log_dir, meas_path, prov, deadline, 
     from tvm_ofa.compiler.database import open_database
     from tvm_ofa.compiler.lower import lower_module
     from tvm_ofa.compiler.measure import Canary, load_wanted
-    from tvm_ofa.predict.dataset import Measurement
+    from tvm_ofa.predict.dataset import Measurement, record_loads, record_passes
 
     todo, best = unconfirmed(meas_path, net_cfg, prov.get("cpu"), args.loads, args.held_out_only)
     todo = todo[:limit]

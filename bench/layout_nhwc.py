@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 import warnings
@@ -56,9 +55,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("TVM_NUM_THREADS", str(cfg.num_threads))
     warnings.filterwarnings("ignore")
 
-    from layout_prepack import bench_subnet, check_and_time
-    from tvm_ofa.compiler.build import build
-    from tvm_ofa.compiler.database import open_database
+    from layout_prepack import bench_subnet, build_and_compare
     from tvm_ofa.compiler.lower import lower_module
     from tvm_ofa.compiler.tune import tune
 
@@ -71,14 +68,7 @@ def main(argv=None) -> int:
     rep = tune(cfg, b, trials_per_task=args.trials, log_root=args.log_root)
     print(f"B: {len(b.mod.functions) - 1} functions, tuned {rep.tasks_tuned} tasks, {rep.new_trials} trials "
           f"in {time.time() - t0:.0f} s", flush=True)
-    target = cfg.tvm_target()
-    ex = {"A": build(a.mod, target, open_database(cfg.log_dir()).db),
-          "B": build(b.mod, target, open_database(cfg.log_dir(args.log_root)).db)}
-    per = check_and_time(module, ex, res, args.rounds)
-    med = {k: statistics.median(v) for k, v in per.items()}
-    print(f"{arch.id} ({cfg.host_cpu()}, {cfg.num_threads} threads): A (NCHW) {med['A']:.3f} ms, B (NHWC) "
-          f"{med['B']:.3f} ms, A/B {med['A'] / med['B']:.2f}; per-round medians A {[round(v, 2) for v in per['A']]}, "
-          f"B {[round(v, 2) for v in per['B']]}", flush=True)
+    build_and_compare(cfg, arch, module, a, b, res, args.log_root, args.rounds, ("A (NCHW)", "B (NHWC)"))
     return 0
 
 

@@ -72,6 +72,25 @@ def check_and_time(module, executables: dict, res: int, rounds: int) -> dict[str
     return per
 
 
+def build_and_compare(cfg, arch, module, a, b, res: int, log_root: str, rounds: int,
+                      names: tuple[str, str] = ("A", "B")) -> None:
+    """Build lowering ``a`` with the target's shipped records and ``b`` with those under
+    ``log_root``, check and time both (:func:`check_and_time`), and print their medians and A/B;
+    ``names`` label A and B in that line."""
+    from tvm_ofa.compiler.build import build
+    from tvm_ofa.compiler.database import open_database
+
+    target = cfg.tvm_target()
+    # build's apply_database packs marked weights once (SplitLayoutRewritePreproc + FoldConstant)
+    ex = {"A": build(a.mod, target, open_database(cfg.log_dir()).db),
+          "B": build(b.mod, target, open_database(cfg.log_dir(log_root)).db)}
+    per = check_and_time(module, ex, res, rounds)
+    med = {k: statistics.median(v) for k, v in per.items()}
+    print(f"{arch.id} ({cfg.host_cpu()}, {cfg.num_threads} threads): {names[0]} {med['A']:.3f} ms, "
+          f"{names[1]} {med['B']:.3f} ms, A/B {med['A'] / med['B']:.2f}; per-round medians "
+          f"A {[round(v, 2) for v in per['A']]}, B {[round(v, 2) for v in per['B']]}", flush=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", default="host-cpu")
@@ -89,8 +108,6 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore")
     from tvm import relax
 
-    from tvm_ofa.compiler.build import build
-    from tvm_ofa.compiler.database import open_database
     from tvm_ofa.compiler.lower import lower_module
     from tvm_ofa.compiler.tune import tune
 
@@ -102,15 +119,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     rep = tune(cfg, b, trials_per_task=args.trials, log_root=args.log_root)
     print(f"B tuned {rep.tasks_tuned} tasks, {rep.new_trials} trials in {time.time() - t0:.0f} s", flush=True)
-    target = cfg.tvm_target()
-    ex_a = build(a.mod, target, open_database(cfg.log_dir()).db)
-    # build's apply_database packs the marked weights once (SplitLayoutRewritePreproc + FoldConstant)
-    ex_b = build(b.mod, target, open_database(cfg.log_dir(args.log_root)).db)
-    per = check_and_time(module, {"A": ex_a, "B": ex_b}, res, args.rounds)
-    med = {k: statistics.median(v) for k, v in per.items()}
-    print(f"{arch.id} ({cfg.host_cpu()}, {cfg.num_threads} threads): A {med['A']:.3f} ms, B {med['B']:.3f} ms, "
-          f"A/B {med['A'] / med['B']:.2f}; per-round medians A {[round(v, 2) for v in per['A']]}, "
-          f"B {[round(v, 2) for v in per['B']]}", flush=True)
+    build_and_compare(cfg, arch, module, a, b, res, args.log_root, args.rounds)
     return 0
 
 

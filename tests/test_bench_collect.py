@@ -89,7 +89,7 @@ def test_confirm_picks_subnets_whose_fastest_pass_stands_alone_held_out_first(co
 
 
 def test_confirm_with_loads_times_each_library_in_a_second_build_until_two_agree(collector, tiny_space, tmp_path):
-    from tvm_ofa.predict.dataset import is_held_out
+    from tvm_ofa.predict.dataset import is_held_out, record_loads
     from tvm_ofa.predict.workloads import NetConfig
 
     archs = tiny_space.sample_many(40, rng=2)
@@ -107,7 +107,7 @@ def test_confirm_with_loads_times_each_library_in_a_second_build_until_two_agree
          "pass_canary_ms": [1.0, 1.0, 1.0, 1.0], "round_fastest_ms": [3.3, 3.0], "cpu": "c", "net": net},
         {"id": kept.id, "arch": kept.to_dict(), "median_ms": 1.0, "pass_medians_ms": [1.0, 1.01],
          "pass_canary_ms": [1.0, 1.0], "cpu": "c", "net": net}]
-    assert collector.record_loads(lines[0]) == [8.24] and collector.record_loads(lines[1]) == [2.0, 1.99]
+    assert record_loads(lines[0]) == [8.24] and record_loads(lines[1]) == [2.0, 1.99]
     path = tmp_path / "measurements.jsonl"
     path.write_text("".join(json.dumps(d) + "\n" for d in lines))
     assert collector.unconfirmed(path, NetConfig(), "c")[0] == []  # one load is enough by default

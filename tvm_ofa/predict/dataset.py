@@ -288,6 +288,24 @@ def load_measurements(log_dir: str | Path, artifacts: Sequence[str | Path] = (),
     return list(latest.values()), bad
 
 
+def record_passes(d: dict[str, Any]) -> list[float]:
+    """A measurement line's timing passes (a line from before passes were kept: its median)."""
+    return list(d.get("pass_medians_ms") or [d["median_ms"]])
+
+
+def record_loads(d: dict[str, Any]) -> list[float]:
+    """The fastest pass of each build and load of a measurement line's library
+    (``round_fastest_ms``). A line from before loads were kept: its first passes are one load, and
+    the passes of its latest ``--confirm`` (``confirm_passes``) another."""
+    if d.get("round_fastest_ms"):
+        return list(d["round_fastest_ms"])
+    passes = record_passes(d)
+    extra = int(d.get("confirm_passes") or 0)
+    if 0 < extra < len(passes):
+        return [min(passes[:-extra]), min(passes[-extra:])]
+    return [min(passes)]
+
+
 def key_fold(key: str, folds: int) -> int:
     """A stable fold, ``0 .. folds - 1``, for a workload key (the same in every run and process)."""
     import hashlib
