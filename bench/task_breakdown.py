@@ -127,6 +127,9 @@ def time_kernels(args, arch, record_ms: dict) -> None:
         rows.append((now, record_ms.get(w.key) if w else None, bool((f.attrs or {}).get("tirx.is_scheduled")),
                      w.key if w else gv.name_hint))
     known = [r for r in rows if r[1]]
+    if not known:
+        print(f"\n{len(rows)} distinct kernels built, none with a record in {args.log_dir}: nothing to compare")
+        return
     now_sum, rec_sum = sum(r[0] for r in known), sum(r[1] for r in known)
     print(f"\n{len(rows)} distinct kernels built, {sum(r[2] for r in rows)} with a tuned schedule; "
           f"{len(known)} with a record: {now_sum:.3f} ms timed alone now, {rec_sum:.3f} ms in their "
