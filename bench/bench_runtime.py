@@ -159,10 +159,13 @@ def main(argv=None) -> int:
 
     from tvm_ofa.cli._common import load_model, untrained_supernet
     from tvm_ofa.compiler.artifact import read_metadata
+    from tvm_ofa.compiler.measure import set_threads
     from tvm_ofa.compiler.pipeline import emit
     from tvm_ofa.targets import host_provenance, load_target
 
     args = parse_args(argv)
+    # first, before any build starts TVM's thread pool with its x86 default (half the CPUs)
+    set_threads(args.threads)
     cfgs = [load_target(t) for t in args.target]
     cfg = cfgs[0]
     # one TVM column per target; the first keeps the table's usual name

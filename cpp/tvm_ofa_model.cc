@@ -207,4 +207,10 @@ std::vector<float> Model::Run(const float* input, size_t n) {
   }
 }
 
+int RuntimeThreads() {
+  auto num_threads = ffi::Function::GetGlobal("runtime.NumThreads");
+  if (!num_threads.has_value()) return 0;
+  return (*num_threads)().cast<int>();
+}
+
 }  // namespace tvm_ofa

@@ -31,6 +31,10 @@ Metadata ReadMetadata(const std::string& artifact_dir);
 // Product of the dimensions (1 for an empty shape).
 size_t NumElements(const std::vector<int64_t>& shape);
 
+// Threads TVM's runtime pool uses in this process (0 if the runtime does not say). The pool is
+// sized once, at its first use, from TVM_NUM_THREADS (else half the logical CPUs on x86).
+int RuntimeThreads();
+
 class Model {
  public:
   // Loads <artifact_dir>/model.so into a Relax VM on the CPU. Not thread-safe to Run()

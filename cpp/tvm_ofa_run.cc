@@ -9,7 +9,7 @@
 //   output shape=1x1000
 //   top rank=1 index=409 score=12.3456789
 //   ... (5 lines, or fewer when there are fewer classes)
-//   latency_ms median=1.234 p90=1.456 min=1.200 repeat=10 warmup=3
+//   latency_ms median=1.234 p90=1.456 min=1.200 repeat=10 warmup=3 threads=2
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -19,6 +19,7 @@
 #include <fstream>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tvm_ofa_model.h"
@@ -34,7 +35,7 @@ struct Options {
   std::string output_path;
   int repeat = 10;
   int warmup = 3;
-  int threads = 0;  // 0: leave TVM's default (TVM_NUM_THREADS or all cores)
+  int threads = 0;  // 0: TVM_NUM_THREADS if set, else every logical CPU
 };
 
 const char kUsage[] =
@@ -195,9 +196,13 @@ double Median(std::vector<double> v) {
 }
 
 int Main(const Options& o) {
+  // TVM's thread pool reads this once, when it starts on the first run. Unset, TVM takes half
+  // the logical CPUs on x86 (it assumes SMT): one thread on a 2-core VM without SMT.
   if (o.threads > 0) {
-    // TVM's thread pool reads this once, when it starts on the first run.
     setenv("TVM_NUM_THREADS", std::to_string(o.threads).c_str(), 1);
+  } else if (std::getenv("TVM_NUM_THREADS") == nullptr) {
+    unsigned n = std::thread::hardware_concurrency();
+    if (n > 0) setenv("TVM_NUM_THREADS", std::to_string(n).c_str(), 1);
   }
   tvm_ofa::Model model(o.artifact);
   const auto& meta = model.metadata();
@@ -250,8 +255,9 @@ int Main(const Options& o) {
   for (size_t r = 0; r < k; ++r) {
     std::printf("top rank=%zu index=%zu score=%.9g\n", r + 1, order[r], logits[order[r]]);
   }
-  std::printf("latency_ms median=%.4f p90=%.4f min=%.4f repeat=%d warmup=%d\n", Median(ms),
-              Percentile(ms, 0.9), *std::min_element(ms.begin(), ms.end()), o.repeat, o.warmup);
+  std::printf("latency_ms median=%.4f p90=%.4f min=%.4f repeat=%d warmup=%d threads=%d\n",
+              Median(ms), Percentile(ms, 0.9), *std::min_element(ms.begin(), ms.end()), o.repeat,
+              o.warmup, tvm_ofa::RuntimeThreads());
   return 0;
 }
 

@@ -433,6 +433,34 @@ def test_pack_keeps_best_records_and_unpack_restores(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads /proc/stat")
+def test_set_threads_sizes_tvms_pool_and_runner_workers_use_the_targets_threads():
+    """TVM sizes its pool once, from TVM_NUM_THREADS or else half the CPUs on x86: artifacts
+    loaded without the variable ran on one thread of this 2-core machine."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    code = textwrap.dedent("""
+        import warnings
+        from tvm_ofa.compiler.measure import runtime_threads, set_threads
+        set_threads(3)
+        assert runtime_threads() == 3, runtime_threads()
+        set_threads(1)
+        assert runtime_threads() == 1
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            set_threads(5)  # the pool has 3 workers: it cannot grow, and says so
+        assert runtime_threads() == 3 and "cannot grow to 5" in str(seen[0].message)
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=env)
+
+    from tvm_ofa.compiler.measure import runtime_threads
+    from tvm_ofa.compiler.runners import make_runner
+
+    runner = make_runner(host_cfg(threads=3))
+    try:
+        assert runner.pool.submit(runtime_threads).result(timeout=60) == 3
+    finally:
+        runner.pool.shutdown()
+
+
 def test_other_load_sees_another_process_but_not_this_one():
     import time
 

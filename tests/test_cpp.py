@@ -19,7 +19,7 @@ from _cpp_artifact import make_tiny_artifact  # noqa: E402
 pytestmark = pytest.mark.slow
 
 TOP_RE = re.compile(r"^top rank=(\d+) index=(\d+) score=(\S+)$", re.M)
-LAT_RE = re.compile(r"^latency_ms median=(\S+) p90=(\S+) min=(\S+) repeat=(\d+) warmup=(\d+)$", re.M)
+LAT_RE = re.compile(r"^latency_ms median=(\S+) p90=(\S+) min=(\S+) repeat=(\d+) warmup=(\d+) threads=(\d+)$", re.M)
 
 
 def _cxx_available() -> bool:
@@ -123,6 +123,11 @@ def test_runner_raw_and_default_pattern(runner, artifact, tmp_path):
     proc = _run([runner, art, "--repeat", "1", "--warmup", "0", "--threads", "1"])
     assert "input pattern" in proc.stdout
     _check_against_python(proc.stdout, expect)
+    assert LAT_RE.search(proc.stdout).group(6) == "1"
+    # by default every logical CPU, not TVM's own x86 default of half of them
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    proc = _run([runner, art, "--repeat", "1", "--warmup", "0"], env=env)
+    assert LAT_RE.search(proc.stdout).group(6) == str(os.cpu_count())
 
     x = np.linspace(-2, 2, n, dtype=np.float32).reshape(1, 3, 16, 16)
     x.tofile(tmp_path / "x.bin")

@@ -136,11 +136,14 @@ class Artifact:
         ``repeats`` calls spanning at least ``min_seconds``, in ``passes`` such windows, each at
         the ``canary``'s usual speed when given, more up to ``max_passes`` until the fastest is
         confirmed (see :func:`benchmark_vm`)."""
-        from tvm_ofa.compiler.measure import benchmark_vm
+        from tvm_ofa.compiler.measure import benchmark_vm, runtime_threads
 
         if x is None:
             x = np.random.default_rng(0).standard_normal(self.input_shape).astype(self.input_dtype)
-        return benchmark_vm(self.vm, self.device, self._check(x), warmup, repeats, self.threads,
+        # the threads the pool really runs, which a pool started earlier may have capped
+        threads = runtime_threads() if self.device.dlpack_device_type() == 1 else None  # kDLCPU
+        return benchmark_vm(self.vm, self.device, self._check(x), warmup, repeats,
+                            threads or self.threads,
                             min_seconds, passes=passes, canary=canary, max_passes=max_passes)
 
 

@@ -166,14 +166,38 @@ def combine_windows(windows: list[Latency]) -> Latency:
 
 
 def set_threads(n: int | None) -> None:
-    """Pin TVM's runtime thread pool size (``TVM_NUM_THREADS`` is read once at start)."""
+    """Size TVM's runtime thread pool to ``n`` threads (None or 0: leave it).
+
+    TVM creates its pool once, when first used, with ``TVM_NUM_THREADS`` workers, or else half
+    the logical CPUs on x86 (it assumes SMT): on a 2-core VM without SMT that is one thread, and
+    ``runtime.config_threadpool`` can only use fewer workers than the pool has. So the variable
+    is set before the call that creates the pool; a pool that already exists with fewer workers
+    cannot grow, which is warned about (``RuntimeWarning``).
+    """
     if not n:
         return
+    import warnings
+
     import tvm
 
+    os.environ["TVM_NUM_THREADS"] = str(int(n))
     fn = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
-    if fn is not None:
-        fn(0, int(n))  # 0: big cores first
+    if fn is None:
+        return
+    fn(0, int(n))  # 0: big cores first
+    got = runtime_threads()
+    if got is not None and got < int(n):
+        warnings.warn(f"TVM's thread pool already runs {got} thread(s) in this process and cannot "
+                      f"grow to {n}; set TVM_NUM_THREADS={n} before the first TVM call",
+                      RuntimeWarning, stacklevel=2)
+
+
+def runtime_threads() -> int | None:
+    """How many threads TVM's runtime pool uses in this process now (None if TVM does not say)."""
+    import tvm
+
+    fn = tvm.get_global_func("runtime.NumThreads", allow_missing=True)
+    return int(fn()) if fn is not None else None
 
 
 def _busy_cpu_seconds() -> float | None:

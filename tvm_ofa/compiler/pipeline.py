@@ -60,11 +60,15 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
     from tvm_ofa.compiler.database import schedule_database
     from tvm_ofa.compiler.intrin import family, register_light
     from tvm_ofa.compiler.lower import lower_module
+    from tvm_ofa.compiler.measure import set_threads
     from tvm_ofa.compiler.runners import measurable
     from tvm_ofa.compiler.tune import coverage, tune
     from tvm_ofa.targets import host_provenance
 
     register_light(family(cfg.resolved_target()))
+    if measure and cfg.is_cpu and not cfg.is_cross:
+        # before the build's constant folding starts TVM's thread pool at its own size
+        set_threads(cfg.num_threads)
     res = int(arch.resolution)
     lowered = lower_module(module, (batch, 3, res, res), prepack=cfg.prepack)
     can_measure, why = measurable(cfg)

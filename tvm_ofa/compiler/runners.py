@@ -97,10 +97,20 @@ def _evaluator(min_repeat_ms: int) -> Any:
                            enable_cpu_cache_flush=False)
 
 
+def _runner_threads(n: int) -> None:
+    # runs first in each runner worker: without it TVM's pool there has half the logical CPUs
+    # on x86 (one thread on a 2-core VM), and every trial would be timed on fewer threads than
+    # the target runs with
+    from tvm_ofa.compiler.measure import set_threads
+
+    set_threads(n)
+
+
 def _local_runner(cfg: TargetConfig, spec: dict, min_repeat_ms: int) -> Any:
     from tvm.s_tir.meta_schedule.runner import LocalRunner
 
-    return LocalRunner(timeout_sec=30, evaluator_config=_evaluator(min_repeat_ms))
+    return LocalRunner(timeout_sec=30, evaluator_config=_evaluator(min_repeat_ms),
+                       initializer=functools.partial(_runner_threads, cfg.num_threads))
 
 
 def _rpc_runner(cfg: TargetConfig, spec: dict, min_repeat_ms: int) -> Any:
