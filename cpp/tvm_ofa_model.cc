@@ -15,6 +15,8 @@
 #include <tvm/ffi/string.h>
 #include <tvm/runtime/c_backend_api.h>
 
+#include <dlfcn.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -119,6 +121,21 @@ Metadata ReadMetadata(const std::string& artifact_dir) {
   if (meta.input_dtype != "float32") {
     throw ModelError(file + ": input_dtype '" + meta.input_dtype + "' is not supported (float32 only)");
   }
+  // target.resolved.kind: llvm runs on the CPU, cuda on GPU 0; anything else is refused here
+  // rather than failing inside TVM
+  if (auto target = get("target")) {
+    auto t = target->try_cast<ffi::Map<ffi::Any, ffi::Any>>();
+    auto resolved = t.has_value() ? t->Get(ffi::Any(ffi::String("resolved"))) : std::nullopt;
+    auto r = resolved.has_value() ? resolved->try_cast<ffi::Map<ffi::Any, ffi::Any>>() : std::nullopt;
+    auto kind = r.has_value() ? r->Get(ffi::Any(ffi::String("kind"))) : std::nullopt;
+    auto k = kind.has_value() ? kind->try_cast<ffi::String>() : std::nullopt;
+    if (k.has_value() && std::string(*k) == "cuda") {
+      meta.device = "cuda";
+    } else if (k.has_value() && std::string(*k) != "llvm") {
+      throw ModelError(file + ": target.resolved.kind '" + std::string(*k) +
+                       "' is not supported by this runtime (llvm or cuda)");
+    }
+  }
   return meta;
 }
 
@@ -127,6 +144,9 @@ struct Model::Impl {
   ffi::Module vm;
   ffi::Function entry;
   ffi::Tensor input;  // reused across runs so Run() allocates nothing on the input side
+  DLDevice device{kDLCPU, 0};
+  ffi::Tensor device_input;  // the input's copy on the GPU (undefined for CPU libraries)
+  ffi::Function copy;        // runtime.TVMTensorCopyFromTo, for GPU libraries
 };
 
 namespace {
@@ -148,7 +168,26 @@ Model::Model(const std::string& artifact_dir) : dir_(artifact_dir), meta_(ReadMe
 
 namespace {
 
+// The CUDA device API and module loader live in the wheel's libtvm_runtime_cuda.so, which
+// libtvm_runtime does not load by itself (Python's tvm does, on import).
+void LoadCudaRuntime(const std::string& so) {
+  if (ffi::Function::GetGlobal("ffi.Module.load_from_bytes.cuda").has_value()) return;
+  if (dlopen("libtvm_runtime_cuda.so", RTLD_NOW | RTLD_GLOBAL) == nullptr) {
+    const char* why = dlerror();
+    throw ModelError(so + ": a CUDA library needs libtvm_runtime_cuda.so (beside libtvm_runtime.so) "
+                     "and the CUDA runtime on the library path: " + std::string(why ? why : "not found"));
+  }
+}
+
+ffi::Function Global(const std::string& so, const char* name) {
+  auto f = ffi::Function::GetGlobal(name);
+  if (!f.has_value()) throw ModelError(so + ": the TVM runtime has no '" + name + "'");
+  return *f;
+}
+
 std::unique_ptr<Model::Impl> LoadVM(const std::string& so, const Metadata& meta) {
+  const bool cuda = meta.device == "cuda";
+  if (cuda) LoadCudaRuntime(so);
   ffi::Module lib = ffi::Module::LoadFromFile(so);
   auto load_exec = lib->GetFunction("vm_load_executable", /*query_imports=*/true);
   if (!load_exec.has_value()) {
@@ -157,14 +196,29 @@ std::unique_ptr<Model::Impl> LoadVM(const std::string& so, const Metadata& meta)
   ffi::Module vm = (*load_exec)().cast<ffi::Module>();
   auto init = vm->GetFunction("vm_initialization", true);
   if (!init.has_value()) throw ModelError(so + ": the VM has no 'vm_initialization'");
-  // One device: CPU 0 with the pooled allocator (what Python's VirtualMachine does by default).
-  (*init)(static_cast<int>(kDLCPU), 0, kPooledAllocator);
+  // The pooled allocator on each device, as Python's VirtualMachine does by default; a GPU
+  // library also gets the CPU as its host device (last), like Python's.
+  if (cuda) {
+    (*init)(static_cast<int>(kDLCUDA), 0, kPooledAllocator, static_cast<int>(kDLCPU), 0,
+            kPooledAllocator);
+  } else {
+    (*init)(static_cast<int>(kDLCPU), 0, kPooledAllocator);
+  }
   auto entry = vm->GetFunction(ffi::String(meta.entry), true);
   if (!entry.has_value()) throw ModelError(so + ": no entry function '" + meta.entry + "'");
+  const DLDataType f32{kDLFloat, 32, 1};
   ffi::Tensor input = ffi::Tensor::FromNDAlloc(
-      AlignedCPUAlloc(), ffi::ShapeView(meta.input_shape.data(), meta.input_shape.size()),
-      DLDataType{kDLFloat, 32, 1}, DLDevice{kDLCPU, 0});
-  return std::make_unique<Model::Impl>(Model::Impl{lib, vm, *entry, input});
+      AlignedCPUAlloc(), ffi::ShapeView(meta.input_shape.data(), meta.input_shape.size()), f32,
+      DLDevice{kDLCPU, 0});
+  auto impl = std::make_unique<Model::Impl>(
+      Model::Impl{lib, vm, *entry, input, DLDevice{kDLCPU, 0}, ffi::Tensor(), ffi::Function()});
+  if (cuda) {
+    impl->device = DLDevice{kDLCUDA, 0};
+    impl->device_input = Global(so, "runtime.TVMTensorAllocWithScope")(
+        ffi::Shape(meta.input_shape), f32, impl->device, nullptr).cast<ffi::Tensor>();
+    impl->copy = Global(so, "runtime.TVMTensorCopyFromTo");
+  }
+  return impl;
 }
 
 }  // namespace
@@ -181,7 +235,12 @@ std::vector<float> Model::Run(const float* input, size_t n) {
   }
   std::memcpy(impl_->input.data_ptr(), input, n * sizeof(float));
   try {
-    ffi::Any ret = impl_->entry(impl_->input);
+    ffi::Tensor arg = impl_->input;
+    if (impl_->device_input.defined()) {
+      impl_->copy(impl_->input, impl_->device_input);
+      arg = impl_->device_input;
+    }
+    ffi::Any ret = impl_->entry(arg);
     // Relax returns a tuple when the exported program had one (torch.export does): take the
     // first field.
     if (auto tuple = ret.try_cast<ffi::Array<ffi::Any>>()) {
@@ -193,6 +252,13 @@ std::vector<float> Model::Run(const float* input, size_t n) {
     const DLDataType dt = out->dtype();
     if (dt.code != kDLFloat || dt.bits != 32 || dt.lanes != 1) {
       throw ModelError(so + ": output is not float32");
+    }
+    if (out->device().device_type != kDLCPU && impl_->device_input.defined()) {
+      // a blocking copy back: the GPU's work is done when Run() returns
+      ffi::Tensor host = ffi::Tensor::FromNDAlloc(AlignedCPUAlloc(), out->shape(), dt,
+                                                  DLDevice{kDLCPU, 0});
+      impl_->copy(*out, host);
+      out = host;
     }
     if (out->device().device_type != kDLCPU || !out->IsContiguous()) {
       throw ModelError(so + ": output is not a contiguous CPU tensor");

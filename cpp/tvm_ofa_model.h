@@ -23,6 +23,9 @@ struct Metadata {
   std::string input_dtype = "float32";
   std::vector<int64_t> output_shape;  // e.g. {1, 1000}; may be empty when the file lacks it
   std::string entry = "main";
+  // where the library runs, from target.resolved.kind: "cpu" (llvm) or "cuda" (GPU 0; the
+  // runtime then needs libtvm_runtime_cuda.so from the wheel and the CUDA runtime)
+  std::string device = "cpu";
 };
 
 // Reads <artifact_dir>/metadata.json.

@@ -1,6 +1,7 @@
 """The C++ side: tvm_ofa_run against Python's Relax VM, and tvm_ofa_add_model in a CMake project."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -135,6 +136,16 @@ def test_runner_raw_and_default_pattern(runner, artifact, tmp_path):
     _check_against_python(proc.stdout, _python_logits(art, x))
 
 
+def _cuda_runtime_loads() -> bool:
+    import ctypes
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        return True
+    except OSError:
+        return False
+
+
 def test_runner_errors_are_one_line_naming_the_file(runner, artifact, tmp_path):
     art, _ = artifact
     bad = np.zeros((1, 3, 8, 8), dtype=np.float32)
@@ -146,6 +157,19 @@ def test_runner_errors_are_one_line_naming_the_file(runner, artifact, tmp_path):
         ([art, "--input", tmp_path / "f64.npy"], "f64.npy: dtype '<f8'"),
         ([art, "--raw", tmp_path / "bad.npy"], "bad.npy:"),
     ]
+    # a library for another kind of device: refused by name, or (CUDA on a machine without the
+    # CUDA runtime) a line saying what is missing
+    for kind, expected in [("rocm", "target.resolved.kind 'rocm' is not supported"),
+                           ("cuda", "a CUDA library needs libtvm_runtime_cuda.so")]:
+        other = tmp_path / kind
+        other.mkdir()
+        shutil.copy(Path(art) / "model.so", other / "model.so")
+        meta = json.loads((Path(art) / "metadata.json").read_text())
+        meta["target"] = {"resolved": {"kind": kind}}
+        (other / "metadata.json").write_text(json.dumps(meta))
+        if kind == "cuda" and _cuda_runtime_loads():
+            continue  # this machine could run it: nothing is missing
+        cases.append(([other], expected))
     for args, expected in cases:
         proc = subprocess.run([str(runner), *map(str, args)], capture_output=True, text=True)
         assert proc.returncode == 1, proc.stderr

@@ -85,7 +85,7 @@ class Artifact:
     metadata : dict
     """
 
-    def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, device: str | None = None, threads: int | None = None):
         import tvm
         from tvm import relax
 
@@ -104,7 +104,7 @@ class Artifact:
                                 f"{os.uname().machine} machine (measure it over RPC instead)")
         self.threads = threads or (self.metadata.get("latency") or {}).get("threads")
         set_threads(self.threads)
-        self.device = tvm.device(device, 0)
+        self.device = tvm.device(device or ("cuda" if target.get("kind") == "cuda" else "cpu"), 0)
         try:
             self._lib = tvm.runtime.load_module(str(lib))
         except Exception as exc:
@@ -147,7 +147,7 @@ class Artifact:
                             min_seconds, passes=passes, canary=canary, max_passes=max_passes)
 
 
-def load_artifact(path: str | os.PathLike, device: str = "cpu", threads: int | None = None
+def load_artifact(path: str | os.PathLike, device: str | None = None, threads: int | None = None
                   ) -> Artifact:
     """Load ``artifacts/<target>/<arch-id>/`` as a callable on numpy arrays.
 
@@ -155,8 +155,8 @@ def load_artifact(path: str | os.PathLike, device: str = "cpu", threads: int | N
     ----------
     path : path
         The artifact folder (or its model.so / metadata.json).
-    device : str
-        TVM device name (``cpu``, ``cuda``).
+    device : str, optional
+        TVM device name (``cpu``, ``cuda``); default: where the artifact's target runs.
     threads : int, optional
         Runtime threads (default: the count the artifact was measured with).
     """

@@ -56,7 +56,7 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
     import tvm
 
     from tvm_ofa.compiler.artifact import export, load_artifact, write_metadata
-    from tvm_ofa.compiler.build import build
+    from tvm_ofa.compiler.build import build, cuda_kernels_compiled
     from tvm_ofa.compiler.database import schedule_database
     from tvm_ofa.compiler.intrin import family, register_light
     from tvm_ofa.compiler.lower import lower_module
@@ -99,6 +99,10 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
         # packed at compile time into the layouts the tuned schedules read (target's prepack)
         "weights_prepacked": bool(cfg.prepack),
         "weights_sha256": lowered.weights_sha256,
+        # GPU kernels: compiled into the library, or CUDA source that its loader must compile
+        # (TVM's Python and nvcc where it is loaded); see build._cuda_compiler
+        "device_code": None if cfg.is_cpu else
+        ("compiled" if cuda_kernels_compiled() else "source"),
         "tvm_version": tvm.__version__,
         "cpu": {"name": prov.get("cpu"), "features": prov.get("cpu_features", [])}
         if cfg.is_cpu else None,
@@ -112,7 +116,8 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
         "accuracy": None,
     }
     write_metadata(out, meta)
-    if measure and can_measure and not cfg.is_cross:
+    local_gpu = cfg.target.get("kind") == "cuda" and cfg.runner["kind"] == "local"
+    if measure and can_measure and (not cfg.is_cross or local_gpu):
         art = load_artifact(out, threads=cfg.num_threads)
         x = np.random.default_rng(0).standard_normal(lowered.input_shape).astype("float32")
         meta["latency"] = art.benchmark(warmup, repeats, x, passes=passes, canary=canary,
