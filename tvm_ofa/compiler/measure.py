@@ -170,9 +170,11 @@ def set_threads(n: int | None) -> None:
 
     TVM creates its pool once, when first used, with ``TVM_NUM_THREADS`` workers, or else half
     the logical CPUs on x86 (it assumes SMT): on a 2-core VM without SMT that is one thread, and
-    ``runtime.config_threadpool`` can only use fewer workers than the pool has. So the variable
-    is set before the call that creates the pool; a pool that already exists with fewer workers
-    cannot grow, which is warned about (``RuntimeWarning``).
+    ``runtime.config_threadpool`` can only use fewer workers than the pool has. So, unless the
+    variable is set already, it is set to the larger of ``n`` and the logical CPUs before the
+    call that creates the pool (a first call for fewer threads must not cap later ones); a pool
+    that already has fewer workers than ``n`` cannot grow, which is warned about
+    (``RuntimeWarning``).
     """
     if not n:
         return
@@ -180,7 +182,7 @@ def set_threads(n: int | None) -> None:
 
     import tvm
 
-    os.environ["TVM_NUM_THREADS"] = str(int(n))
+    os.environ.setdefault("TVM_NUM_THREADS", str(max(int(n), os.cpu_count() or 1)))
     fn = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
     if fn is None:
         return
