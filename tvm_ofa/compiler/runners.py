@@ -103,6 +103,7 @@ def _runner_threads(n: int) -> None:
     # the target runs with
     from tvm_ofa.compiler.measure import set_threads
 
+    os.environ["TVM_NUM_THREADS"] = str(n)  # this process only times trials: exactly n, not inherited
     set_threads(n)
 
 
