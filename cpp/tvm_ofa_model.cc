@@ -144,7 +144,6 @@ struct Model::Impl {
   ffi::Module vm;
   ffi::Function entry;
   ffi::Tensor input;  // reused across runs so Run() allocates nothing on the input side
-  DLDevice device{kDLCPU, 0};
   ffi::Tensor device_input;  // the input's copy on the GPU (undefined for CPU libraries)
   ffi::Function copy;        // runtime.TVMTensorCopyFromTo, for GPU libraries
 };
@@ -211,11 +210,10 @@ std::unique_ptr<Model::Impl> LoadVM(const std::string& so, const Metadata& meta)
       AlignedCPUAlloc(), ffi::ShapeView(meta.input_shape.data(), meta.input_shape.size()), f32,
       DLDevice{kDLCPU, 0});
   auto impl = std::make_unique<Model::Impl>(
-      Model::Impl{lib, vm, *entry, input, DLDevice{kDLCPU, 0}, ffi::Tensor(), ffi::Function()});
+      Model::Impl{lib, vm, *entry, input, ffi::Tensor(), ffi::Function()});
   if (cuda) {
-    impl->device = DLDevice{kDLCUDA, 0};
     impl->device_input = Global(so, "runtime.TVMTensorAllocWithScope")(
-        ffi::Shape(meta.input_shape), f32, impl->device, nullptr).cast<ffi::Tensor>();
+        ffi::Shape(meta.input_shape), f32, DLDevice{kDLCUDA, 0}, nullptr).cast<ffi::Tensor>();
     impl->copy = Global(so, "runtime.TVMTensorCopyFromTo");
   }
   return impl;

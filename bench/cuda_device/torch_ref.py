@@ -1,11 +1,9 @@
 """PyTorch eager on the GPU for the subnets of a prepare.py folder (same weights): the peer timing.
 
-Needs torch and this repository's tvm_ofa package (pure torch) next to the folder's bench/.
+Needs torch and this repository's tvm_ofa package (the parts used here import no TVM).
 """
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 here = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent).resolve()
@@ -19,6 +17,7 @@ import torch  # noqa: E402
 import bench_runtime as br  # noqa: E402
 from tvm_ofa.arch import ArchConfig  # noqa: E402
 from tvm_ofa.cli._common import untrained_supernet  # noqa: E402
+from tvm_ofa.compiler.measure import time_calls  # noqa: E402 - stdlib and numpy only
 
 torch.backends.cudnn.allow_tf32 = False  # fp32, as the TVM library computes
 torch.backends.cuda.matmul.allow_tf32 = False
@@ -30,15 +29,7 @@ for d in sorted((here / "art" / "cuda-sm90").iterdir()):
     x = torch.from_numpy(np.load(d / "x.npy")).cuda()
     with torch.no_grad():
         err = float(np.abs(m(x).cpu().numpy() - np.load(d / "ref.npy")).max())
-        for _ in range(20):
-            m(x)
-        torch.cuda.synchronize()
-        ts = []
-        for _ in range(200):
-            t0 = time.perf_counter()
-            m(x)
-            torch.cuda.synchronize()
-            ts.append((time.perf_counter() - t0) * 1e3)
+        lat = time_calls(lambda: (m(x), torch.cuda.synchronize()), warmup=20, repeats=200)
     print(json.dumps({"artifact": d.name, "torch": torch.__version__, "gpu": torch.cuda.get_device_name(0),
-                      "max_abs_diff_vs_cpu_ref": err, "median_ms": round(statistics.median(ts), 4)}),
+                      "max_abs_diff_vs_cpu_ref": err, "median_ms": round(lat.median_ms, 4)}),
           flush=True)

@@ -63,34 +63,28 @@ _GPU_KINDS = ("cuda", "rocm", "vulkan", "metal", "opencl")
 def default_gpu_schedules(mod: Any, target: Any) -> Any:
     """``mod`` with every PrimFunc that has no schedule yet given dlight's default GPU schedule.
 
-    The same rules, in the same order, as TVM's CUDA pipeline (matmul, GEMV, reduction, general
-    reduction, fallback), but a rule that raises on a function is skipped for the next one: in
-    TVM 0.27 the GEMV rule's analysis asserts on some of the supernet's 1x1 convolutions, which
-    made every untuned GPU build fail. A GPU kernel needs a thread binding to compile at all, so
-    untuned workloads cannot keep TVM's plain loop nest as on CPUs.
+    TVM's own pass with the rules of its CUDA pipeline, in their order (matmul, GEMV, reduction,
+    general reduction, fallback), except that a rule that raises on a function counts as not
+    applicable: in TVM 0.27 the GEMV rule's analysis asserts on some of the supernet's 1x1
+    convolutions, which made every untuned GPU build fail. A GPU kernel needs a thread binding to
+    compile at all, so untuned workloads cannot keep TVM's plain loop nest as on CPUs.
     """
-    import tvm
     from tvm.s_tir import dlight as dl
+
+    class Tolerant(dl.ScheduleRule):
+        def __init__(self, rule: Any) -> None:
+            self.rule = rule
+
+        def apply(self, func: Any, target: Any, tunable: bool) -> Any:
+            try:
+                return self.rule.apply(func, target, tunable)
+            except Exception:  # noqa: BLE001 - the rule cannot analyse this function
+                return None
 
     rules = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
              dl.gpu.Fallback()]
-    updated = {}
     with target:
-        for gvar, func in mod.functions_items():
-            if not isinstance(func, tvm.tirx.PrimFunc) or int((func.attrs or {}).get("tirx.is_scheduled", 0)):
-                continue
-            for rule in rules:
-                try:
-                    space = rule.apply(func, target, False)
-                except Exception:  # noqa: BLE001 - the rule cannot analyse this function
-                    continue
-                if space is not None:
-                    sch = space[0] if isinstance(space, list) else space
-                    updated[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
-                    break
-    for gvar, func in updated.items():
-        mod[gvar] = func
-    return mod
+        return dl.ApplyDefaultSchedule(*[Tolerant(r) for r in rules])(mod)
 
 
 # Build-time stand-in for the CUDA driver on a machine without one: the symbols TVM 0.27's

@@ -101,8 +101,8 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
         "weights_sha256": lowered.weights_sha256,
         # GPU kernels: compiled into the library, or CUDA source that its loader must compile
         # (TVM's Python and nvcc where it is loaded); see build._cuda_compiler
-        "device_code": None if cfg.is_cpu else
-        ("compiled" if cuda_kernels_compiled() else "source"),
+        "device_code": ("compiled" if cuda_kernels_compiled() else "source")
+        if cfg.target.get("kind") == "cuda" else None,
         "tvm_version": tvm.__version__,
         "cpu": {"name": prov.get("cpu"), "features": prov.get("cpu_features", [])}
         if cfg.is_cpu else None,
