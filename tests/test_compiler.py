@@ -373,6 +373,15 @@ def test_aarch64_export_untuned(tiny_sub, tmp_path):
     assert meta["tuning"]["tuned_workloads"] == 0 and "not tuned" in meta["tuning"]["note"]
 
 
+def test_cuda_build_without_nvcc_is_one_line(monkeypatch):
+    from tvm_ofa.compiler.build import BuildError, _cuda_compiler
+
+    monkeypatch.setenv("TVM_CUDA_COMPILE_MODE", "nvcc")
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(BuildError, match="^building for cuda needs the CUDA toolkit's nvcc on PATH"):
+        _cuda_compiler()
+
+
 @pytest.mark.slow
 def test_cuda_target_builds_untuned_here(tiny_sub, tmp_path):
     """cuda-sm90 without records: every kernel gets dlight's default GPU schedule (TVM's own CUDA
