@@ -35,7 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--target", nargs="+", default=["host-cpu"],
                    help="target configs; one TVM column each (they must run on this machine)")
     p.add_argument("--checkpoint", help="supernet checkpoint (default: the embedded one)")
-    p.add_argument("--subnets", nargs="+", default=["smallest", "middle", "largest"])
+    p.add_argument("--subnets", nargs="+", default=["smallest", "middle", "largest"],
+                   choices=["smallest", "middle", "largest"])
     p.add_argument("--resolutions", nargs="+", type=int, default=[160, 224])
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--rounds", type=int, default=5)
@@ -49,17 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def subnet(space, name: str, resolution: int):
-    from tvm_ofa.arch import ArchConfig
-
-    mid = lambda c: sorted(c)[len(c) // 2]  # noqa: E731
-    archs = {
-        "smallest": lambda: space.smallest(resolution),
-        "largest": lambda: space.largest(resolution),
-        "middle": lambda: ArchConfig(ks=[mid(space.ks_choices)] * space.n_blocks,
-                                     e=[mid(space.e_choices)] * space.n_blocks,
-                                     d=[mid(space.d_choices)] * space.n_stages, resolution=resolution),
-    }
-    return archs[name]()
+    """``space.smallest``, ``space.middle`` or ``space.largest`` at ``resolution``."""
+    return getattr(space, name)(resolution)
 
 
 def runners(module, x, artifact_dirs: dict, threads: int, tmp: str) -> dict:

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--log-dir", required=True, help="a tuning-log folder, e.g. tuning_logs/host-cpu/znver4")
-    p.add_argument("--arch", default="smallest", help="'smallest', 'largest', or an arch JSON file")
+    p.add_argument("--arch", default="smallest", help="'smallest', 'middle', 'largest', or an arch JSON file")
     p.add_argument("--resolution", type=int, default=160)
     p.add_argument("--n-classes", type=int, default=1000)
     p.add_argument("--width-mult", type=float, default=1.0)
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     from tvm_ofa.predict.workloads import NetConfig, subnet_workloads
 
     space = SearchSpace(resolutions=(args.resolution,))
-    if args.arch in ("smallest", "largest"):
+    if args.arch in ("smallest", "middle", "largest"):
         arch = getattr(space, args.arch)(args.resolution)
     else:
         arch = ArchConfig.from_json(Path(args.arch))

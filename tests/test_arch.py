@@ -28,6 +28,16 @@ def test_json_round_trip_and_ofa_style_input(tmp_path):
     assert ArchConfig.from_dict(ofa_style) == arch
 
 
+def test_smallest_middle_largest():
+    space = SearchSpace()
+    small, mid, large = space.smallest(), space.middle(), space.largest()
+    assert (small.resolution, mid.resolution, large.resolution) == (128, 176, 224)
+    assert set(mid.ks) == {5} and set(mid.e) == {4} and set(mid.d) == {3}
+    # the benchmarks' middle subnet keeps its id (and so its tuning records) across versions
+    assert space.middle(224).id == "r224-d33333-b3c83b86"
+    assert space.validate(mid) == mid
+
+
 def test_id_is_stable_and_ignores_skipped_slots():
     space = SearchSpace()
     arch = space.smallest(160)

@@ -243,6 +243,18 @@ class SearchSpace:
             resolution=resolution or min(self.resolutions),
         )
 
+    def middle(self, resolution: int | None = None) -> ArchConfig:
+        """Every block at the median kernel and expand choice, every stage at the median depth
+        (the upper median of an even count); the benchmarks' middle subnet."""
+        mid = lambda choices: sorted(choices)[len(choices) // 2]  # noqa: E731
+        ordered = sorted(self.resolutions)
+        return ArchConfig(
+            ks=[mid(self.ks_choices)] * self.n_blocks,
+            e=[mid(self.e_choices)] * self.n_blocks,
+            d=[mid(self.d_choices)] * self.n_stages,
+            resolution=resolution or ordered[len(ordered) // 2],
+        )
+
     # -- validation ----------------------------------------------------------------------------
     def validate(self, arch: ArchConfig) -> ArchConfig:
         """Return ``arch`` if it lies in the space; raise ``ArchError`` naming the field, the
