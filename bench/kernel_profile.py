@@ -1,0 +1,84 @@
+"""Where one artifact's end-to-end time goes: each fused kernel timed inside a full run.
+
+``task_breakdown.py`` adds up the kernels' tuning records, each timed alone with warm caches.
+This script times the kernels where they really run: the Relax VM calls a hook before and after
+every call of one inference, so a kernel whose weights are no longer in cache, or a layer that
+waits on memory, shows its real share. The hook itself costs a few microseconds per call, so the
+kernel sum comes out a little above the plain end-to-end time, which is measured first without it.
+
+    python bench/kernel_profile.py artifacts/host-cpu-prepack/r160-d22222-917449e0 --top 15
+
+Run it alone on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("artifact", help="an artifact folder (tvm-ofa compile, bench_runtime.py)")
+    p.add_argument("--threads", type=int, default=None, help="default: the machine's CPUs")
+    p.add_argument("--runs", type=int, default=50, help="instrumented inferences to average")
+    p.add_argument("--top", type=int, default=12, help="how many of the slowest kernels to list")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    import os
+
+    import numpy as np
+    import tvm
+
+    from tvm_ofa import load_artifact
+    from tvm_ofa.compiler.measure import runtime_threads, time_calls
+
+    args = parse_args(argv)
+    art = load_artifact(args.artifact, threads=args.threads or os.cpu_count() or 1)
+    x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(art.input_shape)
+                           .astype(art.input_dtype), art.device)
+    main_fn = art.vm[art.metadata.get("entry", "main")]
+    plain = time_calls(lambda: main_fn(x), warmup=20, repeats=200)
+
+    spent: dict[str, float] = defaultdict(float)
+    calls: dict[str, int] = defaultdict(int)
+    shapes: dict[str, list] = {}
+    started = [0.0]
+
+    def hook(func, symbol, before, ret, *call_args):
+        if before:
+            started[0] = time.perf_counter()
+            return 0
+        spent[symbol] += time.perf_counter() - started[0]
+        calls[symbol] += 1
+        if symbol not in shapes:
+            shapes[symbol] = [tuple(a.shape) for a in call_args if hasattr(a, "shape")]
+        return 0
+
+    art.vm.set_instrument(hook)
+    for _ in range(args.runs):
+        main_fn(x)
+    per_run = {s: 1e3 * t / args.runs for s, t in spent.items()}
+    kernels = {s: t for s, t in per_run.items() if not s.startswith("vm.")}
+    builtins = {s: t for s, t in per_run.items() if s.startswith("vm.")}
+    print(f"{art.path} on {runtime_threads()} threads")
+    print(f"end to end, no hook: median {plain.median_ms:.3f} ms over {plain.repeats} calls")
+    print(f"kernels inside a run: {sum(calls[s] for s in kernels) // args.runs} calls, "
+          f"sum {sum(kernels.values()):.3f} ms")
+    print(f"VM builtins: {sum(calls[s] for s in builtins) // args.runs} calls, "
+          f"sum {sum(builtins.values()):.3f} ms")
+    print(f"\nslowest {args.top} kernels (ms per run, calls per run, argument shapes)")
+    for s, t in sorted(kernels.items(), key=lambda kv: -kv[1])[:args.top]:
+        print(f"  {t:8.4f}  x{calls[s] // args.runs}  {s}  {shapes.get(s)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
