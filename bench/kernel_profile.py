@@ -39,9 +39,13 @@ def main(argv=None) -> int:
 
     from tvm_ofa import load_artifact
     from tvm_ofa.compiler.measure import runtime_threads, time_calls
+    from tvm_ofa.errors import TvmOfaError
 
     args = parse_args(argv)
-    art = load_artifact(args.artifact, threads=args.threads or os.cpu_count() or 1)
+    try:
+        art = load_artifact(args.artifact, threads=args.threads or os.cpu_count() or 1)
+    except TvmOfaError as exc:
+        raise SystemExit(f"error: {exc}") from None
     x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(art.input_shape)
                            .astype(art.input_dtype), art.device)
     main_fn = art.vm[art.metadata.get("entry", "main")]

@@ -33,6 +33,16 @@ def tiny_supernet(tiny_space):
     return net.eval()
 
 
+def bench_script(name: str):
+    """``bench/<name>.py`` imported as a module (the bench folder is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def randomize_(net, scale: float = 0.1):
     import torch
 

@@ -1,21 +1,16 @@
 """The latency collector's measurement lines (bench/collect_latency_data.py), without TVM."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import bench_script
 
 
 @pytest.fixture(scope="module")
 def collector():
-    spec = importlib.util.spec_from_file_location("collect_latency_data", ROOT / "bench" / "collect_latency_data.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_script("collect_latency_data")
 
 
 def test_a_measurement_line_keeps_its_passes_and_reads_back(collector, tiny_space, tmp_path):
@@ -122,9 +117,7 @@ def test_confirm_with_loads_times_each_library_in_a_second_build_until_two_agree
 
 
 def test_calibration_benchmark_truth_takes_sweeps_until_two_agree():
-    spec = importlib.util.spec_from_file_location("calibration_benchmark", ROOT / "bench" / "calibration_benchmark.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = bench_script("calibration_benchmark")
 
     first = {"id": "a", "median_ms": 2.0, "pass_medians_ms": [2.0, 1.96, 1.97]}  # a load that ran slow
     assert bench.truth_wanted(None, 0, 2) and not bench.truth_wanted(first, 0, 2)

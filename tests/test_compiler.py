@@ -21,6 +21,7 @@ import pytest
 tvm = pytest.importorskip("tvm")
 torch = pytest.importorskip("torch")
 
+from conftest import bench_script  # noqa: E402
 from tvm_ofa.targets import parse_target  # noqa: E402
 
 
@@ -293,7 +294,7 @@ def test_a_record_that_cannot_be_read_back_is_set_aside(tuned):
 
 
 @pytest.mark.slow
-def test_emit_load_fresh_process_and_rpc(tuned, mini, tmp_path):
+def test_emit_load_fresh_process_and_rpc(tuned, mini, tmp_path, capsys):
     from tvm_ofa import load_artifact
     from tvm_ofa.arch import ArchConfig
     from tvm_ofa.compiler.artifact import read_metadata
@@ -340,6 +341,14 @@ def test_emit_load_fresh_process_and_rpc(tuned, mini, tmp_path):
         lat = measure_rpc(str(out), {"tracker_host": "127.0.0.1", "tracker_port": rpc.port,
                                      "key": "tvm-ofa-test"}, warmup=2, repeats=5)
     assert 0 < lat.median_ms <= lat.p90_ms and 5 <= lat.repeats <= 100  # spread over >= 1 s, at most 20x
+
+    # bench/kernel_profile.py times the same kernels inside full runs of this library
+    capsys.readouterr()
+    assert bench_script("kernel_profile").main([str(out), "--runs", "3", "--top", "2"]) == 0
+    printed = capsys.readouterr().out
+    kernels = [ln for ln in printed.splitlines() if ln.startswith("  ") and "fused_" in ln]
+    assert "end to end, no hook: median" in printed and len(kernels) == 2
+    assert int(printed.split("kernels inside a run: ")[1].split(" calls")[0]) > 0
 
 
 @pytest.mark.slow
@@ -448,6 +457,8 @@ def test_load_artifact_errors(tmp_path):
 
     with pytest.raises(ArtifactError, match="no such artifact"):
         load_artifact(tmp_path / "missing")
+    with pytest.raises(SystemExit, match=r"^error: \S*missing: no such artifact folder$"):
+        bench_script("kernel_profile").main([str(tmp_path / "missing")])
     (tmp_path / "metadata.json").write_text('{"format": "other"}')
     with pytest.raises(ArtifactError, match="format: expected 'tvm-ofa-artifact'"):
         load_artifact(tmp_path)
