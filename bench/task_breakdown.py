@@ -111,7 +111,7 @@ def time_kernels(args, arch, record_ms: dict) -> None:
     target = cfg.tvm_target()
     supernet = OFAMobileNetV3(n_classes=args.n_classes, width_mult=args.width_mult,
                               space=SearchSpace(resolutions=(arch.resolution,))).eval()
-    low = lower_module(supernet.extract(arch), (1, 3, arch.resolution, arch.resolution), prepack=cfg.prepack)
+    low = lower_module(supernet.extract(arch), (1, 3, arch.resolution, arch.resolution), **cfg.lowering)
     mod = apply_database(low.mod, target, open_database(args.log_dir).db)
     dev = tvm.cpu()
     rng = np.random.default_rng(0)

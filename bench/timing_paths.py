@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     net = OFAMobileNetV3(n_classes=10, width_mult=1.0, space=space).eval()
     arch = (ArchConfig.from_dict(json.loads(Path(args.arch_json).read_text())) if args.arch_json
             else space.sample(np.random.default_rng(args.seed)))
-    lowered = lower_module(net.extract(arch), (1, 3, arch.resolution, arch.resolution), prepack=cfg.prepack)
+    lowered = lower_module(net.extract(arch), (1, 3, arch.resolution, arch.resolution), **cfg.lowering)
     ex = build(lowered.mod, cfg.tvm_target(), open_database(args.log_dir).db)
     dev = tvm.cpu()
     x = np.random.default_rng(0).standard_normal(lowered.input_shape).astype("float32")

@@ -193,7 +193,7 @@ def test_prepacked_target_tunes_its_own_records_and_packs_weights_at_build(mini,
 
     cfg = host_cfg(name="host-test-prepack", prepack=True)
     plain = lower_module(mini, (1, 3, 32, 32))
-    low = lower_module(mini, (1, 3, 32, 32), prepack=cfg.prepack)
+    low = lower_module(mini, (1, 3, 32, 32), **cfg.lowering)
     marked = [gv.name_hint for gv, f in low.mod.functions_items() if "layout_free_buffers" in (f.attrs or {})]
     assert marked and not any("layout_free_buffers" in (f.attrs or {}) for _, f in plain.mod.functions_items())
     rep = tune(cfg, low, log_root=tmp_path, min_repeat_ms=5)
@@ -206,6 +206,58 @@ def test_prepacked_target_tunes_its_own_records_and_packs_weights_at_build(mini,
     vm = relax.VirtualMachine(build(low.mod, cfg.tvm_target(), db), tvm.cpu())
     x = np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype("float32")
     assert np.abs(vm["main"](tvm.runtime.tensor(x)).numpy() - _torch_out(mini, x)).max() <= 1e-4
+
+
+class StridedDW(torch.nn.Module):
+    """Stride-2 depthwise convolutions at odd and even sizes, 3x3 to 7x7, between 1x1s."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 1), nn.ReLU(),
+            nn.Conv2d(8, 8, 7, 2, 3, groups=8), nn.ReLU(),      # 15 -> 8
+            nn.Conv2d(8, 16, 1), nn.Hardswish(),
+            nn.Conv2d(16, 16, 5, 2, 2, groups=16), nn.ReLU(),   # 8 -> 4
+            nn.Conv2d(16, 16, 3, 2, 1, groups=16, bias=False),  # 4 -> 2
+        )
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_deinterleaved_lowering_matches_torch_and_keeps_the_workloads(tmp_path):
+    """``deinterleave: true``: every stride-2 depthwise convolution reads a column-split copy of
+    its input (its own TIR block), the parsed workloads stay those of the plain lowering, and the
+    built module matches PyTorch; a lowering without the option is refused by such a target."""
+    from tvm import relax
+
+    from tvm_ofa.compiler.build import build
+    from tvm_ofa.compiler.lower import lower_module
+    from tvm_ofa.compiler.tune import TuningError, tune
+    from tvm_ofa.predict.workloads import workload_from_mod
+
+    torch.manual_seed(0)
+    net = StridedDW().eval()
+    cfg = host_cfg(name="host-test-deinterleave", deinterleave=True)
+    plain = lower_module(net, (1, 3, 15, 15))
+    low = lower_module(net, (1, 3, 15, 15), **cfg.lowering)
+    assert low.lowering == {"prepack": False, "deinterleave": True}
+
+    def kernels(lowered):
+        return {gv.name_hint: f for gv, f in lowered.mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+    def keys(lowered):
+        return sorted(workload_from_mod(tvm.IRModule({"main": f})).key for f in kernels(lowered).values())
+
+    split = [n for n, f in kernels(low).items() if 'sblock("pad_deinterleave")' in f.script()]
+    assert len(split) == 3 and not any('"pad_deinterleave"' in f.script() for f in kernels(plain).values())
+    assert keys(low) == keys(plain) and sum(":s2" in k for k in keys(low)) == 3
+    x = np.random.default_rng(5).standard_normal((1, 3, 15, 15)).astype("float32")
+    vm = relax.VirtualMachine(build(low.mod, cfg.tvm_target()), tvm.cpu())
+    assert np.abs(vm["main"](tvm.runtime.tensor(x)).numpy() - _torch_out(net, x)).max() <= 1e-4
+    with pytest.raises(TuningError, match=r"^host-test.yaml: deinterleave: the target says true"):
+        tune(cfg, plain, log_root=tmp_path)
 
 
 @pytest.mark.slow

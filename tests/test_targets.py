@@ -18,9 +18,9 @@ def test_shipped_targets_validate():
     assert {"host-cpu", "arm-cortex-a72", "cuda-sm90"} <= names
 
 
-def test_prepack_option():
-    assert load_target("host-cpu-prepack").prepack is True
-    assert load_target("host-cpu").prepack is False
+def test_lowering_options():
+    assert load_target("host-cpu-prepack").lowering == {"prepack": True, "deinterleave": True}
+    assert load_target("host-cpu").lowering == {"prepack": False, "deinterleave": False}
     # its own name, so its records (other workloads) never mix with host-cpu's
     assert load_target("host-cpu-prepack").log_dir("logs").parent.name == "host-cpu-prepack"
 
@@ -45,6 +45,7 @@ def test_bare_name_finds_shipped_config():
     ({"name": "Bad Name"}, "name"),
     ({"cc": ""}, "cc"),
     ({"prepack": "yes"}, "prepack"),
+    ({"deinterleave": 1}, "deinterleave"),
 ])
 def test_errors_name_file_and_field(patch, field):
     with pytest.raises(ConfigError) as info:

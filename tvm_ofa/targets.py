@@ -16,6 +16,9 @@ Schema::
     prepack: false                       # optional: weights stored in each schedule's tiled
                                          # layout at compile time (tuning records of such a
                                          # target only fit such a target: give it its own name)
+    deinterleave: false                  # optional: stride-2 depthwise convolutions read a copy of
+                                         # their input split into even and odd columns, so that
+                                         # their vector loads are contiguous (same caveat)
 """
 from __future__ import annotations
 
@@ -125,6 +128,7 @@ _FIELDS: dict[str, Callable[[str, str, Any], Any]] = {
     "tuning": _check_tuning,
     "description": _check_str,
     "prepack": _check_bool,
+    "deinterleave": _check_bool,
 }
 _REQUIRED = {"name", "target"}
 
@@ -144,6 +148,13 @@ class TargetConfig:
     tuning: dict = field(default_factory=lambda: {"trials_per_task": 64, "trials_per_round": 16})
     description: str | None = None
     prepack: bool = False
+    deinterleave: bool = False
+
+    @property
+    def lowering(self) -> dict[str, bool]:
+        """The options of ``lower_module`` this target sets (they change its workloads, so its
+        tuning records fit only a lowering with the same options)."""
+        return {"prepack": self.prepack, "deinterleave": self.deinterleave}
 
     @property
     def is_native(self) -> bool:

@@ -34,6 +34,9 @@ class LoweredModel:
         Checksum of the (BN-folded) weights in export order.
     prepack : bool
         Lowered with the weights marked layout-free (their tuning records are other workloads).
+    deinterleave : bool
+        Lowered with stride-2 depthwise convolutions reading a column-deinterleaved input (the
+        same caveat).
     """
 
     mod: Any
@@ -42,6 +45,12 @@ class LoweredModel:
     input_dtype: str
     weights_sha256: str
     prepack: bool = False
+    deinterleave: bool = False
+
+    @property
+    def lowering(self) -> dict[str, bool]:
+        """The options it was lowered with (``TargetConfig.lowering`` names a target's)."""
+        return {"prepack": self.prepack, "deinterleave": self.deinterleave}
 
 
 def fold_batchnorm(module: "torch.nn.Module") -> "torch.nn.Module":  # noqa: F821
@@ -69,8 +78,79 @@ _PIPELINE = ("DecomposeOpsForInference", "LegalizeOps", "AnnotateTIROpPattern", 
              "FuseOps", "FuseTIR")
 
 
+def dwconv_s2_deinterleaved(x: Any, w: Any, pad: tuple[int, int]) -> Any:
+    """TE compute of a stride-2 depthwise convolution (NCHW, OIHW weights ``(C, 1, kh, kw)``)
+    that reads its zero-padded input through a copy split into even and odd columns.
+
+    In the plain form, neighbouring outputs read every other input column, and the LLVM backend
+    turns those stride-2 vector loads into one scalar load per lane: such layers ran at 25-48
+    GFLOP/s here, against 80-150 for the stride-1 ones. Here output column ``xx`` and tap ``rx``
+    read ``q[..., rx % 2, xx + rx // 2]``, contiguous in ``xx``. The copy carries the padding's
+    ``if_then_else``, so MetaSchedule does not inline it back into the convolution. Block names
+    follow TOPI's (``group_conv2d_nchw``, iterators ``yy``/``xx``), which the workload parser
+    (``tvm_ofa.predict.workloads``) reads.
+    """
+    from tvm import te, tirx
+
+    n, c, h, wd = (int(v) for v in x.shape)
+    kh, kw = int(w.shape[2]), int(w.shape[3])
+    ph, pw = pad
+    hp, wq = h + 2 * ph, (wd + 2 * pw + 1) // 2
+    ho, wo = (h + 2 * ph - kh) // 2 + 1, (wd + 2 * pw - kw) // 2 + 1
+
+    def copy(nn, cc, yy, phase, col):
+        src = 2 * col + phase - pw
+        inside = tirx.all(yy >= ph, yy < h + ph, src >= 0, src < wd)
+        return tirx.if_then_else(inside, x[nn, cc, yy - ph, src], tirx.const(0.0, x.dtype))
+
+    q = te.compute((n, c, hp, 2, wq), copy, name="pad_deinterleave")
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    return te.compute(
+        (n, c, ho, wo),
+        lambda nn, ff, yy, xx: te.sum(
+            q[nn, ff, yy * 2 + ry, tirx.floormod(rx, 2), xx + tirx.floordiv(rx, 2)] * w[ff, 0, ry, rx],
+            axis=[ry, rx]),
+        name="group_conv2d_nchw")
+
+
+def _static_ints(shape: Any) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(v) for v in shape)
+    except TypeError:  # a symbolic dimension
+        return None
+
+
+def _legalize_conv2d(bb: Any, call: Any) -> Any:
+    """``relax.nn.conv2d`` as TOPI legalizes it, except stride-2 depthwise ones
+    (:func:`dwconv_s2_deinterleaved`)."""
+    import tvm
+
+    a = call.attrs
+    xs = _static_ints(call.args[0].ty.shape)
+    ws = _static_ints(call.args[1].ty.shape)
+    pad = [int(p) for p in a.padding]
+    if (xs is not None and ws is not None and str(a.data_layout) == "NCHW"
+            and str(a.kernel_layout) == "OIHW" and str(a.out_layout) == "NCHW"
+            and int(a.groups) == xs[1] == ws[0] and ws[1] == 1
+            and [int(v) for v in a.strides] == [2, 2] and [int(v) for v in a.dilation] == [1, 1]
+            and len(pad) == 4 and pad[0] == pad[2] and pad[1] == pad[3]
+            and (a.out_dtype == "" or str(a.out_dtype) == "float32")):
+        return bb.call_te(dwconv_s2_deinterleaved, call.args[0], call.args[1], pad=(pad[0], pad[1]),
+                          primfunc_name_hint="conv2d")
+    return tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")(bb, call)
+
+
+def _passes(deinterleave: bool) -> list:
+    from tvm import relax
+
+    custom = {"relax.nn.conv2d": _legalize_conv2d} if deinterleave else None
+    return [relax.transform.LegalizeOps(customize_legalize_map=custom) if name == "LegalizeOps"
+            else getattr(relax.transform, name)() for name in _PIPELINE]
+
+
 def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa: F821
-                 fold_bn: bool = True, prepack: bool = False) -> LoweredModel:
+                 fold_bn: bool = True, prepack: bool = False, deinterleave: bool = False) -> LoweredModel:
     """Lower a static, eval-mode torch module to a fused Relax module (NCHW, float32).
 
     Parameters
@@ -86,6 +166,10 @@ def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa:
         them in the tiled layout it reads (MetaSchedule's ``RewriteLayout``; :func:`build` packs
         them once, at compile time). The functions then differ from unmarked ones, and so do
         their tuning records (a target's ``prepack`` option).
+    deinterleave : bool
+        Lower stride-2 depthwise convolutions with :func:`dwconv_s2_deinterleaved` (a target's
+        ``deinterleave`` option; again other workloads). ``TargetConfig.lowering`` gives both
+        options of a target.
 
     Returns
     -------
@@ -116,7 +200,7 @@ def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa:
     # bind as constants: the artifact links its weights in (one file, one checksum)
     mod = relax.transform.BindParams("main", {p: w for p, w in
                                               zip(mod["main"].params[1:], weights)})(mod)
-    seq = tvm.transform.Sequential([getattr(relax.transform, name)() for name in _PIPELINE])
+    seq = tvm.transform.Sequential(_passes(deinterleave))
     with tvm.transform.PassContext(opt_level=3):
         mod = seq(mod)
         if prepack:
@@ -125,4 +209,5 @@ def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa:
         out = out[0]
     return LoweredModel(mod=mod, input_shape=tuple(int(s) for s in input_shape),
                         output_shape=tuple(int(s) for s in out.shape), input_dtype="float32",
-                        weights_sha256=digest.hexdigest(), prepack=prepack)
+                        weights_sha256=digest.hexdigest(), prepack=prepack,
+                        deinterleave=deinterleave)

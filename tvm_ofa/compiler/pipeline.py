@@ -70,7 +70,7 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
         # before the build's constant folding starts TVM's thread pool at its own size
         set_threads(cfg.num_threads)
     res = int(arch.resolution)
-    lowered = lower_module(module, (batch, 3, res, res), prepack=cfg.prepack)
+    lowered = lower_module(module, (batch, 3, res, res), **cfg.lowering)
     can_measure, why = measurable(cfg)
     tune_note = None
     if tune_first and can_measure:
@@ -98,6 +98,8 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
         "weights": "linked",  # bound as constants inside model.so
         # packed at compile time into the layouts the tuned schedules read (target's prepack)
         "weights_prepacked": bool(cfg.prepack),
+        # stride-2 depthwise convolutions read a column-deinterleaved input (target's deinterleave)
+        "deinterleaved": bool(cfg.deinterleave),
         "weights_sha256": lowered.weights_sha256,
         # GPU kernels: compiled into the library, or CUDA source that its loader must compile
         # (TVM's Python and nvcc where it is loaded); see build._cuda_compiler

@@ -187,11 +187,12 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
     per_round = int(trials_per_round or cfg.tuning["trials_per_round"])
     target = cfg.tvm_target()
     log_dir = cfg.log_dir(log_root)
-    if lowered.prepack != cfg.prepack:
-        # the mark changes every workload: such records would never be found by the other build
-        raise TuningError(f"{cfg.path}: prepack: the target says {str(cfg.prepack).lower()}, but the "
-                          f"module was lowered with prepack={lowered.prepack}; lower it with "
-                          "lower_module(..., prepack=cfg.prepack)")
+    for opt, want in cfg.lowering.items():
+        if lowered.lowering[opt] != want:
+            # each option changes workloads: such records would never be found by the other build
+            raise TuningError(f"{cfg.path}: {opt}: the target says {str(want).lower()}, but the "
+                              f"module was lowered with {opt}={lowered.lowering[opt]}; lower it with "
+                              "lower_module(..., **cfg.lowering)")
     # MetaSchedule's JSON files take one writer: a second process appending workloads numbers
     # them as the first does, and its records then point at the other process's workloads
     with writer_lock(log_dir):
