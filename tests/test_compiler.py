@@ -260,6 +260,18 @@ def test_deinterleaved_lowering_matches_torch_and_keeps_the_workloads(tmp_path):
         tune(cfg, plain, log_root=tmp_path)
 
 
+def test_lowering_records_lists_both_lowerings_of_each_strided_depthwise(tmp_path, capsys):
+    """``bench/lowering_records.py``: one row per stride-2 depthwise workload of the subnet, a
+    column per lowering ('-' without a record); an unknown target stops with one line."""
+    script = bench_script("lowering_records")
+    assert script.main(["--target", "host-cpu", "--subnet", "smallest", "--resolution", "128",
+                        "--log-root", str(tmp_path)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("dwconv:")]
+    assert len(rows) == 4 and all(r[0].endswith(":s2") and r[1:] == ["-", "-"] for r in rows)
+    with pytest.raises(SystemExit, match=r"^error: .*no-such-target"):
+        script.main(["--target", "no-such-target"])
+
+
 @pytest.mark.slow
 def test_retime_times_every_workload_once_and_the_dataset_uses_it(tuned):
     from tvm_ofa.compiler.retime import read_retimed, retime_records
