@@ -131,3 +131,30 @@ def test_calibration_benchmark_truth_takes_sweeps_until_two_agree():
     assert three["round_fastest_ms"] == [1.96, 1.08, 1.1] and not bench.truth_wanted(three, 3, 2)
     agreed = bench.merge_rounds(first, {"id": "a", "median_ms": 2.0, "pass_medians_ms": [1.99]})
     assert not bench.truth_wanted(agreed, 2, 2)
+
+
+def test_tune_workloads_chooses_slow_or_beaten_workloads():
+    """``bench/tune_workloads.py``: a workload is chosen when its record runs below the GFLOP/s
+    bar and its calls add up to the time floor, or when it loses to another log by the factor
+    (and 5 us); exactly one way of choosing is accepted."""
+    from tvm_ofa.predict.workloads import Workload
+
+    script = bench_script("tune_workloads")
+    big = Workload("conv2d", "bias", 1, 64, 64, 56, 56, 1, 1)    # 12.8 MMAC
+    small = Workload("dwconv", "bias_relu", 1, 32, 32, 14, 14, 3, 1)
+    net = [big, big, small]
+    best = {big.key: 0.4, small.key: 0.004}   # big: 64 GFLOP/s, 0.8 ms in all
+    slow = script.parse_args(["--trials", "8", "--slow-gflops", "100", "--min-ms", "0.5"])
+    assert script.choose(net, best, slow) == [big.key]
+    floor = script.parse_args(["--trials", "8", "--slow-gflops", "100", "--min-ms", "1.0"])
+    assert script.choose(net, best, floor) == []
+    beaten = script.parse_args(["--trials", "8", "--worse-than", "x", "--factor", "1.2"])
+    # small loses by 2x but by less than 5 us: not worth a tune
+    assert script.choose(net, best, beaten, {big.key: 0.3, small.key: 0.002}) == [big.key]
+    assert script.choose(net, best, beaten, {big.key: 0.35}) == []
+    given = script.parse_args(["--trials", "8", "--keys", small.key, "conv2d:none"])
+    assert script.choose(net, best, given) == [small.key]
+    with pytest.raises(SystemExit):
+        script.parse_args(["--trials", "8"])
+    with pytest.raises(SystemExit):
+        script.parse_args(["--trials", "8", "--keys", "a", "--slow-gflops", "1"])
