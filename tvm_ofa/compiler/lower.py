@@ -83,12 +83,13 @@ def dwconv_s2_deinterleaved(x: Any, w: Any, pad: tuple[int, int]) -> Any:
     that reads its zero-padded input through a copy split into even and odd columns.
 
     In the plain form, neighbouring outputs read every other input column, and the LLVM backend
-    turns those stride-2 vector loads into one scalar load per lane: such layers ran at 25-48
+    turns those stride-2 vector loads into one scalar load per lane: such layers ran at 27-48
     GFLOP/s here, against 80-150 for the stride-1 ones. Here output column ``xx`` and tap ``rx``
     read ``q[..., rx % 2, xx + rx // 2]``, contiguous in ``xx``. The copy carries the padding's
     ``if_then_else``, so MetaSchedule does not inline it back into the convolution. Block names
     follow TOPI's (``group_conv2d_nchw``, iterators ``yy``/``xx``), which the workload parser
-    (``tvm_ofa.predict.workloads``) reads.
+    (``tvm_ofa.predict.workloads``) reads. Tuned, it was not faster yet (docs/COMPILER.md), so no
+    shipped target uses it.
     """
     from tvm import te, tirx
 
