@@ -26,7 +26,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    import numpy as np
     import tvm
 
     from tvm_ofa.cli._common import untrained_supernet
@@ -41,7 +40,8 @@ def main(argv=None) -> int:
         cfg = load_target(args.target)
     except TvmOfaError as exc:
         raise SystemExit(f"error: {exc}") from None
-    db = open_database(cfg.log_dir(args.log_root)).db
+    tdb = open_database(cfg.log_dir(args.log_root))
+    target = cfg.tvm_target()
     net = untrained_supernet()
     arch = net.space.validate(getattr(net.space, args.subnet)(args.resolution))
     best: dict[str, dict[str, float | None]] = {}
@@ -55,9 +55,8 @@ def main(argv=None) -> int:
             w = workload_from_mod(mod)
             if w is None or not re.fullmatch(r"dwconv:.*:s2", w.key):
                 continue
-            top = db.get_top_k(db.commit_workload(mod), 1)
-            best.setdefault(w.key, {})[name] = (1e3 * float(np.mean([float(s) for s in top[0].run_secs]))
-                                                if top else None)
+            secs = tdb.best_seconds(mod, target)
+            best.setdefault(w.key, {})[name] = None if secs is None else 1e3 * secs
     print(f"{arch.id}, records in {cfg.log_dir(args.log_root)} (ms; '-' = no record)")
     print(f"{'workload':48s} {'plain':>8s} {'deinterleaved':>14s}")
     for key, v in sorted(best.items()):

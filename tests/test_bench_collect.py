@@ -158,3 +158,5 @@ def test_tune_workloads_chooses_slow_or_beaten_workloads():
         script.parse_args(["--trials", "8"])
     with pytest.raises(SystemExit):
         script.parse_args(["--trials", "8", "--keys", "a", "--slow-gflops", "1"])
+    with pytest.raises(SystemExit, match=r"^error: .*no-such-target"):
+        script.main(["--target", "no-such-target", "--trials", "8", "--keys", "a"])
