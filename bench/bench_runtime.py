@@ -3,7 +3,8 @@
 artifact, for the smallest, a middle and the largest subnet at 160 and 224 px, batch 1.
 
 All runtimes get the same thread count; they are timed interleaved (A, B, C, D, A, B, ...) over
-several rounds and the table shows medians over rounds of per-round medians. The TVM artifact is
+several rounds, in each of ``--loads`` fresh loads of every runtime, and the table shows the median
+over all rounds of all loads of the per-round medians. The TVM artifact is
 built with ``tvm_ofa.compiler.pipeline.emit``, which tunes the workloads the target's database
 lacks first (``--trials`` per task; long: ~50 tasks per subnet). Several ``--target`` files give
 one TVM column each (say ``host-cpu host-cpu-prepack``: the same CPU with and without weights
@@ -13,6 +14,7 @@ and the trial budget.
     python bench/bench_runtime.py --trials 64            # full run (hours of tuning on 2 cores)
     python bench/bench_runtime.py --trials 16 --target host-cpu host-cpu-prepack
     python bench/bench_runtime.py --no-tune --out /tmp/b.md --resolutions 160 --subnets smallest
+    python bench/bench_runtime.py --seed-from znver4 --trials 0   # a new CPU: znver4's schedules, timed here
 """
 from __future__ import annotations
 
@@ -41,8 +43,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--repeats", type=int, default=20, help="timed calls per runtime and round")
+    p.add_argument("--loads", type=int, default=2, help="times every runtime is loaded afresh (ONNX "
+                   "Runtime and OpenVINO sessions, TVM libraries), each load timed over --rounds; one "
+                   "slow load of a library then no longer decides its row")
     p.add_argument("--trials", type=int, help="trials per task (default: the target's)")
     p.add_argument("--no-tune", action="store_true", help="build with the records there are")
+    p.add_argument("--seed-from", metavar="CPU", help="before tuning, time another CPU's records of "
+                   "each target here (its folder beside this machine's) where this one has none")
     p.add_argument("--log-root", default="tuning_logs")
     p.add_argument("--artifacts", default="artifacts")
     p.add_argument("--out", default="docs/BENCHMARKS.md")
@@ -54,9 +61,10 @@ def subnet(space, name: str, resolution: int):
     return getattr(space, name)(resolution)
 
 
-def runners(module, x, artifact_dirs: dict, threads: int, tmp: str) -> dict:
-    """name -> zero-argument callable running one inference to completion; ``artifact_dirs``
-    maps a TVM column's name to its artifact folder."""
+def runners(module, x, artifact_dirs: dict, threads: int, onnx_path: str) -> dict:
+    """name -> zero-argument callable running one inference to completion, each runtime loaded
+    afresh; ``artifact_dirs`` maps a TVM column's name to its artifact folder, ``onnx_path`` is
+    ``module`` exported (:func:`export_onnx`)."""
     import numpy as np
     import onnxruntime as ort
     import openvino as ov
@@ -69,8 +77,6 @@ def runners(module, x, artifact_dirs: dict, threads: int, tmp: str) -> dict:
     # here (1.3 s vs ~6 ms), which ONNX Runtime and OpenVINO avoid by flushing them
     torch.set_flush_denormal(True)
     xt = torch.from_numpy(x)
-    onnx_path = os.path.join(tmp, "model.onnx")
-    torch.onnx.export(module, (xt,), onnx_path, input_names=["x"], output_names=["y"])
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
     # spinning pool threads would steal the cores from the runtime timed next (interleaved)
@@ -98,6 +104,14 @@ def runners(module, x, artifact_dirs: dict, threads: int, tmp: str) -> dict:
     return out
 
 
+def export_onnx(module, x, tmp: str) -> str:
+    import torch
+
+    path = os.path.join(tmp, "model.onnx")
+    torch.onnx.export(module, (torch.from_numpy(x),), path, input_names=["x"], output_names=["y"])
+    return path
+
+
 def realistic_init_(net) -> None:
     """Give an untrained supernet non-degenerate activations (as tests/conftest.py does). Its
     zero-initialized parameters produce denormal floats, which made eager PyTorch ~200x slower
@@ -119,7 +133,8 @@ def realistic_init_(net) -> None:
                 t.normal_(0.0, 0.1, generator=g)
 
 
-def interleaved(fns: dict, rounds: int, repeats: int) -> dict:
+def interleaved(fns: dict, rounds: int, repeats: int) -> dict[str, list[float]]:
+    """name -> the median ms of each round."""
     for f in fns.values():  # warm up every runtime before the first timed round
         for _ in range(3):
             f()
@@ -132,7 +147,12 @@ def interleaved(fns: dict, rounds: int, repeats: int) -> dict:
                 f()
                 ts.append((time.perf_counter() - t0) * 1e3)
             per[name].append(statistics.median(ts))
-    return {n: statistics.median(v) for n, v in per.items()}
+    return per
+
+
+def pooled_median(loads: list[dict[str, list[float]]]) -> dict[str, float]:
+    """name -> the median of the per-round medians of all loads."""
+    return {n: statistics.median([v for load in loads for v in load[n]]) for n in loads[0]}
 
 
 def write_table(path: Path, block: str) -> None:
@@ -187,7 +207,8 @@ def main(argv=None) -> int:
             for c in cfgs:
                 t0 = time.time()
                 folder = emit(c, arch, module, log_root=args.log_root, out_root=args.artifacts,
-                              tune_first=not args.no_tune, trials_per_task=args.trials, measure=False)
+                              tune_first=not args.no_tune, trials_per_task=args.trials, measure=False,
+                              seed_from=args.seed_from)
                 tuning[c.name] = read_metadata(folder)["tuning"]
                 folders[column[c.name]] = folder
                 print(f"{arch.id} for {c.name}: built in {time.time() - t0:.0f} s, "
@@ -195,18 +216,24 @@ def main(argv=None) -> int:
                       flush=True)
             x = np.random.default_rng(0).standard_normal((1, 3, res, res)).astype("float32")
             with tempfile.TemporaryDirectory() as tmp:
-                med = interleaved(runners(module, x, folders, args.threads, tmp), args.rounds, args.repeats)
+                onnx_path = export_onnx(module, x, tmp)
+                loads = [interleaved(runners(module, x, folders, args.threads, onnx_path),
+                                     args.rounds, args.repeats) for _ in range(args.loads)]
+            med = pooled_median(loads)
             rows.append((name, res, arch.id, tuning, med))
             print("  " + "  ".join(f"{k} {v:.2f} ms" for k, v in med.items()), flush=True)
     runtimes = list(rows[0][4]) if rows else []
-    trials = args.trials or cfg.tuning["trials_per_task"]
+    trials = cfg.tuning["trials_per_task"] if args.trials is None else args.trials
+    tuned = "no new tuning" if args.no_tune else f"{trials} trials per task"
+    if args.seed_from and not args.no_tune:
+        tuned += f" after seeding from {args.seed_from}'s records timed here"
     lines = [
         "## Runtime comparison (batch 1, fp32)",
         "",
         f"`{' '.join(['python', 'bench/bench_runtime.py'] + [shlex.quote(a) for a in (argv or sys.argv[1:])])}`"
         f" on {prov.get('cpu')} ({os.uname().machine}), {args.threads} threads for every runtime, "
         f"TVM {tvm.__version__}, supernet: {source}; medians of {args.rounds} interleaved rounds of "
-        f"{args.repeats} calls; TVM tuned with {'no new tuning' if args.no_tune else f'{trials} trials per task'} "
+        f"{args.repeats} calls in each of {args.loads} fresh loads of every runtime; TVM tuned with {tuned} "
         f"(coverage per row); load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}.",
         "",
         "| subnet | px | " + " | ".join(runtimes) + " | "

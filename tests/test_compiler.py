@@ -180,6 +180,49 @@ def test_a_finished_task_without_records_is_tuned_again(tuned):
 
 
 @pytest.mark.slow
+def test_seeding_from_another_cpus_folder_times_its_schedules_here(tuned, tmp_path):
+    """A CPU with no records starts from another CPU's: their best schedules are rebuilt, timed
+    here and kept as this machine's records (``--trials 0``: nothing else), the other folder is
+    only read, and a later tune goes on from them."""
+    from tvm_ofa.compiler.database import RECORD_FILE, WORKLOAD_FILE, open_database
+    from tvm_ofa.compiler.seed import SeedError
+    from tvm_ofa.compiler.tune import TuningError, coverage, tune
+
+    cfg, low, root, first, _ = tuned
+    own = cfg.log_dir(tmp_path)
+    other = own.parent / "othercpu"
+    other.mkdir(parents=True)
+    for f in (WORKLOAD_FILE, RECORD_FILE):
+        shutil.copy(cfg.log_dir(root) / f, other / f)
+    before = {f: (other / f).read_bytes() for f in (WORKLOAD_FILE, RECORD_FILE)}
+    assert coverage(cfg, low, tmp_path) == (0, first.tasks_total)
+
+    events = []
+    rep = tune(cfg, low, log_root=tmp_path, trials_per_task=0, seed_from="othercpu",
+               progress=events.append, min_repeat_ms=5)
+    assert rep.seed_source == str(other) and rep.seeded_tasks == first.tasks_total
+    assert rep.seed_measured >= rep.seeded_tasks and rep.new_trials == 0 and rep.tasks_tuned == 0
+    assert events[-1].task_name == "seeding" and events[-1].trials == events[-1].trials_budget
+    assert coverage(cfg, low, tmp_path) == (first.tasks_total, first.tasks_total)
+    assert rep.estimated_ms > 0
+    assert {f: (other / f).read_bytes() for f in before} == before  # the source is only read
+    recs = open_database(own).db.get_all_tuning_records()
+    assert len(recs) == rep.seed_measured
+    assert all(str(r.target.attrs["mcpu"]) == own.name for r in recs)  # timed for this CPU
+
+    # the seeded tasks are not finished: a tune with trials goes on from them, seeding nothing
+    rep2 = tune(cfg, low, log_root=tmp_path, trials_per_task=4, seed_from="othercpu", min_repeat_ms=5)
+    assert rep2.seeded_tasks == 0 and rep2.tasks_tuned == first.tasks_total and rep2.new_trials > 0
+
+    with pytest.raises(SeedError, match=r"^nowhere: seed folder not found .*: othercpu\)$"):
+        tune(cfg, low, log_root=tmp_path, trials_per_task=0, seed_from="nowhere")
+    with pytest.raises(SeedError, match="is this machine's own log folder"):
+        tune(cfg, low, log_root=tmp_path, trials_per_task=0, seed_from=str(own))
+    with pytest.raises(TuningError, match=r"^trials per task must be positive \(0 only with"):
+        tune(cfg, low, log_root=tmp_path, trials_per_task=0)
+
+
+@pytest.mark.slow
 def test_prepacked_target_tunes_its_own_records_and_packs_weights_at_build(mini, tmp_path):
     """A ``prepack: true`` target: its functions carry the layout-free mark (other workloads than
     the plain lowering's), tuned schedules store the weights in their own layout, and the build

@@ -12,10 +12,15 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
                         help="target config file or shipped name (default: host-cpu)")
     add_model_arguments(parser)
     parser.add_argument("--trials", type=int, metavar="N", help="trials per task (default: the "
-                        "target's tuning.trials_per_task)")
+                        "target's tuning.trials_per_task; 0 with --seed-from: seed only)")
     parser.add_argument("--trials-per-round", type=int, metavar="N")
     parser.add_argument("--log-root", default="tuning_logs", metavar="DIR")
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--seed-from", metavar="DIR|CPU",
+                        help="start from another CPU's schedules: time the best records of this "
+                        "log folder (or of this CPU's folder beside this machine's, e.g. znver4) "
+                        "here for every workload with no record yet, keep them as this machine's "
+                        "records, then tune from them")
 
 
 def tqdm_progress() -> tuple[Callable[[Any], None], Callable[[], None]]:
@@ -31,6 +36,7 @@ def tqdm_progress() -> tuple[Callable[[Any], None], Callable[[], None]]:
         b.total = max(p.trials_budget, p.trials)
         b.n = p.trials
         best = f"{p.best_ms:.3f} ms" if p.best_ms is not None else "-"
+        b.set_description_str("seeding" if p.task_name == "seeding" else "tuning")
         b.set_postfix_str(f"tasks {p.tasks_done}/{p.tasks_total}  est. {best}")
         b.refresh()
 

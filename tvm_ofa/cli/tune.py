@@ -11,7 +11,8 @@ Interrupt at any time: records are appended per batch and a rerun continues.
 
 examples:
   tvm-ofa tune --target targets/host-cpu.yaml --arch arch.json --trials 64
-  tvm-ofa tune --arch smallest --resolution 160"""
+  tvm-ofa tune --arch smallest --resolution 160
+  tvm-ofa tune --arch smallest --seed-from znver4 --trials 16   # a new CPU: start from znver4's"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,11 +33,15 @@ def run(args: argparse.Namespace) -> int:
     update, close = tqdm_progress()
     try:
         rep = tune(cfg, lowered, trials_per_task=args.trials,
-                   trials_per_round=args.trials_per_round, log_root=args.log_root, progress=update)
+                   trials_per_round=args.trials_per_round, log_root=args.log_root, progress=update,
+                   seed_from=args.seed_from)
     finally:
         close()
     if rep.skipped_lines:
         print(f"warning: skipped {rep.skipped_lines} unreadable line(s) in {rep.log_dir}")
+    if rep.seed_source:
+        print(f"seeded {rep.seeded_tasks} tasks with {rep.seed_measured} schedules from "
+              f"{rep.seed_source}, timed here")
     est = f"{rep.estimated_ms:.3f} ms" if rep.estimated_ms is not None else "n/a"
     print(f"{arch.id} on {cfg.name}: {rep.tasks_total} tasks, {rep.tasks_skipped} already tuned, "
           f"{rep.tasks_tuned} tuned now with {rep.new_trials} trials; estimated {est}; "

@@ -18,6 +18,7 @@ from typing import Any, Callable, Collection, Optional
 from tvm_ofa.compiler.database import (calibration_source, open_database, schedule_database,
                                        writer_lock)
 from tvm_ofa.compiler.lower import LoweredModel
+from tvm_ofa.compiler.seed import check_source, seed_tasks
 from tvm_ofa.errors import TvmOfaError
 from tvm_ofa.targets import DEFAULT_LOG_ROOT, TargetConfig, host_provenance
 
@@ -50,6 +51,9 @@ class TuneReport:
     estimated_ms: float | None
     skipped_lines: int = 0
     task_names: list[str] = field(default_factory=list)
+    seeded_tasks: int = 0  # tasks given another CPU's schedules, timed here, before tuning
+    seed_measured: int = 0  # those schedules timed
+    seed_source: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -145,7 +149,8 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
          trials_per_round: int | None = None, log_root: str | Path = DEFAULT_LOG_ROOT,
          progress: Optional[ProgressFn] = None, min_repeat_ms: int = 40, seed: int | None = None,
          builder: Any = None, runner: Any = None, strategy: str = "evolutionary",
-         only: Optional[Collection[str]] = None) -> TuneReport:
+         only: Optional[Collection[str]] = None, seed_from: str | Path | None = None,
+         seed_top_k: int = 3) -> TuneReport:
     """Tune the workloads of ``lowered`` that the target's database does not cover yet.
 
     Parameters
@@ -153,7 +158,7 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
     cfg : TargetConfig
     lowered : LoweredModel
     trials_per_task, trials_per_round : int, optional
-        Defaults from ``cfg.tuning``.
+        Defaults from ``cfg.tuning``. ``trials_per_task=0`` only seeds (``seed_from``).
     log_root : path
         Root of the per-target log folders (``cfg.log_dir(log_root)``).
     progress : callable, optional
@@ -170,6 +175,11 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
         Tune only the tasks whose workload key (``tvm_ofa.predict.workloads.Workload.key``) is
         in it. Without it, tasks that the machine's calibration source has a schedule for count
         as covered (``tvm-ofa calibrate`` decides which of them are worth tuning here).
+    seed_from : path, optional
+        Another CPU's log folder of this target: before tuning, the ``seed_top_k`` best records
+        of every task with no record here are timed here and committed as this machine's records
+        (:mod:`tvm_ofa.compiler.seed`), and the search starts from them. Tasks it covers are
+        tuned here. Without it, the calibration source (if any) seeds the tasks ``only`` names.
 
     Returns
     -------
@@ -183,10 +193,14 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
     from tvm_ofa.compiler.intrin import family, register_light
 
     register_light(family(cfg.resolved_target()))
-    budget = int(trials_per_task or cfg.tuning["trials_per_task"])
+    budget = int(cfg.tuning["trials_per_task"] if trials_per_task is None else trials_per_task)
     per_round = int(trials_per_round or cfg.tuning["trials_per_round"])
     target = cfg.tvm_target()
     log_dir = cfg.log_dir(log_root)
+    if budget < 0 or (budget == 0 and seed_from is None):
+        raise TuningError(f"trials per task must be positive (0 only with a folder to seed from), "
+                          f"got {budget}")
+    seed_src = check_source(seed_from, log_dir) if seed_from is not None else None
     for opt, want in cfg.lowering.items():
         if lowered.lowering[opt] != want:
             # each option changes workloads: such records would never be found by the other build
@@ -212,6 +226,8 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
             wanted = set(only)
             pending = [i for i in pending
                        if (w := workload_from_mod(tasks[i].dispatched[0])) is not None and w.key in wanted]
+        if only is not None or seed_src is not None:
+            seed_src = seed_src or calibration_source(log_dir)
         else:
             src = calibration_source(log_dir)
             if src is not None:
@@ -236,7 +252,7 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
         if progress is not None:
             progress(TuneProgress(state["skipped"], len(tasks), 0, state["budget"], _estimate(state)))
         report = TuneReport(log_dir=str(log_dir), tasks_total=len(tasks), tasks_skipped=state["skipped"],
-                            tasks_tuned=len(pending), new_trials=0, estimated_ms=None,
+                            tasks_tuned=len(pending) if budget else 0, new_trials=0, estimated_ms=None,
                             skipped_lines=tdb.skipped_lines, task_names=names)
         if pending:
             if runner is None:
@@ -245,6 +261,22 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
                     raise TuningError(f"{cfg.path}: runner: cannot measure {cfg.name}: {why}")
                 runner = make_runner(cfg, min_repeat_ms)
             builder = builder or make_builder(cfg)
+        unseeded = [i for i in pending if counts.get(keys[i], 0) == 0]
+        if seed_src is not None and unseeded:
+            try:
+                _seed(report, state, [tasks[i] for i in unseeded], tdb, seed_src, target, builder,
+                      runner, seed_top_k, progress)
+            except BaseException:
+                if hasattr(builder, "shutdown"):
+                    builder.shutdown()
+                raise
+            for i in unseeded:
+                secs = tdb.best_seconds(tasks[i].dispatched[0], target)
+                if secs is not None:
+                    state["best"][names[i]] = secs
+        if pending and budget == 0 and hasattr(builder, "shutdown"):
+            builder.shutdown()
+        if pending and budget > 0:
             with tempfile.TemporaryDirectory(prefix="tvm-ofa-ms-") as work_dir, warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 contexts, weights = _contexts(
@@ -272,6 +304,23 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
             report.new_trials = state["trials"]
         report.estimated_ms = _estimate(state)
         return report
+
+
+def _seed(report: TuneReport, state: dict, tasks: list, tdb: Any, source: Path, target: Any,
+          builder: Any, runner: Any, top_k: int, progress: Optional[ProgressFn]) -> None:
+    def step(done: int, total: int) -> None:
+        if progress is not None:
+            progress(TuneProgress(state["skipped"], state["total"], done, total, None, "seeding"))
+
+    try:
+        rep = seed_tasks(tasks, tdb.db, open_database(source).db, target, builder, runner,
+                         top_k=top_k, progress=step)
+    except TvmOfaError:
+        raise
+    except Exception as exc:  # a TVM error: one line
+        lines = str(exc).strip().splitlines()
+        raise TuningError(f"{source}: seeding failed: {lines[-1] if lines else type(exc).__name__}") from exc
+    report.seeded_tasks, report.seed_measured, report.seed_source = rep.seeded, rep.measured, str(source)
 
 
 def coverage(cfg: TargetConfig, lowered: LoweredModel, log_root: str | Path = DEFAULT_LOG_ROOT
