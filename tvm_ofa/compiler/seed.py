@@ -25,7 +25,6 @@ class SeedError(TvmOfaError):
 
 @dataclass
 class SeedReport:
-    source: str
     workloads: int  # asked to seed (no record of their own here)
     seeded: int  # got at least one record measured here
     measured: int  # schedules built and timed
@@ -114,5 +113,5 @@ def seed_tasks(tasks: Sequence[Any], own_db: Any, source_db: Any, target: Any, b
             measured += 1
         if progress is not None:
             progress(min(i + batch, len(todo)), len(todo))
-    return SeedReport(source="", workloads=len(tasks), seeded=len(seeded), measured=measured,
+    return SeedReport(workloads=len(tasks), seeded=len(seeded), measured=measured,
                       failed=failed)

@@ -185,7 +185,6 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
     -------
     TuneReport
     """
-    from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
 
     from tvm_ofa.compiler.runners import make_builder, make_runner, measurable
@@ -261,49 +260,52 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
                     raise TuningError(f"{cfg.path}: runner: cannot measure {cfg.name}: {why}")
                 runner = make_runner(cfg, min_repeat_ms)
             builder = builder or make_builder(cfg)
-        unseeded = [i for i in pending if counts.get(keys[i], 0) == 0]
-        if seed_src is not None and unseeded:
-            try:
+        try:
+            unseeded = [i for i in pending if counts.get(keys[i], 0) == 0]
+            if seed_src is not None and unseeded:
                 _seed(report, state, [tasks[i] for i in unseeded], tdb, seed_src, target, builder,
                       runner, seed_top_k, progress)
-            except BaseException:
-                if hasattr(builder, "shutdown"):
-                    builder.shutdown()
-                raise
-            for i in unseeded:
-                secs = tdb.best_seconds(tasks[i].dispatched[0], target)
-                if secs is not None:
-                    state["best"][names[i]] = secs
-        if pending and budget == 0 and hasattr(builder, "shutdown"):
-            builder.shutdown()
-        if pending and budget > 0:
-            with tempfile.TemporaryDirectory(prefix="tvm-ofa-ms-") as work_dir, warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                contexts, weights = _contexts(
-                    [tasks[i] for i in pending], strategy=_strategy(strategy, budget), seed=seed,
-                    num_threads=max(1, cfg.num_threads) if cfg.is_cpu and not cfg.is_cross else "physical")
-                try:
-                    ms.tune.tune_tasks(
-                        tasks=contexts, task_weights=weights, work_dir=work_dir,
-                        max_trials_global=state["budget"], max_trials_per_task=budget,
-                        num_trials_per_iter=per_round, builder=builder, runner=runner,
-                        database=tdb.db, cost_model="xgb",
-                        measure_callbacks=ms.measure_callback.MeasureCallback.create("default")
-                        + [_make_callback(state, progress)],
-                        task_scheduler="gradient")
-                except (KeyboardInterrupt, TvmOfaError):
-                    raise
-                except Exception as exc:  # a TVM error: one line for the user, the chain for debugging
-                    lines = str(exc).strip().splitlines()
-                    raise TuningError(f"{cfg.path}: tuning {cfg.name} failed: "
-                                      f"{lines[-1] if lines else type(exc).__name__}") from exc
-                finally:
-                    if hasattr(builder, "shutdown"):
-                        builder.shutdown()  # the persistent pool's workers go with the tune
-            tdb.mark_finished([keys[i] for i in pending], budget)
-            report.new_trials = state["trials"]
+                for i in unseeded:
+                    secs = tdb.best_seconds(tasks[i].dispatched[0], target)
+                    if secs is not None:
+                        state["best"][names[i]] = secs
+            if pending and budget > 0:
+                _run_tuner(cfg, [tasks[i] for i in pending], state, tdb, builder, runner, budget,
+                           per_round, strategy, seed, progress)
+                tdb.mark_finished([keys[i] for i in pending], budget)
+                report.new_trials = state["trials"]
+        finally:
+            if pending and hasattr(builder, "shutdown"):
+                builder.shutdown()  # the persistent pool's workers go with the tune
         report.estimated_ms = _estimate(state)
         return report
+
+
+def _run_tuner(cfg: TargetConfig, tasks: list, state: dict, tdb: Any, builder: Any, runner: Any,
+               budget: int, per_round: int, strategy: str, seed: int | None,
+               progress: Optional[ProgressFn]) -> None:
+    from tvm.s_tir import meta_schedule as ms
+
+    with tempfile.TemporaryDirectory(prefix="tvm-ofa-ms-") as work_dir, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        contexts, weights = _contexts(
+            tasks, strategy=_strategy(strategy, budget), seed=seed,
+            num_threads=max(1, cfg.num_threads) if cfg.is_cpu and not cfg.is_cross else "physical")
+        try:
+            ms.tune.tune_tasks(
+                tasks=contexts, task_weights=weights, work_dir=work_dir,
+                max_trials_global=state["budget"], max_trials_per_task=budget,
+                num_trials_per_iter=per_round, builder=builder, runner=runner,
+                database=tdb.db, cost_model="xgb",
+                measure_callbacks=ms.measure_callback.MeasureCallback.create("default")
+                + [_make_callback(state, progress)],
+                task_scheduler="gradient")
+        except (KeyboardInterrupt, TvmOfaError):
+            raise
+        except Exception as exc:  # a TVM error: one line for the user, the chain for debugging
+            lines = str(exc).strip().splitlines()
+            raise TuningError(f"{cfg.path}: tuning {cfg.name} failed: "
+                              f"{lines[-1] if lines else type(exc).__name__}") from exc
 
 
 def _seed(report: TuneReport, state: dict, tasks: list, tdb: Any, source: Path, target: Any,
