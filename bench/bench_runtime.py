@@ -61,6 +61,9 @@ def subnet(space, name: str, resolution: int):
     return getattr(space, name)(resolution)
 
 
+ORT = "ONNX Runtime"  # the column the issue's bar compares with
+
+
 def runners(module, x, artifact_dirs: dict, threads: int, onnx_path: str) -> dict:
     """name -> zero-argument callable running one inference to completion, each runtime loaded
     afresh; ``artifact_dirs`` maps a TVM column's name to its artifact folder, ``onnx_path`` is
@@ -93,11 +96,11 @@ def runners(module, x, artifact_dirs: dict, threads: int, onnx_path: str) -> dic
             module(xt)
 
     out = {"PyTorch eager": run_torch,
-           "ONNX Runtime": lambda: sess.run(None, {"x": x}),
+           ORT: lambda: sess.run(None, {"x": x}),
            "OpenVINO": lambda: req.infer({0: x}),
            **{name: (lambda a=a: a(x)) for name, a in arts.items()}}
     ref = module(xt).detach().numpy()
-    for name, f in [("ONNX Runtime", lambda: sess.run(None, {"x": x})[0])] + [(n, out[n]) for n in arts]:
+    for name, f in [(ORT, lambda: sess.run(None, {"x": x})[0])] + [(n, out[n]) for n in arts]:
         err = float(np.abs(f() - ref).max())
         if err > 1e-3:
             raise SystemExit(f"{name} output differs from PyTorch by {err}")
@@ -153,6 +156,24 @@ def interleaved(fns: dict, rounds: int, repeats: int) -> dict[str, list[float]]:
 def pooled_median(loads: list[dict[str, list[float]]]) -> dict[str, float]:
     """name -> the median of the per-round medians of all loads."""
     return {n: statistics.median([v for load in loads for v in load[n]]) for n in loads[0]}
+
+
+def table_rows(rows: list, tvm_columns: list[str], targets: list[str]) -> list[str]:
+    """The markdown table of ``rows`` (``(subnet, px, arch id, tuning per target, median ms per
+    runtime)``): the runtimes' times, each target's coverage and its time over ONNX Runtime's
+    (the issue's bar: at most 1, in bold)."""
+    runtimes = list(rows[0][4]) if rows else []
+    lines = ["| subnet | px | " + " | ".join(runtimes) + " | "
+             + " | ".join(c.replace("tvm-ofa", "tuned workloads") for c in tvm_columns) + " | "
+             + " | ".join(f"{c} / ORT" for c in tvm_columns) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in runtimes) + " | ---" * 2 * len(tvm_columns) + " |"]
+    for name, res, aid, tun, med in rows:
+        ratios = [med[c] / med[ORT] for c in tvm_columns]
+        lines.append(f"| {name} (`{aid}`) | {res} | " + " | ".join(f"{med[r]:.2f} ms" for r in runtimes)
+                     + " | " + " | ".join(f"{tun[t]['tuned_workloads']}/{tun[t]['total_workloads']}"
+                                          for t in targets) + " | "
+                     + " | ".join(f"**{r:.2f}**" if r <= 1 else f"{r:.2f}" for r in ratios) + " |")
+    return lines
 
 
 def write_table(path: Path, block: str) -> None:
@@ -222,7 +243,6 @@ def main(argv=None) -> int:
             med = pooled_median(loads)
             rows.append((name, res, arch.id, tuning, med))
             print("  " + "  ".join(f"{k} {v:.2f} ms" for k, v in med.items()), flush=True)
-    runtimes = list(rows[0][4]) if rows else []
     trials = cfg.tuning["trials_per_task"] if args.trials is None else args.trials
     tuned = "no new tuning" if args.no_tune else f"{trials} trials per task"
     if args.seed_from and not args.no_tune:
@@ -236,14 +256,7 @@ def main(argv=None) -> int:
         f"{args.repeats} calls in each of {args.loads} fresh loads of every runtime; TVM tuned with {tuned} "
         f"(coverage per row); load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}.",
         "",
-        "| subnet | px | " + " | ".join(runtimes) + " | "
-        + " | ".join(f"{column[c.name].replace('tvm-ofa', 'tuned workloads')}" for c in cfgs) + " |",
-        "| --- | --- | " + " | ".join("---" for _ in runtimes) + " | ---" * len(cfgs) + " |",
-    ]
-    for name, res, aid, tun, med in rows:
-        lines.append(f"| {name} (`{aid}`) | {res} | " + " | ".join(f"{med[r]:.2f} ms" for r in runtimes)
-                     + " | " + " | ".join(f"{tun[c.name]['tuned_workloads']}/{tun[c.name]['total_workloads']}"
-                                          for c in cfgs) + " |")
+    ] + table_rows(rows, [column[c.name] for c in cfgs], [c.name for c in cfgs])
     write_table(Path(args.out), "\n".join(lines))
     print(f"wrote {args.out}")
     return 0

@@ -100,6 +100,7 @@ def time_kernels(args, arch, record_ms: dict) -> None:
     from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
     from tvm_ofa.arch import SearchSpace
+    from tvm_ofa.compiler import tir_pipeline
     from tvm_ofa.compiler.build import apply_database
     from tvm_ofa.compiler.database import open_database
     from tvm_ofa.compiler.lower import lower_module
@@ -120,7 +121,8 @@ def time_kernels(args, arch, record_ms: dict) -> None:
         if not isinstance(f, tvm.tirx.PrimFunc):
             continue
         w = workload_from_mod(tvm.IRModule({"main": low.mod[gv.name_hint].with_attr("global_symbol", "main")}))
-        lib = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target).jit()
+        lib = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target,
+                          tir_pipeline=tir_pipeline.register()).jit()
         tensors = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in a.shape]).astype(a.dtype), dev)
                    for a in ArgInfo.from_prim_func(f)]
         now = 1e3 * min(lib.time_evaluator("main", dev, number=20, repeat=5)(*tensors).results)

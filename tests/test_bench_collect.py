@@ -170,3 +170,18 @@ def test_bench_runtime_pools_the_rounds_of_every_load():
     loads = [{"ONNX Runtime": [2.0, 2.1, 2.2], "tvm": [3.6, 3.7, 3.8]},
              {"ONNX Runtime": [2.1, 2.0, 2.3], "tvm": [2.1, 2.2, 2.3]}]
     assert bench.pooled_median(loads) == {"ONNX Runtime": 2.1, "tvm": pytest.approx(2.95)}
+
+
+def test_bench_runtime_table_gives_each_tvm_column_over_onnx_runtime():
+    """The issue's bar is a ratio to ONNX Runtime: the table prints it per TVM column, in bold
+    where the artifact is at least as fast."""
+    bench = bench_script("bench_runtime")
+    tun = {"a": {"tuned_workloads": 51, "total_workloads": 51},
+           "b": {"tuned_workloads": 50, "total_workloads": 51}}
+    med = {"ONNX Runtime": 2.0, "tvm-ofa (TVM)": 2.5, "tvm-ofa (b)": 1.9}
+    lines = bench.table_rows([("smallest", 160, "r160-x", tun, med)], ["tvm-ofa (TVM)", "tvm-ofa (b)"],
+                             ["a", "b"])
+    assert lines[0].endswith("| tuned workloads (TVM) | tuned workloads (b) | tvm-ofa (TVM) / ORT | tvm-ofa (b) / ORT |")
+    assert lines[1].count("---") == 2 + 3 + 4
+    assert lines[2] == ("| smallest (`r160-x`) | 160 | 2.00 ms | 2.50 ms | 1.90 ms | 51/51 | 50/51 "
+                        "| 1.25 | **0.95** |")

@@ -17,13 +17,17 @@ def fast_build(mod: Any, target: Any, _params: Any = None) -> Any:
 
     Same as MetaSchedule's ``default_build`` minus ``import tvm.s_tir.tensor_intrin``: that import
     registers CUDA/ROCm/Hexagon/Arm intrinsics and takes ~48 s here, which the builder pays in
-    every fresh worker, so every batch hit the 30 s timeout.
+    every fresh worker, so every batch hit the 30 s timeout. Lowers through
+    :mod:`tvm_ofa.compiler.tir_pipeline`, as :func:`build` does.
     """
     import tvm
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
+    from tvm_ofa.compiler import tir_pipeline
+
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
-    return tvm.driver.build(mod, target=target)
+    # the pipeline of the final build, so that a trial times the code the artifact will run
+    return tvm.tirx.build(mod, target=target, pipeline=tir_pipeline.register())
 
 
 def apply_database(mod: Any, target: Any, database: Any | None) -> Any:
@@ -195,6 +199,8 @@ def build(mod: Any, target: Any, database: Any | None = None) -> Any:
     """
     import tvm
 
+    from tvm_ofa.compiler import tir_pipeline
+
     mod = apply_database(mod, target, database)
     if target.kind.name == "cuda":
         _cuda_compiler()
@@ -203,7 +209,7 @@ def build(mod: Any, target: Any, database: Any | None = None) -> Any:
             mod = default_gpu_schedules(mod, target)
         # the target is current for compile_cuda, which takes the arch (sm_90) from it
         with target, tvm.transform.PassContext(opt_level=3):
-            return tvm.compile(mod, target=target)
+            return tvm.compile(mod, target=target, tir_pipeline=tir_pipeline.register())
     except Exception as exc:  # TVM's errors are pages long: keep the last line
         lines = str(exc).strip().splitlines()
         raise BuildError(f"building for {target.kind.name} failed: "

@@ -140,11 +140,8 @@ def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slo
 
     Resumable: ``retimed.json`` is written after every batch, and accepted workloads are skipped.
     """
-    from tvm.s_tir.meta_schedule.builder import BuilderInput
-    from tvm.s_tir.meta_schedule.runner import RunnerInput
-
     from tvm_ofa.compiler.database import _atomic_write, open_database
-    from tvm_ofa.compiler.runners import make_builder, make_runner, measurable
+    from tvm_ofa.compiler.runners import build_records, make_builder, make_runner, measurable, run_built
     from tvm_ofa.predict.dataset import NoTuningLogsError, has_logs
 
     t0 = time.monotonic()
@@ -183,22 +180,14 @@ def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slo
     errors: list[str] = []
 
     def build(recs: list) -> list:
-        cands = [r.as_measure_candidate() for r in recs]
-        res = builder.build([BuilderInput(c.sch.mod, target) for c in cands])
-        return [(c, b.artifact_path if b.error_msg is None else None) for c, b in zip(cands, res)]
+        return build_records(builder, target, recs)
 
     def run(items: list) -> list[float | None]:
-        ins = [RunnerInput(p, dev_type, c.args_info) for c, p in items if p]
-        futs = iter(runner.run(ins))
         out = []
-        for _, p in items:
-            if not p:
-                out.append(None)
-                continue
-            r = next(futs).result()
-            if r.error_msg:
-                errors.append(r.error_msg.strip().splitlines()[-1])
-            out.append(None if r.error_msg or not r.run_secs else _mean(r.run_secs))
+        for secs, err in run_built(runner, dev_type, items):
+            if err:
+                errors.append(err)
+            out.append(_mean(secs) if secs else None)
         return out
 
     # built once; the runner deletes what it ran, so each canary run gets a copy

@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from tvm_ofa.targets import TargetConfig
 
@@ -154,3 +154,43 @@ def measurable(cfg: TargetConfig) -> tuple[bool, str]:
         return False, f"{cfg.name} code does not run on this {os.uname().machine} machine " \
                       "and its runner is local"
     return True, ""
+
+
+def build_records(builder: Any, target: Any, records: Sequence[Any]) -> list[tuple[Any, str | None]]:
+    """Build the schedules of tuning ``records`` for ``target``.
+
+    Returns
+    -------
+    list of (MeasureCandidate, artifact path or None)
+        In the order of ``records``; the path is None where the build failed.
+    """
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+
+    cands = [r.as_measure_candidate() for r in records]
+    res = builder.build([BuilderInput(c.sch.mod, target) for c in cands])
+    return [(c, b.artifact_path if b.error_msg is None else None) for c, b in zip(cands, res)]
+
+
+def run_built(runner: Any, dev_type: str, items: Sequence[tuple[Any, str | None]]
+              ) -> list[tuple[list[float] | None, str | None]]:
+    """Time what :func:`build_records` built (the runner deletes each artifact it ran).
+
+    Returns
+    -------
+    list of (run seconds or None, last line of the error or None)
+        In the order of ``items``; an item that did not build gets ``(None, None)``.
+    """
+    from tvm.s_tir.meta_schedule.runner import RunnerInput
+
+    futs = iter(runner.run([RunnerInput(p, dev_type, c.args_info) for c, p in items if p]))
+    out: list[tuple[list[float] | None, str | None]] = []
+    for _, p in items:
+        if not p:
+            out.append((None, None))
+            continue
+        r = next(futs).result()
+        if r.error_msg:
+            out.append((None, r.error_msg.strip().splitlines()[-1]))
+        else:
+            out.append(([float(s) for s in r.run_secs] if r.run_secs else None, None))
+    return out

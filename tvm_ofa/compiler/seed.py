@@ -79,9 +79,9 @@ def seed_tasks(tasks: Sequence[Any], own_db: Any, source_db: Any, target: Any, b
     -------
     SeedReport
     """
-    from tvm.s_tir.meta_schedule.builder import BuilderInput
     from tvm.s_tir.meta_schedule.database import TuningRecord
-    from tvm.s_tir.meta_schedule.runner import RunnerInput
+
+    from tvm_ofa.compiler.runners import build_records, run_built
 
     todo = []  # (task, source record)
     for task in tasks:
@@ -96,18 +96,13 @@ def seed_tasks(tasks: Sequence[Any], own_db: Any, source_db: Any, target: Any, b
     seeded, measured, failed = set(), 0, 0  # seeded: ids of the tasks
     for i in range(0, len(todo), batch):
         part = todo[i:i + batch]
-        cands = [rec.as_measure_candidate() for _, rec in part]
-        built = builder.build([BuilderInput(c.sch.mod, target) for c in cands])
-        ok = [(t, rec, c, b) for (t, rec), c, b in zip(part, cands, built) if b.error_msg is None]
-        failed += len(part) - len(ok)
-        futures = runner.run([RunnerInput(b.artifact_path, dev_type, c.args_info) for _, _, c, b in ok])
-        for (task, rec, cand, _), fut in zip(ok, futures):
-            res = fut.result()
-            if res.error_msg or not res.run_secs:
+        items = build_records(builder, target, [rec for _, rec in part])
+        for (task, rec), (cand, _), (secs, _) in zip(part, items, run_built(runner, dev_type, items)):
+            if not secs:
                 failed += 1
                 continue
             own_db.commit_tuning_record(TuningRecord(
-                rec.trace, own_db.commit_workload(task.dispatched[0]), run_secs=res.run_secs,
+                rec.trace, own_db.commit_workload(task.dispatched[0]), run_secs=secs,
                 target=target, args_info=cand.args_info))
             seeded.add(id(task))
             measured += 1
