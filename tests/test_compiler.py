@@ -421,6 +421,7 @@ def test_emit_load_fresh_process_and_rpc(tuned, mini, tmp_path, capsys):
                 "predicted_latency_ms", "accuracy"):
         assert key in meta
     assert meta["weights_sha256"] == low.weights_sha256 and meta["cpu"]["name"]
+    assert meta["tir_pipeline"] == "tvm_ofa"
 
     x = np.random.default_rng(2).standard_normal((1, 3, 32, 32)).astype("float32")
     want = _torch_out(mini, x)

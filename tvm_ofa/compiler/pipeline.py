@@ -55,6 +55,7 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
     """
     import tvm
 
+    from tvm_ofa.compiler import tir_pipeline
     from tvm_ofa.compiler.artifact import export, load_artifact, write_metadata
     from tvm_ofa.compiler.build import build, cuda_kernels_compiled
     from tvm_ofa.compiler.database import schedule_database
@@ -100,6 +101,8 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
         "weights_prepacked": bool(cfg.prepack),
         # stride-2 depthwise convolutions read a column-deinterleaved input (target's deinterleave)
         "deinterleaved": bool(cfg.deinterleave),
+        # the TIR lowering every build goes through (tir_pipeline: contiguous stride-2 loads)
+        "tir_pipeline": tir_pipeline.PIPELINE,
         "weights_sha256": lowered.weights_sha256,
         # GPU kernels: compiled into the library, or CUDA source that its loader must compile
         # (TVM's Python and nvcc where it is loaded); see build._cuda_compiler
