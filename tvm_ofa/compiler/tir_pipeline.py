@@ -14,8 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 PIPELINE = "tvm_ofa"  # the name builds pass as ``tir_pipeline``/``pipeline``
-
-
 MIN_LANES = 4  # a 2-lane strided load is two scalar loads either way
 SMALL_TILE = 256  # elements: below, a tile the kernel fills just before reading it
 
@@ -62,8 +60,8 @@ def contiguous_stride2_loads(func: Any) -> Any:
 
     Loads from a buffer of fewer than :data:`SMALL_TILE` elements are left alone: such a buffer
     is a tile of the padded input that the kernel wrote element by element just before, and a
-    vector load over several of those stores waits for them (on znver5 such kernels ran 2-5x
-    slower rewritten).
+    vector load over several of those stores waits for them (on znver5 such kernels ran 2-4x
+    slower rewritten: ``bench/strided_loads.py --kernels --small-tile 0 --min-lanes 2``).
     """
     import tvm
     import tvm_ffi
