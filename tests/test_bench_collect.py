@@ -185,3 +185,15 @@ def test_bench_runtime_table_gives_each_tvm_column_over_onnx_runtime():
     assert lines[1].count("---") == 2 + 3 + 4
     assert lines[2] == ("| smallest (`r160-x`) | 160 | 2.00 ms | 2.50 ms | 1.90 ms | 51/51 | 50/51 "
                         "| 1.25 | **0.95** |")
+
+
+def test_runtime_subsets_refuses_an_unknown_runtime_or_a_missing_artifact(tmp_path, capsys):
+    """One line naming the bad runtime, or the artifact folder to build first; nothing loaded."""
+    script = bench_script("runtime_subsets")
+    with pytest.raises(SystemExit):
+        script.main(["tvm", "ort,onnx"])
+    assert "unknown runtime 'onnx' in 'ort,onnx'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.main(["tvm", "--artifacts", str(tmp_path), "--subnet", "smallest", "--resolution", "160"])
+    err = capsys.readouterr().err
+    assert "no artifact; build it first" in err and str(tmp_path) in err
