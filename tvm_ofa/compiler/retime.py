@@ -179,9 +179,6 @@ def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slo
     tmp = Path(tempfile.mkdtemp(prefix="tvm-ofa-retime-"))
     errors: list[str] = []
 
-    def build(recs: list) -> list:
-        return build_records(builder, target, recs)
-
     def run(items: list) -> list[float | None]:
         out = []
         for secs, err in run_built(runner, dev_type, items):
@@ -191,7 +188,7 @@ def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slo
         return out
 
     # built once; the runner deletes what it ran, so each canary run gets a copy
-    (canary_cand, canary_art), = build([best[heavy]])
+    (canary_cand, canary_art), = build_records(builder, target, [best[heavy]])
     if canary_art is None:
         raise RetimeError(f"{log_dir}: the canary workload {heavy} does not build")
 
@@ -219,7 +216,7 @@ def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slo
                 if deadline is not None and clock() >= deadline:
                     break
                 part = todo[i:i + batch]
-                items = build([best[k] for k in part])
+                items = build_records(builder, target, [best[k] for k in part])
                 before = canary()
                 secs = run(items)
                 after = canary()

@@ -34,12 +34,12 @@ def _contiguous(load: Any) -> Any:
 
     if len(load.indices) != 1:
         return load
-    size = _elements(load.source)
-    if size is not None and size < SMALL_TILE:
-        return load
     idx = load.indices[0]
     stride = getattr(idx, "stride", None)
     if not isinstance(idx, tirx.Ramp) or not isinstance(stride, tirx.IntImm) or stride.value != 2:
+        return load
+    size = _elements(load.source)  # only for the strided loads: every load of a kernel comes here
+    if size is not None and size < SMALL_TILE:
         return load
     try:
         n = int(idx.lanes)
