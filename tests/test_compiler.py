@@ -427,6 +427,11 @@ def test_emit_load_fresh_process_and_rpc(tuned, mini, tmp_path, capsys):
     want = _torch_out(mini, x)
     art = load_artifact(out)
     assert np.abs(art(x) - want).max() <= 1e-4
+    # calls share one input buffer: each sees its own input, and earlier outputs stay as they were
+    x2 = np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype("float32")
+    first, second = art(x), art(x2)
+    assert np.abs(second - _torch_out(mini, x2)).max() <= 1e-4
+    assert np.abs(first - want).max() <= 1e-4 and np.abs(art(x) - want).max() <= 1e-4
     lat = art.benchmark(warmup=2, repeats=5)
     assert 0 < lat.median_ms <= lat.p90_ms
     # repeats is a floor: a sub-millisecond net gets more calls, up to 20x, to span min_seconds
