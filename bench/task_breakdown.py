@@ -117,10 +117,15 @@ def time_kernels(args, arch, record_ms: dict) -> None:
     dev = tvm.cpu()
     rng = np.random.default_rng(0)
     rows = []
+    names = {gv.name_hint for gv in low.mod.get_global_vars()}
     for gv, f in mod.functions_items():
-        if not isinstance(f, tvm.tirx.PrimFunc):
+        # a prepacked build calls "<name>_prepacked" (the workload of "<name>" on packed weights);
+        # "<name>_weight_prepack" ran once, at build time
+        name = gv.name_hint.removesuffix("_prepacked")
+        if not isinstance(f, tvm.tirx.PrimFunc) or name.endswith("_weight_prepack") \
+                or name not in names:
             continue
-        w = workload_from_mod(tvm.IRModule({"main": low.mod[gv.name_hint].with_attr("global_symbol", "main")}))
+        w = workload_from_mod(tvm.IRModule({"main": low.mod[name].with_attr("global_symbol", "main")}))
         lib = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target,
                           tir_pipeline=tir_pipeline.register()).jit()
         tensors = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in a.shape]).astype(a.dtype), dev)

@@ -126,8 +126,8 @@ class Artifact:
 
         x = self._check(x)
         if self._input is None:
-            # one input buffer for every call: a fresh one per call was a large allocation that
-            # the C library maps and unmaps each time (~0.1 ms of page faults at 160 px)
+            # one input buffer for every call: a fresh one per call is a large allocation that
+            # the C library maps and unmaps each time, page faults included, on every call
             self._input = tvm.runtime.empty(self.input_shape, self.input_dtype, self.device)
         out = self.vm[self.metadata.get("entry", "main")](self._input.copyfrom(x))
         if not hasattr(out, "numpy"):  # a tuple return
