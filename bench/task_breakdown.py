@@ -108,8 +108,11 @@ def time_kernels(args, arch, record_ms: dict) -> None:
     from tvm_ofa.predict.workloads import workload_from_mod
     from tvm_ofa.targets import load_target
 
+    from tvm_ofa.compiler.measure import set_threads
+
     cfg = load_target(args.time_kernels)
     target = cfg.tvm_target()
+    set_threads(cfg.num_threads)  # the records' threads (TVM's own default is one thread here)
     supernet = OFAMobileNetV3(n_classes=args.n_classes, width_mult=args.width_mult,
                               space=SearchSpace(resolutions=(arch.resolution,))).eval()
     low = lower_module(supernet.extract(arch), (1, 3, arch.resolution, arch.resolution), **cfg.lowering)
