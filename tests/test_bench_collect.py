@@ -197,3 +197,12 @@ def test_runtime_subsets_refuses_an_unknown_runtime_or_a_missing_artifact(tmp_pa
         script.main(["tvm", "--artifacts", str(tmp_path), "--subnet", "smallest", "--resolution", "160"])
     err = capsys.readouterr().err
     assert "no artifact; build it first" in err and str(tmp_path) in err
+
+
+def test_parallel_launch_refuses_a_missing_artifact(tmp_path):
+    """One line naming the artifact folder and the command that builds it; no child started."""
+    script = bench_script("parallel_launch")
+    with pytest.raises(SystemExit, match=r"^error: \S+r160-d22222-\w+: no artifact \(build it first: "
+                       r"python bench/bench_runtime.py --target host-cpu-prepack --subnets smallest "
+                       r"--resolutions 160\)$"):
+        script.main(["--artifacts", str(tmp_path), "--subnet", "smallest", "--resolution", "160"])
