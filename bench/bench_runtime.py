@@ -50,6 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-tune", action="store_true", help="build with the records there are")
     p.add_argument("--seed-from", metavar="CPU", help="before tuning, time another CPU's records of "
                    "each target here (its folder beside this machine's) where this one has none")
+    p.add_argument("--reseed", action="store_true", help="with --seed-from: every workload, tuned here "
+                   "or not, its best records from both folders timed side by side here")
     p.add_argument("--log-root", default="tuning_logs")
     p.add_argument("--artifacts", default="artifacts")
     p.add_argument("--out", default="docs/BENCHMARKS.md")
@@ -136,14 +138,24 @@ def realistic_init_(net) -> None:
                 t.normal_(0.0, 0.1, generator=g)
 
 
-def interleaved(fns: dict, rounds: int, repeats: int) -> dict[str, list[float]]:
-    """name -> the median ms of each round."""
+SETTLE_S = 0.3  # a pause before each runtime's turn
+
+
+def interleaved(fns: dict, rounds: int, repeats: int, settle: float = SETTLE_S) -> dict[str, list[float]]:
+    """name -> the median ms of each round.
+
+    Each runtime's turn starts after ``settle`` seconds idle: the runtime timed before it may
+    leave pool threads busy after its last call (TVM's worker spins on a core for ~0.2 s on
+    these VMs), which would slow the next runtime's calls, not its own.
+    """
     for f in fns.values():  # warm up every runtime before the first timed round
         for _ in range(3):
             f()
     per = {n: [] for n in fns}
     for _ in range(rounds):
         for name, f in fns.items():
+            time.sleep(settle)
+            f()  # the first call after the pause wakes the runtime's threads; not timed
             ts = []
             for _ in range(repeats):
                 t0 = time.perf_counter()
@@ -229,7 +241,7 @@ def main(argv=None) -> int:
                 t0 = time.time()
                 folder = emit(c, arch, module, log_root=args.log_root, out_root=args.artifacts,
                               tune_first=not args.no_tune, trials_per_task=args.trials, measure=False,
-                              seed_from=args.seed_from)
+                              seed_from=args.seed_from, reseed=args.reseed)
                 tuning[c.name] = read_metadata(folder)["tuning"]
                 folders[column[c.name]] = folder
                 print(f"{arch.id} for {c.name}: built in {time.time() - t0:.0f} s, "
@@ -246,14 +258,15 @@ def main(argv=None) -> int:
     trials = cfg.tuning["trials_per_task"] if args.trials is None else args.trials
     tuned = "no new tuning" if args.no_tune else f"{trials} trials per task"
     if args.seed_from and not args.no_tune:
-        tuned += f" after seeding from {args.seed_from}'s records timed here"
+        tuned += (f" after seeding from {args.seed_from}'s records timed here"
+                  + (" beside this CPU's own, every workload" if args.reseed else ""))
     lines = [
         "## Runtime comparison (batch 1, fp32)",
         "",
         f"`{' '.join(['python', 'bench/bench_runtime.py'] + [shlex.quote(a) for a in (argv or sys.argv[1:])])}`"
         f" on {prov.get('cpu')} ({os.uname().machine}), {args.threads} threads for every runtime, "
         f"TVM {tvm.__version__}, supernet: {source}; medians of {args.rounds} interleaved rounds of "
-        f"{args.repeats} calls in each of {args.loads} fresh loads of every runtime; TVM tuned with {tuned} "
+        f"{args.repeats} calls (each turn after {SETTLE_S} s idle and one untimed call) in each of {args.loads} fresh loads of every runtime; TVM tuned with {tuned} "
         f"(coverage per row); load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}.",
         "",
     ] + table_rows(rows, [column[c.name] for c in cfgs], [c.name for c in cfgs])

@@ -206,3 +206,8 @@ def test_parallel_launch_refuses_a_missing_artifact(tmp_path):
                        r"python bench/bench_runtime.py --target host-cpu-prepack --subnets smallest "
                        r"--resolutions 160\)$"):
         script.main(["--artifacts", str(tmp_path), "--subnet", "smallest", "--resolution", "160"])
+
+
+def test_pool_spin_refuses_a_missing_artifact(tmp_path):
+    with pytest.raises(SystemExit, match=r"^error: \S*missing: no such artifact folder$"):
+        bench_script("pool_spin").main([str(tmp_path / "missing")])
