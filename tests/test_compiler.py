@@ -223,6 +223,36 @@ def test_seeding_from_another_cpus_folder_times_its_schedules_here(tuned, tmp_pa
 
 
 @pytest.mark.slow
+def test_reseeding_times_the_other_cpus_schedules_beside_this_ones(tuned, tmp_path):
+    """``reseed``: every task, tuned here or not, gets the other CPU's best schedules and its own
+    best ones timed again in one run; nothing is tuned, and the build can only get faster records."""
+    from tvm_ofa.compiler.database import RECORD_FILE, WORKLOAD_FILE, open_database
+    from tvm_ofa.compiler.tune import TuningError, coverage, tune
+
+    cfg, low, root, first, _ = tuned
+    own = cfg.log_dir(tmp_path)
+    other = own.parent / "othercpu"
+    for d in (own, other):
+        d.mkdir(parents=True, exist_ok=True)
+        for f in (WORKLOAD_FILE, RECORD_FILE):
+            shutil.copy(cfg.log_dir(root) / f, d / f)
+    n_own = len(open_database(own).db.get_all_tuning_records())
+    # without reseed, tasks tuned here are left alone
+    assert tune(cfg, low, log_root=tmp_path, trials_per_task=0, seed_from="othercpu").seeded_tasks == 0
+
+    rep = tune(cfg, low, log_root=tmp_path, trials_per_task=0, seed_from="othercpu", reseed=True,
+               seed_top_k=1, min_repeat_ms=5)
+    assert rep.seeded_tasks == first.tasks_total and rep.new_trials == 0
+    # one schedule from each folder per task, committed with this run's times
+    assert rep.seed_measured == 2 * first.tasks_total
+    assert len(open_database(own).db.get_all_tuning_records()) == n_own + rep.seed_measured
+    assert coverage(cfg, low, tmp_path) == (first.tasks_total,) * 2
+
+    with pytest.raises(TuningError, match=r"^reseed needs seed_from \(--seed-from\)"):
+        tune(cfg, low, log_root=tmp_path, trials_per_task=0, reseed=True)
+
+
+@pytest.mark.slow
 def test_prepacked_target_tunes_its_own_records_and_packs_weights_at_build(mini, tmp_path):
     """A ``prepack: true`` target: its functions carry the layout-free mark (other workloads than
     the plain lowering's), tuned schedules store the weights in their own layout, and the build

@@ -21,6 +21,10 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
                         "log folder (or of this CPU's folder beside this machine's, e.g. znver4) "
                         "here for every workload with no record yet, keep them as this machine's "
                         "records, then tune from them")
+    parser.add_argument("--reseed", action="store_true",
+                        help="with --seed-from: seed every workload, tuned here or not, and time "
+                        "this CPU's own best records beside the other CPU's in the same run (for "
+                        "records timed under an older lowering, or to try a neighbouring CPU's)")
 
 
 def tqdm_progress() -> tuple[Callable[[Any], None], Callable[[], None]]:

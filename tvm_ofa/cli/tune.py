@@ -12,7 +12,9 @@ Interrupt at any time: records are appended per batch and a rerun continues.
 examples:
   tvm-ofa tune --target targets/host-cpu.yaml --arch arch.json --trials 64
   tvm-ofa tune --arch smallest --resolution 160
-  tvm-ofa tune --arch smallest --seed-from znver4 --trials 16   # a new CPU: start from znver4's"""
+  tvm-ofa tune --arch smallest --seed-from znver4 --trials 16   # a new CPU: start from znver4's
+  tvm-ofa tune --target host-cpu-prepack --arch largest --resolution 224 --seed-from znver5 \
+      --reseed --trials 0   # znver5's schedules and this CPU's own, timed side by side here"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         rep = tune(cfg, lowered, trials_per_task=args.trials,
                    trials_per_round=args.trials_per_round, log_root=args.log_root, progress=update,
-                   seed_from=args.seed_from)
+                   seed_from=args.seed_from, reseed=args.reseed)
     finally:
         close()
     if rep.skipped_lines:

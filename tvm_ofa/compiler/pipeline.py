@@ -24,7 +24,8 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
          trials_per_task: int | None = None, trials_per_round: int | None = None,
          progress: Optional[Any] = None, measure: bool = True, warmup: int = 10,
          repeats: int = 50, passes: int = 1, canary: Any = None, max_passes: int | None = None,
-         strategy: str = "evolutionary", seed_from: str | os.PathLike | None = None) -> Path:
+         strategy: str = "evolutionary", seed_from: str | os.PathLike | None = None,
+         reseed: bool = False) -> Path:
     """Build ``module`` (the static subnet of ``arch``) for ``cfg`` and write its artifact folder.
 
     Parameters
@@ -39,7 +40,7 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
     tune_first : bool
         Tune the workloads the database lacks before building (skipped, with the reason in the
         metadata, when the target cannot be measured from here).
-    trials_per_task, trials_per_round, progress, strategy, seed_from
+    trials_per_task, trials_per_round, progress, strategy, seed_from, reseed
         Passed to :func:`tvm_ofa.compiler.tune.tune`.
     measure : bool
         Time the library when this machine can run it.
@@ -76,7 +77,8 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
     tune_note = None
     if tune_first and can_measure:
         tune(cfg, lowered, trials_per_task=trials_per_task, trials_per_round=trials_per_round,
-             log_root=log_root, progress=progress, strategy=strategy, seed_from=seed_from)
+             log_root=log_root, progress=progress, strategy=strategy, seed_from=seed_from,
+             reseed=reseed)
     elif tune_first:
         tune_note = f"not tuned: {why}"
     log_dir = cfg.log_dir(log_root)

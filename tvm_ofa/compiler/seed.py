@@ -58,14 +58,15 @@ def check_source(source: str | os.PathLike, log_dir: str | os.PathLike) -> Path:
 
 def seed_tasks(tasks: Sequence[Any], own_db: Any, source_db: Any, target: Any, builder: Any,
                runner: Any, *, top_k: int = 3, batch: int = 16,
-               progress: Optional[Callable[[int, int], None]] = None) -> SeedReport:
+               progress: Optional[Callable[[int, int], None]] = None,
+               own_too: bool = False) -> SeedReport:
     """Time the best ``top_k`` records of ``source_db`` for each of ``tasks`` here and commit
     them to ``own_db``.
 
     Parameters
     ----------
     tasks : sequence of ExtractedTask
-        The tasks to seed (those without a record of their own).
+        The tasks to seed (those without a record of their own, or any with ``own_too``).
     own_db, source_db : tvm.s_tir.meta_schedule.database.Database
         This machine's database (written) and the other CPU's (only read).
     target : tvm.target.Target
@@ -74,6 +75,10 @@ def seed_tasks(tasks: Sequence[Any], own_db: Any, source_db: Any, target: Any, b
         MetaSchedule builder and runner, as for tuning.
     progress : callable, optional
         Called with ``(schedules timed, schedules to time)`` after each batch.
+    own_too : bool
+        Also time ``own_db``'s own ``top_k`` records of each task, in the same batches as the
+        source's, and commit them again with these times: a record's old time may come from
+        another lowering or another hour of a shared machine, and the build takes the fastest.
 
     Returns
     -------
@@ -83,15 +88,16 @@ def seed_tasks(tasks: Sequence[Any], own_db: Any, source_db: Any, target: Any, b
 
     from tvm_ofa.compiler.runners import build_records, run_built
 
-    todo = []  # (task, source record)
+    todo = []  # (task, record to time here)
     for task in tasks:
         mod = task.dispatched[0]
-        # has_workload first: committing a workload the source lacks would write to its files
-        if not source_db.has_workload(mod):
-            continue
-        for rec in source_db.get_top_k(source_db.commit_workload(mod), top_k):
-            if rec.run_secs and min(float(s) for s in rec.run_secs) < 1e9:
-                todo.append((task, rec))
+        for db in (source_db, own_db) if own_too else (source_db,):
+            # has_workload first: committing a workload the source lacks would write to its files
+            if not db.has_workload(mod):
+                continue
+            for rec in db.get_top_k(db.commit_workload(mod), top_k):
+                if rec.run_secs and min(float(s) for s in rec.run_secs) < 1e9:
+                    todo.append((task, rec))
     dev_type = "cuda" if target.kind.name == "cuda" else "cpu"
     seeded, measured, failed = set(), 0, 0  # seeded: ids of the tasks
     for i in range(0, len(todo), batch):

@@ -150,7 +150,7 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
          progress: Optional[ProgressFn] = None, min_repeat_ms: int = 40, seed: int | None = None,
          builder: Any = None, runner: Any = None, strategy: str = "evolutionary",
          only: Optional[Collection[str]] = None, seed_from: str | Path | None = None,
-         seed_top_k: int = 3) -> TuneReport:
+         seed_top_k: int = 3, reseed: bool = False) -> TuneReport:
     """Tune the workloads of ``lowered`` that the target's database does not cover yet.
 
     Parameters
@@ -180,6 +180,11 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
         of every task with no record here are timed here and committed as this machine's records
         (:mod:`tvm_ofa.compiler.seed`), and the search starts from them. Tasks it covers are
         tuned here. Without it, the calibration source (if any) seeds the tasks ``only`` names.
+    reseed : bool
+        With ``seed_from``: seed every task (those ``only`` names), tuned here or not, and time
+        this machine's own ``seed_top_k`` best records beside them in the same run, so that the
+        build takes whichever is fastest here now. For records timed before a change of
+        lowering (the TIR pipeline) or taken on another CPU whose schedules may beat them.
 
     Returns
     -------
@@ -200,6 +205,8 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
         raise TuningError(f"trials per task must be positive (0 only with a folder to seed from), "
                           f"got {budget}")
     seed_src = check_source(seed_from, log_dir) if seed_from is not None else None
+    if reseed and seed_src is None:
+        raise TuningError("reseed needs seed_from (--seed-from): another CPU's log folder to time beside this one's")
     for opt, want in cfg.lowering.items():
         if lowered.lowering[opt] != want:
             # each option changes workloads: such records would never be found by the other build
@@ -253,7 +260,15 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
         report = TuneReport(log_dir=str(log_dir), tasks_total=len(tasks), tasks_skipped=state["skipped"],
                             tasks_tuned=len(pending) if budget else 0, new_trials=0, estimated_ms=None,
                             skipped_lines=tdb.skipped_lines, task_names=names)
-        if pending:
+        to_seed = [i for i in pending if counts.get(keys[i], 0) == 0]
+        if reseed:
+            to_seed = list(range(len(tasks)))
+            if only is not None:
+                to_seed = [i for i in to_seed
+                           if (w := workload_from_mod(tasks[i].dispatched[0])) is not None and w.key in wanted]
+        if seed_src is None:
+            to_seed = []
+        if pending or to_seed:
             if runner is None:
                 ok, why = measurable(cfg)
                 if not ok:
@@ -261,11 +276,10 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
                 runner = make_runner(cfg, min_repeat_ms)
             builder = builder or make_builder(cfg)
         try:
-            unseeded = [i for i in pending if counts.get(keys[i], 0) == 0]
-            if seed_src is not None and unseeded:
-                _seed(report, state, [tasks[i] for i in unseeded], tdb, seed_src, target, builder,
-                      runner, seed_top_k, progress)
-                for i in unseeded:
+            if to_seed:
+                _seed(report, state, [tasks[i] for i in to_seed], tdb, seed_src, target, builder,
+                      runner, seed_top_k, progress, own_too=reseed)
+                for i in to_seed:
                     secs = tdb.best_seconds(tasks[i].dispatched[0], target)
                     if secs is not None:
                         state["best"][names[i]] = secs
@@ -275,7 +289,7 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
                 tdb.mark_finished([keys[i] for i in pending], budget)
                 report.new_trials = state["trials"]
         finally:
-            if pending and hasattr(builder, "shutdown"):
+            if (pending or to_seed) and hasattr(builder, "shutdown"):
                 builder.shutdown()  # the persistent pool's workers go with the tune
         report.estimated_ms = _estimate(state)
         return report
@@ -309,14 +323,15 @@ def _run_tuner(cfg: TargetConfig, tasks: list, state: dict, tdb: Any, builder: A
 
 
 def _seed(report: TuneReport, state: dict, tasks: list, tdb: Any, source: Path, target: Any,
-          builder: Any, runner: Any, top_k: int, progress: Optional[ProgressFn]) -> None:
+          builder: Any, runner: Any, top_k: int, progress: Optional[ProgressFn],
+          own_too: bool = False) -> None:
     def step(done: int, total: int) -> None:
         if progress is not None:
             progress(TuneProgress(state["skipped"], state["total"], done, total, None, "seeding"))
 
     try:
         rep = seed_tasks(tasks, tdb.db, open_database(source).db, target, builder, runner,
-                         top_k=top_k, progress=step)
+                         top_k=top_k, progress=step, own_too=own_too)
     except TvmOfaError:
         raise
     except Exception as exc:  # a TVM error: one line
