@@ -34,7 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--target", default="host-cpu-prepack", help="target config (path or shipped name)")
     p.add_argument("--subnet", default="largest", choices=("smallest", "middle", "largest"))
     p.add_argument("--resolution", type=int, default=224)
-    p.add_argument("--trials", type=int, required=True, help="trials per chosen task, in all")
+    p.add_argument("--trials", type=int, required=True,
+                   help="trials per chosen task, in all: those it had before count")
     p.add_argument("--log-root", default="tuning_logs")
     p.add_argument("--slow-gflops", type=float, default=None, metavar="G")
     p.add_argument("--min-ms", type=float, default=0.1, metavar="M",
@@ -103,6 +104,10 @@ def main(argv=None) -> int:
     except TvmOfaError as exc:
         raise SystemExit(f"error: {exc}") from None
     print(f"tuned {rep.tasks_tuned} tasks, {rep.new_trials} trials in {time.time() - t0:.0f} s")
+    if not rep.tasks_tuned:
+        # --trials counts every trial a task ever had here (records or a finished tune's budget)
+        print(f"note: every chosen workload already had {args.trials} trials here; "
+              "--trials is the total per task: give more to tune them again")
     return 0
 
 
