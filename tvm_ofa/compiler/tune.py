@@ -201,12 +201,12 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
     per_round = int(trials_per_round or cfg.tuning["trials_per_round"])
     target = cfg.tvm_target()
     log_dir = cfg.log_dir(log_root)
+    if reseed and seed_from is None:
+        raise TuningError("reseed needs seed_from (--seed-from): another CPU's log folder to time beside this one's")
     if budget < 0 or (budget == 0 and seed_from is None):
         raise TuningError(f"trials per task must be positive (0 only with a folder to seed from), "
                           f"got {budget}")
     seed_src = check_source(seed_from, log_dir) if seed_from is not None else None
-    if reseed and seed_src is None:
-        raise TuningError("reseed needs seed_from (--seed-from): another CPU's log folder to time beside this one's")
     for opt, want in cfg.lowering.items():
         if lowered.lowering[opt] != want:
             # each option changes workloads: such records would never be found by the other build
