@@ -145,8 +145,8 @@ def interleaved(fns: dict, rounds: int, repeats: int, settle: float = SETTLE_S) 
     """name -> the median ms of each round.
 
     Each runtime's turn starts after ``settle`` seconds idle: the runtime timed before it may
-    leave pool threads busy after its last call (TVM's worker spins on a core for ~0.2 s on
-    these VMs), which would slow the next runtime's calls, not its own.
+    leave pool threads busy after its last call (``bench/pool_spin.py`` shows for how long TVM's
+    do), which would slow the next runtime's calls, not its own.
     """
     for f in fns.values():  # warm up every runtime before the first timed round
         for _ in range(3):

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
                            out_root=args.out, tune_first=not args.no_tune,
                            trials_per_task=args.trials, trials_per_round=args.trials_per_round,
                            progress=update, measure=not args.no_measure, seed_from=args.seed_from,
-                   reseed=args.reseed)
+                           reseed=args.reseed)
     finally:
         close()
     meta = read_metadata(out)

@@ -202,7 +202,8 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
     target = cfg.tvm_target()
     log_dir = cfg.log_dir(log_root)
     if reseed and seed_from is None:
-        raise TuningError("reseed needs seed_from (--seed-from): another CPU's log folder to time beside this one's")
+        raise TuningError("reseed needs seed_from (--seed-from): another CPU's log folder to time "
+                          "beside this one's")
     if budget < 0 or (budget == 0 and seed_from is None):
         raise TuningError(f"trials per task must be positive (0 only with a folder to seed from), "
                           f"got {budget}")
@@ -222,16 +223,17 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
         tasks = extract_tasks(lowered.mod, target)
         counts = tdb.record_counts()
         keys = [tdb.workload_key(t.dispatched[0]) for t in tasks]
-        # a finished task with no record left (its records were set aside as unloadable) is
-        # tuned again
-        pending = [i for i, k in enumerate(keys)
-                   if counts.get(k, 0) == 0 or max(counts.get(k, 0), tdb.finished_budget(k)) < budget]
+        selected = list(range(len(tasks)))  # the tasks ``only`` names (all without it)
         if only is not None:
             from tvm_ofa.predict.workloads import workload_from_mod
 
             wanted = set(only)
-            pending = [i for i in pending
-                       if (w := workload_from_mod(tasks[i].dispatched[0])) is not None and w.key in wanted]
+            selected = [i for i in selected
+                        if (w := workload_from_mod(tasks[i].dispatched[0])) is not None and w.key in wanted]
+        # a finished task with no record left (its records were set aside as unloadable) is
+        # tuned again
+        pending = [i for i in selected if counts.get(keys[i], 0) == 0
+                   or max(counts.get(keys[i], 0), tdb.finished_budget(keys[i])) < budget]
         if only is not None or seed_src is not None:
             seed_src = seed_src or calibration_source(log_dir)
         else:
@@ -260,14 +262,10 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
         report = TuneReport(log_dir=str(log_dir), tasks_total=len(tasks), tasks_skipped=state["skipped"],
                             tasks_tuned=len(pending) if budget else 0, new_trials=0, estimated_ms=None,
                             skipped_lines=tdb.skipped_lines, task_names=names)
-        to_seed = [i for i in pending if counts.get(keys[i], 0) == 0]
-        if reseed:
-            to_seed = list(range(len(tasks)))
-            if only is not None:
-                to_seed = [i for i in to_seed
-                           if (w := workload_from_mod(tasks[i].dispatched[0])) is not None and w.key in wanted]
         if seed_src is None:
             to_seed = []
+        else:
+            to_seed = selected if reseed else [i for i in pending if counts.get(keys[i], 0) == 0]
         if pending or to_seed:
             if runner is None:
                 ok, why = measurable(cfg)
