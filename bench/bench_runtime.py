@@ -170,21 +170,40 @@ def pooled_median(loads: list[dict[str, list[float]]]) -> dict[str, float]:
     return {n: statistics.median([v for load in loads for v in load[n]]) for n in loads[0]}
 
 
+def paired_ratio(loads: list[dict[str, list[float]]], name: str) -> tuple[float, int, int]:
+    """``name``'s time over ONNX Runtime's round by round: (median ratio, rounds with a ratio of
+    at most 1, rounds).
+
+    The two medians of a round are taken seconds apart, so the machine's slow phases (1.3-1.6x,
+    "Slow phases" in docs/BENCHMARKS.md) move both alike; pooled medians can come from
+    different phases.
+    """
+    ratios = [a / b for load in loads for a, b in zip(load[name], load[ORT])]
+    return statistics.median(ratios), sum(r <= 1 for r in ratios), len(ratios)
+
+
+def _bold(r: float) -> str:
+    return f"**{r:.2f}**" if r <= 1 else f"{r:.2f}"
+
+
 def table_rows(rows: list, tvm_columns: list[str], targets: list[str]) -> list[str]:
     """The markdown table of ``rows`` (``(subnet, px, arch id, tuning per target, median ms per
-    runtime)``): the runtimes' times, each target's coverage and its time over ONNX Runtime's
-    (the issue's bar: at most 1, in bold)."""
+    runtime, paired ratio per TVM column)``, the last from :func:`paired_ratio`): the runtimes'
+    times, each target's coverage, its time over ONNX Runtime's (the issue's bar: at most 1, in
+    bold) and the same ratio round by round."""
     runtimes = list(rows[0][4]) if rows else []
     lines = ["| subnet | px | " + " | ".join(runtimes) + " | "
              + " | ".join(c.replace("tvm-ofa", "tuned workloads") for c in tvm_columns) + " | "
-             + " | ".join(f"{c} / ORT" for c in tvm_columns) + " |",
-             "| --- | --- | " + " | ".join("---" for _ in runtimes) + " | ---" * 2 * len(tvm_columns) + " |"]
-    for name, res, aid, tun, med in rows:
-        ratios = [med[c] / med[ORT] for c in tvm_columns]
+             + " | ".join(f"{c} / ORT" for c in tvm_columns) + " | "
+             + " | ".join(f"{c} / ORT per round (rounds <= 1)" for c in tvm_columns) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in runtimes) + " | ---" * 3 * len(tvm_columns) + " |"]
+    for name, res, aid, tun, med, paired in rows:
         lines.append(f"| {name} (`{aid}`) | {res} | " + " | ".join(f"{med[r]:.2f} ms" for r in runtimes)
                      + " | " + " | ".join(f"{tun[t]['tuned_workloads']}/{tun[t]['total_workloads']}"
                                           for t in targets) + " | "
-                     + " | ".join(f"**{r:.2f}**" if r <= 1 else f"{r:.2f}" for r in ratios) + " |")
+                     + " | ".join(_bold(med[c] / med[ORT]) for c in tvm_columns) + " | "
+                     + " | ".join(f"{_bold(paired[c][0])} ({paired[c][1]}/{paired[c][2]})"
+                                  for c in tvm_columns) + " |")
     return lines
 
 
@@ -253,7 +272,8 @@ def main(argv=None) -> int:
                 loads = [interleaved(runners(module, x, folders, args.threads, onnx_path),
                                      args.rounds, args.repeats) for _ in range(args.loads)]
             med = pooled_median(loads)
-            rows.append((name, res, arch.id, tuning, med))
+            rows.append((name, res, arch.id, tuning, med,
+                         {c: paired_ratio(loads, c) for c in folders}))
             print("  " + "  ".join(f"{k} {v:.2f} ms" for k, v in med.items()), flush=True)
     trials = cfg.tuning["trials_per_task"] if args.trials is None else args.trials
     tuned = "no new tuning" if args.no_tune else f"{trials} trials per task"

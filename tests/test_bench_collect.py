@@ -179,12 +179,25 @@ def test_bench_runtime_table_gives_each_tvm_column_over_onnx_runtime():
     tun = {"a": {"tuned_workloads": 51, "total_workloads": 51},
            "b": {"tuned_workloads": 50, "total_workloads": 51}}
     med = {"ONNX Runtime": 2.0, "tvm-ofa (TVM)": 2.5, "tvm-ofa (b)": 1.9}
-    lines = bench.table_rows([("smallest", 160, "r160-x", tun, med)], ["tvm-ofa (TVM)", "tvm-ofa (b)"],
-                             ["a", "b"])
-    assert lines[0].endswith("| tuned workloads (TVM) | tuned workloads (b) | tvm-ofa (TVM) / ORT | tvm-ofa (b) / ORT |")
-    assert lines[1].count("---") == 2 + 3 + 4
+    paired = {"tvm-ofa (TVM)": (1.1, 3, 10), "tvm-ofa (b)": (0.9, 8, 10)}
+    lines = bench.table_rows([("smallest", 160, "r160-x", tun, med, paired)],
+                             ["tvm-ofa (TVM)", "tvm-ofa (b)"], ["a", "b"])
+    assert lines[0].endswith("| tuned workloads (TVM) | tuned workloads (b) | tvm-ofa (TVM) / ORT "
+                             "| tvm-ofa (b) / ORT | tvm-ofa (TVM) / ORT per round (rounds <= 1) "
+                             "| tvm-ofa (b) / ORT per round (rounds <= 1) |")
+    assert lines[1].count("---") == 2 + 3 + 6
     assert lines[2] == ("| smallest (`r160-x`) | 160 | 2.00 ms | 2.50 ms | 1.90 ms | 51/51 | 50/51 "
-                        "| 1.25 | **0.95** |")
+                        "| 1.25 | **0.95** | 1.10 (3/10) | **0.90** (8/10) |")
+
+
+def test_bench_runtime_pairs_each_round_with_onnx_runtimes():
+    """A slow phase moves both runtimes of a round alike: the ratio is taken round by round, and
+    the count says in how many rounds the artifact was at least as fast."""
+    bench = bench_script("bench_runtime")
+    loads = [{"ONNX Runtime": [2.0, 3.0, 2.0], "tvm": [1.8, 3.3, 2.0]},
+             {"ONNX Runtime": [2.0, 2.0], "tvm": [2.2, 1.9]}]
+    median, ahead, n = bench.paired_ratio(loads, "tvm")
+    assert (median, ahead, n) == (pytest.approx(1.0), 3, 5)
 
 
 def test_runtime_subsets_refuses_an_unknown_runtime_or_a_missing_artifact(tmp_path, capsys):
