@@ -12,7 +12,8 @@ kernel sum comes out a little above the plain end-to-end time, which is measured
 arguments, and times that call too: the second call finds its inputs and weights where the first
 left them (this core's caches, the same split across threads), as the tuner's repeated timing does.
 A kernel much slower in the run than called again pays for where its data was, not for its schedule.
-(Outputs of the run are then not meaningful: a kernel that updates a buffer in place runs twice.)
+The time in the run includes the hook's few microseconds, the second call's does not. (Outputs of
+the run are then not meaningful: a kernel that updates a buffer in place runs twice.)
 
     python bench/kernel_profile.py artifacts/host-cpu-prepack/r224-d44444-26d5eef6 --again --top 15
 
@@ -93,18 +94,19 @@ def main(argv=None) -> int:
           f"sum {sum(kernels.values()):.3f} ms")
     print(f"VM builtins: {sum(calls[s] for s in builtins) // args.runs} calls, "
           f"sum {sum(builtins.values()):.3f} ms")
+    again_ms = {s: 1e3 * t / args.runs for s, t in again.items()}
     if args.again:
-        again_ms = {s: 1e3 * t / args.runs for s, t in again.items()}
         total = sum(again_ms.values())
         print(f"the same kernels called again at once: sum {total:.3f} ms "
               f"(in the run {sum(kernels.values()) / total:.2f}x that)")
-        print(f"\nslowest {args.top} kernels (ms per run in the run, called again, ratio, calls per run)")
-        for s, t in sorted(kernels.items(), key=lambda kv: -kv[1])[:args.top]:
-            print(f"  {t:8.4f}  {again_ms[s]:8.4f}  {t / again_ms[s]:5.2f}x  x{calls[s] // args.runs}  {s}")
-        return 0
-    print(f"\nslowest {args.top} kernels (ms per run, calls per run, argument shapes)")
+    columns = ("ms per run in the run, called again, ratio, calls per run" if args.again
+               else "ms per run, calls per run, argument shapes")
+    print(f"\nslowest {args.top} kernels ({columns})")
     for s, t in sorted(kernels.items(), key=lambda kv: -kv[1])[:args.top]:
-        print(f"  {t:8.4f}  x{calls[s] // args.runs}  {s}  {shapes.get(s)}")
+        if args.again:
+            print(f"  {t:8.4f}  {again_ms[s]:8.4f}  {t / again_ms[s]:5.2f}x  x{calls[s] // args.runs}  {s}")
+        else:
+            print(f"  {t:8.4f}  x{calls[s] // args.runs}  {s}  {shapes.get(s)}")
     return 0
 
 

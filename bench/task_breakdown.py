@@ -13,6 +13,14 @@ kernels alone, now, against its record: a kernel whose schedule runs far slower 
 stands out from the machine's common factor (a slow phase moves every kernel alike).
 
     python bench/task_breakdown.py --log-dir tuning_logs/host-cpu/znver4 --arch arch.json --time-kernels host-cpu
+
+``--parallel-loops TARGET`` lists, for each fused kernel of that build, its parallel loop's
+extent and the output axes it splits across the threads (``ff`` output channels, ``yy`` rows):
+a kernel that reads every channel its producer split by channel reads half of them from the
+other core's cache.
+
+    python bench/task_breakdown.py --log-dir tuning_logs/host-cpu-prepack/rocketlake --arch largest \
+        --resolution 224 --parallel-loops host-cpu-prepack
 """
 
 from __future__ import annotations
@@ -36,6 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--time-kernels", metavar="TARGET", default=None,
                    help="also build the subnet for this target with the records and time each fused "
                         "kernel alone against its record (run it alone on the machine)")
+    p.add_argument("--parallel-loops", metavar="TARGET", default=None,
+                   help="also build the subnet for this target with the records and list the output "
+                        "axes each fused kernel's parallel loop splits across threads")
     return p.parse_args(argv)
 
 
@@ -88,39 +99,30 @@ def main(argv=None) -> int:
               f"{w.h}->{w.ho} px k{w.k} s{w.s}")
     if args.time_kernels:
         time_kernels(args, arch, {k: 1e3 * v for k, v in best.items()})
+    if args.parallel_loops:
+        parallel_loops(args, arch)
     return 0
 
 
-def time_kernels(args, arch, record_ms: dict) -> None:
-    """Each distinct fused kernel of the subnet's build, timed alone (best of 5 x 20 calls on
-    random inputs), against its workload's record; the largest excesses first."""
-    import numpy as np
+def scheduled_kernels(args, arch, cfg):
+    """Each distinct fused kernel of the subnet's build for ``cfg`` with the records of
+    ``args.log_dir`` applied: ``(name, PrimFunc, workload or None)``."""
     import tvm
     import tvm.tirx
-    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
     from tvm_ofa.arch import SearchSpace
-    from tvm_ofa.compiler import tir_pipeline
     from tvm_ofa.compiler.build import apply_database
     from tvm_ofa.compiler.database import open_database
     from tvm_ofa.compiler.lower import lower_module
     from tvm_ofa.nn.ofa_mbv3 import OFAMobileNetV3
     from tvm_ofa.predict.workloads import workload_from_mod
-    from tvm_ofa.targets import load_target
 
-    from tvm_ofa.compiler.measure import set_threads
-
-    cfg = load_target(args.time_kernels)
-    target = cfg.tvm_target()
-    set_threads(cfg.num_threads)  # the records' threads (TVM's own default is one thread here)
     supernet = OFAMobileNetV3(n_classes=args.n_classes, width_mult=args.width_mult,
                               space=SearchSpace(resolutions=(arch.resolution,))).eval()
     low = lower_module(supernet.extract(arch), (1, 3, arch.resolution, arch.resolution), **cfg.lowering)
-    mod = apply_database(low.mod, target, open_database(args.log_dir).db)
-    dev = tvm.cpu()
-    rng = np.random.default_rng(0)
-    rows = []
+    mod = apply_database(low.mod, cfg.tvm_target(), open_database(args.log_dir).db)
     names = {gv.name_hint for gv in low.mod.get_global_vars()}
+
     for gv, f in mod.functions_items():
         # a prepacked build calls "<name>_prepacked" (the workload of "<name>" on packed weights);
         # "<name>_weight_prepack" ran once, at build time
@@ -128,14 +130,90 @@ def time_kernels(args, arch, record_ms: dict) -> None:
         if not isinstance(f, tvm.tirx.PrimFunc) or name.endswith("_weight_prepack") \
                 or name not in names:
             continue
-        w = workload_from_mod(tvm.IRModule({"main": low.mod[name].with_attr("global_symbol", "main")}))
+        yield gv.name_hint, f, workload_from_mod(
+            tvm.IRModule({"main": low.mod[name].with_attr("global_symbol", "main")}))
+
+
+def split_axes(func) -> list[tuple[int, list[str]]]:
+    """Each parallel loop of a scheduled PrimFunc: its extent, and the spatial axes of its compute
+    block (the first one under the loop that reduces, else the first) on which the two halves of
+    the loop differ: TVM's pool hands the first half to one thread and the second to the other, so
+    these are the axes the kernel's output is split along (``ff`` channels, ``yy`` rows, ...)."""
+    import tvm
+    import tvm.sym
+    import tvm_ffi
+    from tvm import s_tir, tirx
+
+    loops: list = []
+
+    def on_loop(loop):
+        if loop.kind == tirx.ForKind.PARALLEL:
+            loops.append(loop)
+        return loop
+
+    tvm_ffi.structural_map(func.body, (tirx.For, on_loop))
+    analyzer = tvm.sym.Analyzer()
+    out = []
+    for loop in loops:
+        blocks: list = []
+        tvm_ffi.structural_map(loop.body, (s_tir.SBlockRealize, lambda r: blocks.append(r) or r))
+        if not blocks:
+            out.append((int(loop.extent), []))
+            continue
+        compute = next((b for b in blocks if any(iv.iter_type == tirx.IterVar.CommReduce
+                                                 for iv in b.block.iter_vars)), blocks[0])
+        half = int(loop.extent) // 2
+
+        def at(value, k, var=loop.loop_var):
+            # the binding with the parallel variable at k and every inner loop at 0 (a scheduled
+            # kernel's loop variables share one integer type)
+            return analyzer.simplify(tvm_ffi.structural_map(
+                value, (tirx.Var, lambda v: tirx.const(k if v.same_as(var) else 0, var.ty))))
+
+        axes = [iv.var.name.removeprefix("v_")
+                for iv, value in zip(compute.block.iter_vars, compute.iter_values)
+                if iv.iter_type == tirx.IterVar.DataPar
+                and not tvm_ffi.structural_equal(at(value, 0), at(value, half))]
+        out.append((int(loop.extent), axes))
+    return out
+
+
+def parallel_loops(args, arch) -> None:
+    """For each distinct fused kernel of the subnet's build, the output axes its parallel loops
+    split across threads."""
+    from tvm_ofa.targets import load_target
+
+    print("\nparallel loops (extent: axes split across threads), per fused kernel")
+    for name, f, w in scheduled_kernels(args, arch, load_target(args.parallel_loops)):
+        loops = "; ".join(f"{n}: {','.join(axes) or '-'}" for n, axes in split_axes(f)) or "none"
+        print(f"  {loops:24s} {w.key if w else name}")
+
+
+def time_kernels(args, arch, record_ms: dict) -> None:
+    """Each distinct fused kernel of the subnet's build, timed alone (best of 5 x 20 calls on
+    random inputs), against its workload's record; the largest excesses first."""
+    import numpy as np
+    import tvm
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    from tvm_ofa.compiler import tir_pipeline
+    from tvm_ofa.compiler.measure import set_threads
+    from tvm_ofa.targets import load_target
+
+    cfg = load_target(args.time_kernels)
+    target = cfg.tvm_target()
+    set_threads(cfg.num_threads)  # the records' threads (TVM's own default is one thread here)
+    dev = tvm.cpu()
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, f, w in scheduled_kernels(args, arch, cfg):
         lib = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target,
                           tir_pipeline=tir_pipeline.register()).jit()
         tensors = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in a.shape]).astype(a.dtype), dev)
                    for a in ArgInfo.from_prim_func(f)]
         now = 1e3 * min(lib.time_evaluator("main", dev, number=20, repeat=5)(*tensors).results)
         rows.append((now, record_ms.get(w.key) if w else None, bool((f.attrs or {}).get("tirx.is_scheduled")),
-                     w.key if w else gv.name_hint))
+                     w.key if w else name))
     known = [r for r in rows if r[1]]
     if not known:
         print(f"\n{len(rows)} distinct kernels built, none with a record in {args.log_dir}: nothing to compare")
