@@ -17,6 +17,11 @@ the run are then not meaningful: a kernel that updates a buffer in place runs tw
 
     python bench/kernel_profile.py artifacts/host-cpu-prepack/r224-d44444-26d5eef6 --again --top 15
 
+``--producer`` (with ``--again``) also times each kernel a third way: the kernel called just before
+it in the run (in a chain of layers, the one that wrote its input) is run again first, then the
+kernel. A kernel that is as slow that way as in the run pays for what its producer left behind
+(where its input sits, what the producer evicted), not for anything further back.
+
 Run it alone on the machine.
 """
 
@@ -39,6 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--top", type=int, default=12, help="how many of the slowest kernels to list")
     p.add_argument("--again", action="store_true",
                    help="also time each kernel called again at once on the same arguments")
+    p.add_argument("--producer", action="store_true",
+                   help="with --again: also time each kernel right after the kernel before it "
+                        "runs again")
     return p.parse_args(argv)
 
 
@@ -62,8 +70,12 @@ def main(argv=None) -> int:
     main_fn = art.vm[art.metadata.get("entry", "main")]
     plain = time_calls(lambda: main_fn(x), warmup=20, repeats=200)
 
+    if args.producer and not args.again:
+        raise SystemExit("error: --producer goes with --again")
     spent: dict[str, float] = defaultdict(float)
     again: dict[str, float] = defaultdict(float)
+    after: dict[str, float] = defaultdict(float)
+    previous: list = []  # the kernel called last in the run: (function, arguments)
     calls: dict[str, int] = defaultdict(int)
     shapes: dict[str, list] = {}
     started = [0.0]
@@ -78,6 +90,13 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             func(*call_args)
             again[symbol] += time.perf_counter() - t0
+            if args.producer:
+                if previous:
+                    previous[0](*previous[1])
+                t0 = time.perf_counter()
+                func(*call_args)
+                after[symbol] += time.perf_counter() - t0
+                previous[:] = [func, call_args]
         if symbol not in shapes:
             shapes[symbol] = [tuple(a.shape) for a in call_args if hasattr(a, "shape")]
         return 0
@@ -95,16 +114,24 @@ def main(argv=None) -> int:
     print(f"VM builtins: {sum(calls[s] for s in builtins) // args.runs} calls, "
           f"sum {sum(builtins.values()):.3f} ms")
     again_ms = {s: 1e3 * t / args.runs for s, t in again.items()}
+    after_ms = {s: 1e3 * t / args.runs for s, t in after.items()}
     if args.again:
         total = sum(again_ms.values())
         print(f"the same kernels called again at once: sum {total:.3f} ms "
               f"(in the run {sum(kernels.values()) / total:.2f}x that)")
+    if args.producer:
+        print(f"the same kernels called again right after the kernel before them: sum "
+              f"{sum(after_ms.values()):.3f} ms")
     columns = ("ms per run in the run, called again, ratio, calls per run" if args.again
                else "ms per run, calls per run, argument shapes")
+    if args.producer:
+        columns = columns.replace("ratio, ", "ratio, after the kernel before, ")
     print(f"\nslowest {args.top} kernels ({columns})")
     for s, t in sorted(kernels.items(), key=lambda kv: -kv[1])[:args.top]:
         if args.again:
-            print(f"  {t:8.4f}  {again_ms[s]:8.4f}  {t / again_ms[s]:5.2f}x  x{calls[s] // args.runs}  {s}")
+            prod = f"  {after_ms[s]:8.4f}" if args.producer else ""
+            print(f"  {t:8.4f}  {again_ms[s]:8.4f}  {t / again_ms[s]:5.2f}x{prod}  "
+                  f"x{calls[s] // args.runs}  {s}")
         else:
             print(f"  {t:8.4f}  x{calls[s] // args.runs}  {s}  {shapes.get(s)}")
     return 0

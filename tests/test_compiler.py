@@ -223,6 +223,48 @@ def test_seeding_from_another_cpus_folder_times_its_schedules_here(tuned, tmp_pa
 
 
 @pytest.mark.slow
+def test_split_rows_target_seeds_from_a_plain_folder_and_tunes_only_row_splits(tuned, mini, tmp_path):
+    """A ``split_rows`` target: its workloads carry the mark, seeding from a folder of the
+    unmarked lowering keeps only schedules whose threads can split rows (moving tiles outward
+    where needed), tuning keeps to them too, and the build matches torch."""
+    from tvm import relax
+
+    from tvm_ofa.compiler.build import build
+    from tvm_ofa.compiler.database import open_database
+    from tvm_ofa.compiler.lower import lower_module
+    from tvm_ofa.compiler.parallel import ATTR, row_splittable
+    from tvm_ofa.compiler.tune import coverage, tune
+
+    plain_cfg, _, root, first, _ = tuned
+    cfg = host_cfg(name="host-test-rows", split_rows=True)
+    low = lower_module(mini, (1, 3, 32, 32), **cfg.lowering)
+    assert all((f.attrs or {}).get(ATTR) for _, f in low.mod.functions_items()
+               if isinstance(f, tvm.tirx.PrimFunc))
+    rep = tune(cfg, low, log_root=tmp_path, trials_per_task=0,
+               seed_from=str(plain_cfg.log_dir(root)), min_repeat_ms=5)
+    assert rep.seeded_tasks > 0 and rep.seed_measured >= rep.seeded_tasks
+
+    def splittable(recs) -> bool:
+        for r in recs:
+            sch = tvm.s_tir.Schedule(r.workload.mod)
+            r.trace.apply_to_schedule(sch, remove_postproc=False)
+            if not row_splittable(sch.mod["main"]):
+                return False
+        return True
+
+    db = open_database(cfg.log_dir(tmp_path)).db
+    assert splittable(db.get_all_tuning_records())
+    tune(cfg, low, log_root=tmp_path, trials_per_task=4, min_repeat_ms=5)
+    recs = open_database(cfg.log_dir(tmp_path)).db.get_all_tuning_records()
+    assert len(recs) > rep.seed_measured and splittable(recs)
+    assert coverage(cfg, low, tmp_path)[0] == first.tasks_total
+    vm = relax.VirtualMachine(build(low.mod, cfg.tvm_target(), open_database(cfg.log_dir(tmp_path)).db),
+                              tvm.cpu())
+    x = np.random.default_rng(4).standard_normal((1, 3, 32, 32)).astype("float32")
+    assert np.abs(vm["main"](tvm.runtime.tensor(x)).numpy() - _torch_out(mini, x)).max() <= 1e-4
+
+
+@pytest.mark.slow
 def test_reseeding_times_the_other_cpus_schedules_beside_this_ones(tuned, tmp_path):
     """``reseed``: every task, tuned here or not, gets the other CPU's best schedules and its own
     best ones timed again in one run; nothing is tuned, and the build can only get faster records."""
@@ -315,7 +357,7 @@ def test_deinterleaved_lowering_matches_torch_and_keeps_the_workloads(tmp_path):
     cfg = host_cfg(name="host-test-deinterleave", deinterleave=True)
     plain = lower_module(net, (1, 3, 15, 15))
     low = lower_module(net, (1, 3, 15, 15), **cfg.lowering)
-    assert low.lowering == {"prepack": False, "deinterleave": True}
+    assert low.lowering == {"prepack": False, "deinterleave": True, "split_rows": False}
 
     def kernels(lowered):
         return {gv.name_hint: f for gv, f in lowered.mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
@@ -504,6 +546,14 @@ def test_emit_load_fresh_process_and_rpc(tuned, mini, tmp_path, capsys):
     assert "the same kernels called again at once: sum" in printed and len(rows) == 2
     for in_run, again, ratio, *_ in rows:
         assert float(in_run) > 0 and float(again) > 0 and ratio.endswith("x")
+    # --producer: a third time per kernel, right after the kernel before it runs again
+    assert bench_script("kernel_profile").main([str(out), "--runs", "3", "--top", "2", "--again",
+                                                "--producer"]) == 0
+    printed = capsys.readouterr().out
+    rows = [ln.split() for ln in listed(printed)]
+    assert "right after the kernel before them: sum" in printed and len(rows) == 2
+    for in_run, again, ratio, after, calls, *_ in rows:
+        assert float(after) > 0 and calls.startswith("x")
 
 
 @pytest.mark.slow

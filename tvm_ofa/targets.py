@@ -19,6 +19,9 @@ Schema::
     deinterleave: false                  # optional: stride-2 depthwise convolutions read a copy of
                                          # their input split into even and odd columns, so that
                                          # their vector loads are contiguous (same caveat)
+    split_rows: false                    # optional: every kernel's threads split the image by
+                                         # rows, not channels, so that each core reads what it
+                                         # wrote (tvm_ofa.compiler.parallel; same caveat)
 """
 from __future__ import annotations
 
@@ -129,6 +132,7 @@ _FIELDS: dict[str, Callable[[str, str, Any], Any]] = {
     "description": _check_str,
     "prepack": _check_bool,
     "deinterleave": _check_bool,
+    "split_rows": _check_bool,
 }
 _REQUIRED = {"name", "target"}
 
@@ -149,12 +153,14 @@ class TargetConfig:
     description: str | None = None
     prepack: bool = False
     deinterleave: bool = False
+    split_rows: bool = False
 
     @property
     def lowering(self) -> dict[str, bool]:
         """The options of ``lower_module`` this target sets (they change its workloads, so its
         tuning records fit only a lowering with the same options)."""
-        return {"prepack": self.prepack, "deinterleave": self.deinterleave}
+        return {"prepack": self.prepack, "deinterleave": self.deinterleave,
+                "split_rows": self.split_rows}
 
     @property
     def is_native(self) -> bool:

@@ -37,6 +37,9 @@ class LoweredModel:
     deinterleave : bool
         Lowered with stride-2 depthwise convolutions reading a column-deinterleaved input (the
         same caveat).
+    split_rows : bool
+        Lowered with every fused function marked for row-split parallel loops
+        (:mod:`tvm_ofa.compiler.parallel`; the same caveat).
     """
 
     mod: Any
@@ -46,11 +49,13 @@ class LoweredModel:
     weights_sha256: str
     prepack: bool = False
     deinterleave: bool = False
+    split_rows: bool = False
 
     @property
     def lowering(self) -> dict[str, bool]:
         """The options it was lowered with (``TargetConfig.lowering`` names a target's)."""
-        return {"prepack": self.prepack, "deinterleave": self.deinterleave}
+        return {"prepack": self.prepack, "deinterleave": self.deinterleave,
+                "split_rows": self.split_rows}
 
 
 def fold_batchnorm(module: "torch.nn.Module") -> "torch.nn.Module":  # noqa: F821
@@ -151,7 +156,8 @@ def _passes(deinterleave: bool) -> list:
 
 
 def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa: F821
-                 fold_bn: bool = True, prepack: bool = False, deinterleave: bool = False) -> LoweredModel:
+                 fold_bn: bool = True, prepack: bool = False, deinterleave: bool = False,
+                 split_rows: bool = False) -> LoweredModel:
     """Lower a static, eval-mode torch module to a fused Relax module (NCHW, float32).
 
     Parameters
@@ -169,8 +175,11 @@ def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa:
         their tuning records (a target's ``prepack`` option).
     deinterleave : bool
         Lower stride-2 depthwise convolutions with :func:`dwconv_s2_deinterleaved` (a target's
-        ``deinterleave`` option; again other workloads). ``TargetConfig.lowering`` gives both
-        options of a target.
+        ``deinterleave`` option; again other workloads).
+    split_rows : bool
+        Mark every fused function so that its parallel loops split rows across threads
+        (:mod:`tvm_ofa.compiler.parallel`; a target's ``split_rows`` option; other workloads).
+        ``TargetConfig.lowering`` gives these options of a target.
 
     Returns
     -------
@@ -206,9 +215,15 @@ def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa:
         mod = seq(mod)
         if prepack:
             mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
+    if split_rows:
+        from tvm_ofa.compiler.parallel import ATTR
+
+        for gv, func in list(mod.functions_items()):
+            if isinstance(func, tvm.tirx.PrimFunc):
+                mod[gv] = func.with_attr(ATTR, True)
     if isinstance(out, (tuple, list)):
         out = out[0]
     return LoweredModel(mod=mod, input_shape=tuple(int(s) for s in input_shape),
                         output_shape=tuple(int(s) for s in out.shape), input_dtype="float32",
                         weights_sha256=digest.hexdigest(), prepack=prepack,
-                        deinterleave=deinterleave)
+                        deinterleave=deinterleave, split_rows=split_rows)

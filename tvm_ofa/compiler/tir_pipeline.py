@@ -1,5 +1,6 @@
-"""The TIR lowering pipeline of every CPU build: TVM's own, then stride-2 vector loads made
-contiguous.
+"""The TIR lowering pipeline of every CPU build: row-split parallel loops where the lowering
+asked for them (:mod:`tvm_ofa.compiler.parallel`), TVM's own lowering, then stride-2 vector loads
+made contiguous.
 
 In NCHW, neighbouring outputs of a stride-2 convolution read every other input column, so the
 schedules that vectorize along output columns load ``A[ramp(b, 2, n)]``. TVM 0.27's LLVM backend
@@ -74,26 +75,33 @@ def _on_cpu(func: Any) -> bool:
     return target is not None and target.kind.name == "llvm"
 
 
-def _pass() -> Any:
+def _function_pass(name: str, rewrite: Any, applies: Any) -> Any:
+    """A module pass that rewrites each PrimFunc for which ``applies`` holds."""
     import tvm
     from tvm import tirx
 
-    @tvm.transform.module_pass(opt_level=0, name="tvm_ofa.ContiguousStride2Loads")
-    def contiguous_loads(mod: Any, _ctx: Any) -> Any:
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    def rewrite_functions(mod: Any, _ctx: Any) -> Any:
         for gv, func in list(mod.functions_items()):
-            if isinstance(func, tirx.PrimFunc) and _on_cpu(func):
-                mod[gv] = contiguous_stride2_loads(func)
+            if isinstance(func, tirx.PrimFunc) and applies(func):
+                mod[gv] = rewrite(func)
         return mod
 
-    return contiguous_loads
+    return rewrite_functions
 
 
 def _pipeline() -> tuple[Any, Any, Any]:
     import tvm
     from tvm.s_tir.pipeline import default_s_tir_pipeline
 
+    from tvm_ofa.compiler.parallel import marked, rows_first
+
     lower, host, device = default_s_tir_pipeline()
-    return tvm.transform.Sequential([lower, _pass()]), host, device
+    return tvm.transform.Sequential([
+        _function_pass("tvm_ofa.RowsFirst", rows_first, marked),
+        lower,
+        _function_pass("tvm_ofa.ContiguousStride2Loads", contiguous_stride2_loads, _on_cpu),
+    ]), host, device
 
 
 def register() -> str:

@@ -117,6 +117,18 @@ def _strategy(kind: str, budget: int) -> Any:
     return factories[kind]()
 
 
+def _space(task: Any) -> Any:
+    """The design space of a task: MetaSchedule's for its target, and for a function lowered with
+    ``split_rows`` only the schedules whose threads can split rows (:mod:`.parallel`)."""
+    from tvm.s_tir.meta_schedule.space_generator import PostOrderApply
+
+    from tvm_ofa.compiler.parallel import marked, postprocs
+
+    if not marked(task.dispatched[0]["main"]):
+        return "post-order-apply"
+    return PostOrderApply(postprocs=postprocs(task.target))
+
+
 def _contexts(tasks: list, strategy: Any, seed: int | None, num_threads: Any
               ) -> tuple[list, list[float]]:
     """TuneContexts with one quiet logger: MetaSchedule's own ``get_loggers_from_work_dir`` adds a
@@ -131,7 +143,7 @@ def _contexts(tasks: list, strategy: Any, seed: int | None, num_threads: Any
     contexts, weights = [], []
     for task, rand_state in zip(tasks, fork_seed(seed, n=len(tasks))):
         contexts.append(TuneContext(mod=task.dispatched[0], target=task.target,
-                                    space_generator="post-order-apply", search_strategy=strategy,
+                                    space_generator=_space(task), search_strategy=strategy,
                                     task_name=task.task_name, logger=quiet, rand_state=rand_state,
                                     num_threads=num_threads).clone())
         weights.append(float(task.weight))
