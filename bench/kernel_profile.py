@@ -47,7 +47,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--producer", action="store_true",
                    help="with --again: also time each kernel right after the kernel before it "
                         "runs again")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.producer and not args.again:
+        p.error("--producer goes with --again")
+    return args
 
 
 def main(argv=None) -> int:
@@ -70,8 +73,6 @@ def main(argv=None) -> int:
     main_fn = art.vm[art.metadata.get("entry", "main")]
     plain = time_calls(lambda: main_fn(x), warmup=20, repeats=200)
 
-    if args.producer and not args.again:
-        raise SystemExit("error: --producer goes with --again")
     spent: dict[str, float] = defaultdict(float)
     again: dict[str, float] = defaultdict(float)
     after: dict[str, float] = defaultdict(float)

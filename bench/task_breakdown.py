@@ -139,41 +139,25 @@ def split_axes(func) -> list[tuple[int, list[str]]]:
     block (the first one under the loop that reduces, else the first) on which the two halves of
     the loop differ: TVM's pool hands the first half to one thread and the second to the other, so
     these are the axes the kernel's output is split along (``ff`` channels, ``yy`` rows, ...)."""
-    import tvm
     import tvm.sym
     import tvm_ffi
-    from tvm import s_tir, tirx
+    from tvm import tirx
 
-    loops: list = []
+    from tvm_ofa.compiler.parallel import binding_at, compute_block, parallel_loops
 
-    def on_loop(loop):
-        if loop.kind == tirx.ForKind.PARALLEL:
-            loops.append(loop)
-        return loop
-
-    tvm_ffi.structural_map(func.body, (tirx.For, on_loop))
     analyzer = tvm.sym.Analyzer()
     out = []
-    for loop in loops:
-        blocks: list = []
-        tvm_ffi.structural_map(loop.body, (s_tir.SBlockRealize, lambda r: blocks.append(r) or r))
-        if not blocks:
+    for loop in parallel_loops(func):
+        compute = compute_block(loop)
+        if compute is None:
             out.append((int(loop.extent), []))
             continue
-        compute = next((b for b in blocks if any(iv.iter_type == tirx.IterVar.CommReduce
-                                                 for iv in b.block.iter_vars)), blocks[0])
-        half = int(loop.extent) // 2
-
-        def at(value, k, var=loop.loop_var):
-            # the binding with the parallel variable at k and every inner loop at 0 (a scheduled
-            # kernel's loop variables share one integer type)
-            return analyzer.simplify(tvm_ffi.structural_map(
-                value, (tirx.Var, lambda v: tirx.const(k if v.same_as(var) else 0, var.ty))))
-
+        var, half = loop.loop_var, int(loop.extent) // 2
         axes = [iv.var.name.removeprefix("v_")
                 for iv, value in zip(compute.block.iter_vars, compute.iter_values)
                 if iv.iter_type == tirx.IterVar.DataPar
-                and not tvm_ffi.structural_equal(at(value, 0), at(value, half))]
+                and not tvm_ffi.structural_equal(binding_at(value, var, 0, analyzer),
+                                                 binding_at(value, var, half, analyzer))]
         out.append((int(loop.extent), axes))
     return out
 

@@ -554,6 +554,9 @@ def test_emit_load_fresh_process_and_rpc(tuned, mini, tmp_path, capsys):
     assert "right after the kernel before them: sum" in printed and len(rows) == 2
     for in_run, again, ratio, after, calls, *_ in rows:
         assert float(after) > 0 and calls.startswith("x")
+    with pytest.raises(SystemExit):
+        bench_script("kernel_profile").main([str(out), "--producer"])
+    assert "error: --producer goes with --again" in capsys.readouterr().err
 
 
 @pytest.mark.slow

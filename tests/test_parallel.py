@@ -39,7 +39,7 @@ def _scheduled(func, order: str, mark: bool = True):
 def _split(func) -> list:
     """Per parallel loop: the channel digit found (None: it does not split channels)."""
     analyzer = tvm.sym.Analyzer()
-    return [parallel._channel_digit(loop, analyzer) for loop in parallel._parallel_loops(func)]
+    return [parallel._channel_digit(loop, analyzer) for loop in parallel.parallel_loops(func)]
 
 
 def test_rows_first_turns_a_channel_split_into_a_row_split_with_the_same_results():

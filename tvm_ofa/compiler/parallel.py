@@ -28,7 +28,7 @@ ATTR = "tvm_ofa.split_rows"
 MIN_ROWS = 14
 
 
-def _compute_block(loop: Any) -> Any:
+def compute_block(loop: Any) -> Any:
     """The block realize under ``loop`` that reduces (else the first one), or None."""
     import tvm_ffi
     from tvm import s_tir, tirx
@@ -41,6 +41,16 @@ def _compute_block(loop: Any) -> Any:
                                           for iv in b.block.iter_vars)), blocks[0])
 
 
+def binding_at(value: Any, var: Any, k: int, analyzer: Any) -> Any:
+    """``value`` (a block binding) with the loop variable ``var`` at ``k`` and every other
+    variable at 0, simplified (a scheduled kernel's loop variables share one integer type)."""
+    import tvm_ffi
+    from tvm import tirx
+
+    return analyzer.simplify(tvm_ffi.structural_map(
+        value, (tirx.Var, lambda v: tirx.const(k if v.same_as(var) else 0, var.ty))))
+
+
 def _channel_digit(loop: Any, analyzer: Any) -> tuple[int, int] | None:
     """``(F, S)`` when ``loop`` (a parallel loop of extent ``F * S``) splits the channels of a
     4-D output of at least :data:`MIN_ROWS` rows between its halves, and the channel depends on
@@ -49,7 +59,7 @@ def _channel_digit(loop: Any, analyzer: Any) -> tuple[int, int] | None:
     import tvm_ffi
     from tvm import tirx
 
-    real = _compute_block(loop)
+    real = compute_block(loop)
     if real is None:
         return None
     data = [(iv, val) for iv, val in zip(real.block.iter_vars, real.iter_values)
@@ -59,9 +69,7 @@ def _channel_digit(loop: Any, analyzer: Any) -> tuple[int, int] | None:
     var, extent, channel = loop.loop_var, int(loop.extent), data[1][1]
 
     def at(k: int) -> Any:
-        # the binding with the parallel variable at k and every inner loop at 0
-        return analyzer.simplify(tvm_ffi.structural_map(
-            channel, (tirx.Var, lambda v: tirx.const(k if v.same_as(var) else 0, var.ty))))
+        return binding_at(channel, var, k, analyzer)
 
     first = at(0)
     if extent < 2 or tvm_ffi.structural_equal(first, at(extent // 2)):
@@ -99,7 +107,8 @@ def _permuted(loop: Any, channels: int, stride: int) -> Any:
                     loop.annotations)
 
 
-def _parallel_loops(func: Any) -> list:
+def parallel_loops(func: Any) -> list:
+    """The parallel loops of ``func``, outermost first."""
     import tvm_ffi
     from tvm import tirx
 
@@ -142,7 +151,7 @@ def row_splittable(func: Any) -> bool:
     if not marked(func):
         return True
     analyzer = tvm.sym.Analyzer()
-    return all(_channel_digit(loop, analyzer) != (0, 0) for loop in _parallel_loops(func))
+    return all(_channel_digit(loop, analyzer) != (0, 0) for loop in parallel_loops(func))
 
 
 def postprocs(target: Any) -> list:
