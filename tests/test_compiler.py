@@ -357,7 +357,7 @@ def test_deinterleaved_lowering_matches_torch_and_keeps_the_workloads(tmp_path):
     cfg = host_cfg(name="host-test-deinterleave", deinterleave=True)
     plain = lower_module(net, (1, 3, 15, 15))
     low = lower_module(net, (1, 3, 15, 15), **cfg.lowering)
-    assert low.lowering == {"prepack": False, "deinterleave": True, "split_rows": False}
+    assert low.lowering == {"prepack": False, "deinterleave": True, "split_rows": False, "nchwc": False}
 
     def kernels(lowered):
         return {gv.name_hint: f for gv, f in lowered.mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
@@ -373,6 +373,56 @@ def test_deinterleaved_lowering_matches_torch_and_keeps_the_workloads(tmp_path):
     assert np.abs(vm["main"](tvm.runtime.tensor(x)).numpy() - _torch_out(net, x)).max() <= 1e-4
     with pytest.raises(TuningError, match=r"^host-test.yaml: deinterleave: the target says true"):
         tune(cfg, plain, log_root=tmp_path)
+
+
+def test_nchwc_lowering_matches_torch_keeps_the_workloads_and_tunes(mini, tiny_sub, tmp_path):
+    """``nchwc: true``: convolutions whose channels are multiples of 8 run in NCHW8c (their own
+    TIR blocks), with the elementwise ops, SE means and residual adds between them (no layout
+    change inside a block); the parsed workloads of the convolutions are the plain lowering's;
+    tuned and built with prepacked weights, it matches PyTorch; a plain lowering is refused."""
+    from tvm import relax
+
+    from tvm_ofa.compiler.build import build
+    from tvm_ofa.compiler.database import open_database
+    from tvm_ofa.compiler.lower import lower_module
+    from tvm_ofa.compiler.tune import TuningError, coverage, tune
+    from tvm_ofa.predict.workloads import workload_from_mod
+
+    def kernels(lowered):
+        return [f for _, f in lowered.mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+
+    def conv_keys(lowered):
+        keys = (workload_from_mod(tvm.IRModule({"main": f})) for f in kernels(lowered))
+        return sorted(w.key for w in keys if w is not None and w.kind in ("conv2d", "dwconv", "mean"))
+
+    arch, sub = tiny_sub
+    res = arch.resolution
+    plain = lower_module(sub, (1, 3, res, res))
+    low = lower_module(sub, (1, 3, res, res), nchwc=True)
+    assert low.lowering["nchwc"] and not plain.lowering["nchwc"]
+    scripts = [f.script() for f in kernels(low)]
+    assert any('sblock("depthwise_conv2d_nchwc"' in s for s in scripts)
+    assert not any('sblock("group_conv2d_nchw"' in s for s in scripts)
+    assert sum('sblock("conv2d_nchw"' in s for s in scripts) == 1  # the RGB stem stays NCHW
+    # one layout change in (after the stem) and one out (before the classifier)
+    assert low.mod["main"].script().count("te_layout_transform") == 2
+    assert conv_keys(low) == conv_keys(plain)
+    x = np.random.default_rng(6).standard_normal((1, 3, res, res)).astype("float32")
+    vm = relax.VirtualMachine(build(low.mod, host_cfg().tvm_target()), tvm.cpu())
+    assert np.abs(vm["main"](tvm.runtime.tensor(x)).numpy() - _torch_out(sub, x)).max() <= 1e-4
+
+    # mini's SE reduce has 4 channels: that convolution stays NCHW, the rest is blocked
+    cfg = host_cfg(name="host-test-nchwc", prepack=True, nchwc=True)
+    low = lower_module(mini, (1, 3, 32, 32), **cfg.lowering)
+    assert any('sblock("conv2d_nchwc"' in f.script() for f in kernels(low))
+    rep = tune(cfg, low, log_root=tmp_path, min_repeat_ms=5)
+    assert rep.tasks_tuned == rep.tasks_total and coverage(cfg, low, tmp_path) == (rep.tasks_total,) * 2
+    db = open_database(cfg.log_dir(tmp_path)).db
+    vm = relax.VirtualMachine(build(low.mod, cfg.tvm_target(), db), tvm.cpu())
+    x = np.random.default_rng(7).standard_normal((1, 3, 32, 32)).astype("float32")
+    assert np.abs(vm["main"](tvm.runtime.tensor(x)).numpy() - _torch_out(mini, x)).max() <= 1e-4
+    with pytest.raises(TuningError, match=r"^host-test.yaml: nchwc: the target says true"):
+        tune(cfg, lower_module(mini, (1, 3, 32, 32), prepack=True), log_root=tmp_path)
 
 
 def test_lowering_records_lists_both_lowerings_of_each_strided_depthwise(tmp_path, capsys):
@@ -695,6 +745,36 @@ def test_pack_keeps_best_records_and_unpack_restores(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads /proc/stat")
+def test_local_runner_finishes_its_timings_before_the_search_goes_on():
+    """MetaSchedule's schedulers collect timings lazily, so the local runner waits for them
+    itself (:func:`synchronous`): when ``run`` returns, every timing has been taken, in order."""
+    from tvm.s_tir.meta_schedule.runner import RunnerInput, RunnerResult
+
+    from tvm_ofa.compiler.runners import synchronous
+
+    taken = []
+
+    class Pending:
+        def __init__(self, i):
+            self.i = i
+
+        def result(self):
+            taken.append(self.i)
+            return RunnerResult(run_secs=[tvm.tirx.FloatImm("float64", 1e-3 * (self.i + 1))], error_msg=None)
+
+    class Lazy:
+        pool = "the wrapped runner's pool"
+
+        def run(self, inputs):
+            return [Pending(i) for i in range(len(inputs))]
+
+    runner = synchronous(Lazy())
+    futures = runner.run([RunnerInput(f"a{i}.so", "cpu", []) for i in range(3)])
+    assert taken == [0, 1, 2] and all(f.done() for f in futures)
+    assert [float(f.result().run_secs[0]) for f in futures] == [1e-3, 2e-3, 3e-3]
+    assert runner.pool == "the wrapped runner's pool"
+
+
 def test_set_threads_sizes_tvms_pool_and_runner_workers_use_the_targets_threads():
     """TVM sizes its pool once, from TVM_NUM_THREADS or else half the CPUs on x86: artifacts
     loaded without the variable ran on one thread of this 2-core machine."""

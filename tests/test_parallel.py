@@ -79,6 +79,7 @@ def test_split_rows_target_option_marks_the_lowering():
     from tvm_ofa.targets import load_target, parse_target
 
     cfg = load_target(Path(__file__).resolve().parents[1] / "bench/targets/host-cpu-rows.yaml")
-    assert cfg.lowering == {"prepack": True, "deinterleave": False, "split_rows": True}
+    assert cfg.lowering == {"prepack": True, "deinterleave": False, "split_rows": True,
+                            "nchwc": False}
     with pytest.raises(Exception, match="split_rows: expected true or false"):
         parse_target({"name": "x", "target": {"kind": "llvm"}, "split_rows": "yes"}, "x.yaml")

@@ -20,9 +20,9 @@ def test_shipped_targets_validate():
 
 def test_lowering_options():
     assert load_target("host-cpu-prepack").lowering == {"prepack": True, "deinterleave": False,
-                                                        "split_rows": False}
+                                                        "split_rows": False, "nchwc": False}
     assert load_target("host-cpu").lowering == {"prepack": False, "deinterleave": False,
-                                                "split_rows": False}
+                                                "split_rows": False, "nchwc": False}
     # its own name, so its records (other workloads) never mix with host-cpu's
     assert load_target("host-cpu-prepack").log_dir("logs").parent.name == "host-cpu-prepack"
 

@@ -22,6 +22,8 @@ Schema::
     split_rows: false                    # optional: every kernel's threads split the image by
                                          # rows, not channels, so that each core reads what it
                                          # wrote (tvm_ofa.compiler.parallel; same caveat)
+    nchwc: false                         # optional: convolutions and the ops between them in the
+                                         # blocked NCHW8c layout (same caveat)
 """
 from __future__ import annotations
 
@@ -133,6 +135,7 @@ _FIELDS: dict[str, Callable[[str, str, Any], Any]] = {
     "prepack": _check_bool,
     "deinterleave": _check_bool,
     "split_rows": _check_bool,
+    "nchwc": _check_bool,
 }
 _REQUIRED = {"name", "target"}
 
@@ -154,13 +157,14 @@ class TargetConfig:
     prepack: bool = False
     deinterleave: bool = False
     split_rows: bool = False
+    nchwc: bool = False
 
     @property
     def lowering(self) -> dict[str, bool]:
         """The options of ``lower_module`` this target sets (they change its workloads, so its
         tuning records fit only a lowering with the same options)."""
         return {"prepack": self.prepack, "deinterleave": self.deinterleave,
-                "split_rows": self.split_rows}
+                "split_rows": self.split_rows, "nchwc": self.nchwc}
 
     @property
     def is_native(self) -> bool:

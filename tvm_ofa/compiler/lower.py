@@ -40,6 +40,9 @@ class LoweredModel:
     split_rows : bool
         Lowered with every fused function marked for row-split parallel loops
         (:mod:`tvm_ofa.compiler.parallel`; the same caveat).
+    nchwc : bool
+        Lowered with convolutions in the blocked ``NCHW8c`` layout (:func:`nchwc_passes`; the
+        same caveat).
     """
 
     mod: Any
@@ -50,12 +53,13 @@ class LoweredModel:
     prepack: bool = False
     deinterleave: bool = False
     split_rows: bool = False
+    nchwc: bool = False
 
     @property
     def lowering(self) -> dict[str, bool]:
         """The options it was lowered with (``TargetConfig.lowering`` names a target's)."""
         return {"prepack": self.prepack, "deinterleave": self.deinterleave,
-                "split_rows": self.split_rows}
+                "split_rows": self.split_rows, "nchwc": self.nchwc}
 
 
 def fold_batchnorm(module: "torch.nn.Module") -> "torch.nn.Module":  # noqa: F821
@@ -127,19 +131,92 @@ def _static_ints(shape: Any) -> tuple[int, ...] | None:
         return None
 
 
-def _legalize_conv2d(bb: Any, call: Any) -> Any:
-    """``relax.nn.conv2d`` as TOPI legalizes it, except stride-2 depthwise ones
-    (:func:`dwconv_s2_deinterleaved`)."""
+# channels per block of the ``nchwc`` layout: every width of the OFA space (16, 24, 40, 80, 112,
+# 160, their expansions and SE widths) is a multiple of 8 (16 would not divide 24 or 40), and
+# 8 fp32 lanes fill one 256-bit (AVX2) vector
+BLOCK = 8
+
+
+def _pad_nchwc(x: Any, kh: int, kw: int, stride: tuple[int, int], pad: tuple[int, int, int, int]
+               ) -> tuple[Any, int, int]:
+    """``(x zero-padded in H and W, output height, output width)`` of a blocked convolution."""
+    from tvm import topi
+
+    _, _, h, wd, _ = (int(v) for v in x.shape)
+    (sh, sw), (pt, pl, pb, pr) = stride, pad
+    if pt or pl or pb or pr:
+        x = topi.nn.pad(x, (0, 0, pt, pl, 0), (0, 0, pb, pr, 0), name="pad_temp")
+    return x, (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
+
+
+def conv2d_nchwc(x: Any, w: Any, stride: tuple[int, int], pad: tuple[int, int, int, int]) -> Any:
+    """TE compute of a dense convolution in ``NCHW8c`` with ``OIHW8o`` weights
+    ``(O/8, I, kh, kw, 8)``: each output pixel's 8 channels of a block are one vector, and the
+    reduction reads 8 channels of input from one cache line (NCHW reads one per channel plane).
+    The block is named ``conv2d_nchwc``, its iterators ``yy``/``xx`` as TOPI's, which the
+    workload parser (``tvm_ofa.predict.workloads``) reads."""
+    from tvm import te
+
+    n, cb = int(x.shape[0]), int(x.shape[4])
+    oc, ic, kh, kw, ob = (int(v) for v in w.shape)
+    sh, sw = stride
+    x, ho, wo = _pad_nchwc(x, kh, kw, stride, pad)
+    rc = te.reduce_axis((0, ic), "rc")
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    return te.compute(
+        (n, oc, ho, wo, ob),
+        lambda nn, ff, yy, xx, fb: te.sum(
+            x[nn, rc // cb, yy * sh + ry, xx * sw + rx, rc % cb] * w[ff, rc, ry, rx, fb],
+            axis=[rc, ry, rx]),
+        name="conv2d_nchwc")
+
+
+def dwconv2d_nchwc(x: Any, w: Any, stride: tuple[int, int], pad: tuple[int, int, int, int]) -> Any:
+    """TE compute of a depthwise convolution in ``NCHW8c`` with weights ``(C/8, 1, kh, kw, 8)``
+    (block ``depthwise_conv2d_nchwc``). TOPI's ``conv2d_NCHWc_OIHWo`` indexes grouped inputs
+    wrongly when there is one channel per group."""
+    from tvm import te
+
+    n, cc, _, _, cb = (int(v) for v in x.shape)
+    kh, kw = int(w.shape[2]), int(w.shape[3])
+    sh, sw = stride
+    x, ho, wo = _pad_nchwc(x, kh, kw, stride, pad)
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    return te.compute(
+        (n, cc, ho, wo, cb),
+        lambda nn, ff, yy, xx, fb: te.sum(
+            x[nn, ff, yy * sh + ry, xx * sw + rx, fb] * w[ff, 0, ry, rx, fb], axis=[ry, rx]),
+        name="depthwise_conv2d_nchwc")
+
+
+def _legalize_conv2d(bb: Any, call: Any, deinterleave: bool = False) -> Any:
+    """``relax.nn.conv2d`` as TOPI legalizes it, except ``NCHW8c`` ones (:func:`conv2d_nchwc`,
+    :func:`dwconv2d_nchwc`; TOPI's legalizer leaves blocked layouts unlowered) and, with
+    ``deinterleave``, stride-2 depthwise ones (:func:`dwconv_s2_deinterleaved`)."""
     import tvm
 
     a = call.attrs
     xs = _static_ints(call.args[0].ty.shape)
     ws = _static_ints(call.args[1].ty.shape)
     pad = [int(p) for p in a.padding]
-    if (xs is not None and ws is not None and str(a.data_layout) == "NCHW"
+    dilated = [int(v) for v in a.dilation] != [1, 1]
+    if (str(a.data_layout) == f"NCHW{BLOCK}c" and str(a.kernel_layout) == f"OIHW{BLOCK}o"
+            and str(a.out_layout) == f"NCHW{BLOCK}c" and xs is not None and ws is not None
+            and not dilated and len(pad) == 4):
+        stride = tuple(int(v) for v in a.strides)
+        groups = int(a.groups)
+        if groups == 1:
+            return bb.call_te(conv2d_nchwc, call.args[0], call.args[1], stride=stride,
+                              pad=tuple(pad), primfunc_name_hint="conv2d")
+        if groups == xs[1] * xs[4] and ws[1] == 1:
+            return bb.call_te(dwconv2d_nchwc, call.args[0], call.args[1], stride=stride,
+                              pad=tuple(pad), primfunc_name_hint="conv2d")
+    if (deinterleave and xs is not None and ws is not None and str(a.data_layout) == "NCHW"
             and str(a.kernel_layout) == "OIHW" and str(a.out_layout) == "NCHW"
             and int(a.groups) == xs[1] == ws[0] and ws[1] == 1
-            and [int(v) for v in a.strides] == [2, 2] and [int(v) for v in a.dilation] == [1, 1]
+            and [int(v) for v in a.strides] == [2, 2] and not dilated
             and len(pad) == 4 and pad[0] == pad[2] and pad[1] == pad[3]
             and (a.out_dtype == "" or str(a.out_dtype) == "float32")):
         return bb.call_te(dwconv_s2_deinterleaved, call.args[0], call.args[1], pad=(pad[0], pad[1]),
@@ -147,17 +224,67 @@ def _legalize_conv2d(bb: Any, call: Any) -> Any:
     return tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")(bb, call)
 
 
-def _passes(deinterleave: bool) -> list:
+def _clip_to_min_max() -> Any:
+    """A pass rewriting ``relax.clip`` as ``maximum``/``minimum`` with constants: ConvertLayout
+    has no layout rule for clip and would put every hard-swish back into NCHW and out again."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    clip = tvm.ir.Op.get("relax.clip")
+
+    @mutator
+    class _Rewrite(PyExprMutator):
+        def visit_call_(self, call):  # noqa: ANN001, ANN202 (TVM's visitor signature)
+            call = super().visit_call_(call)
+            if not call.op.same_as(clip):
+                return call
+            x, lo, hi = call.args
+            lo, hi, dtype = float(lo.value), float(hi.value), call.ty.dtype
+            if lo != float("-inf"):
+                x = relax.op.maximum(x, relax.const(lo, dtype))
+            if hi != float("inf"):
+                x = relax.op.minimum(x, relax.const(hi, dtype))
+            return x
+
+    @tvm.transform.module_pass(opt_level=0, name="tvm_ofa.ClipToMinMax")
+    def rewrite(mod: Any, _ctx: Any) -> Any:
+        m = _Rewrite(mod)
+        for gv, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                m.builder_.update_func(gv, m.visit_expr(func))
+        return m.builder_.get()
+
+    return rewrite
+
+
+def nchwc_passes() -> list:
+    """The passes that put convolutions into ``NCHW8c``, ahead of the pipeline: clip rewritten
+    (:func:`_clip_to_min_max`), ConvertLayout (elementwise ops, SE means and residual adds
+    follow the blocked layout; a convolution whose channels are not multiples of 8, such as the
+    stem's RGB input, stays NCHW), then one layout transform per tensor
+    (EliminateCommonSubexpr: the stem's output feeds a convolution and a residual add)."""
     from tvm import relax
 
-    custom = {"relax.nn.conv2d": _legalize_conv2d} if deinterleave else None
-    return [relax.transform.LegalizeOps(customize_legalize_map=custom) if name == "LegalizeOps"
-            else getattr(relax.transform, name)() for name in _PIPELINE]
+    return [_clip_to_min_max(),
+            relax.transform.ConvertLayout({"relax.nn.conv2d": [f"NCHW{BLOCK}c", f"OIHW{BLOCK}o"]}),
+            relax.transform.EliminateCommonSubexpr()]
+
+
+def _passes(deinterleave: bool, nchwc: bool = False) -> list:
+    from tvm import relax
+
+    custom = None
+    if deinterleave or nchwc:
+        custom = {"relax.nn.conv2d": lambda bb, call: _legalize_conv2d(bb, call, deinterleave)}
+    passes = [relax.transform.LegalizeOps(customize_legalize_map=custom) if name == "LegalizeOps"
+              else getattr(relax.transform, name)() for name in _PIPELINE]
+    return (nchwc_passes() if nchwc else []) + passes
 
 
 def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa: F821
                  fold_bn: bool = True, prepack: bool = False, deinterleave: bool = False,
-                 split_rows: bool = False) -> LoweredModel:
+                 split_rows: bool = False, nchwc: bool = False) -> LoweredModel:
     """Lower a static, eval-mode torch module to a fused Relax module (NCHW, float32).
 
     Parameters
@@ -179,6 +306,10 @@ def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa:
     split_rows : bool
         Mark every fused function so that its parallel loops split rows across threads
         (:mod:`tvm_ofa.compiler.parallel`; a target's ``split_rows`` option; other workloads).
+    nchwc : bool
+        Put the convolutions, and the elementwise ops and SE blocks between them, into the
+        blocked ``NCHW8c`` layout (:func:`nchwc_passes`; a target's ``nchwc`` option; other
+        workloads). The input and output stay NCHW.
         ``TargetConfig.lowering`` gives these options of a target.
 
     Returns
@@ -210,7 +341,7 @@ def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa:
     # bind as constants: the artifact links its weights in (one file, one checksum)
     mod = relax.transform.BindParams("main", {p: w for p, w in
                                               zip(mod["main"].params[1:], weights)})(mod)
-    seq = tvm.transform.Sequential(_passes(deinterleave))
+    seq = tvm.transform.Sequential(_passes(deinterleave, nchwc))
     with tvm.transform.PassContext(opt_level=3):
         mod = seq(mod)
         if prepack:
@@ -226,4 +357,4 @@ def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa:
     return LoweredModel(mod=mod, input_shape=tuple(int(s) for s in input_shape),
                         output_shape=tuple(int(s) for s in out.shape), input_dtype="float32",
                         weights_sha256=digest.hexdigest(), prepack=prepack,
-                        deinterleave=deinterleave, split_rows=split_rows)
+                        deinterleave=deinterleave, split_rows=split_rows, nchwc=nchwc)

@@ -107,11 +107,37 @@ def _runner_threads(n: int) -> None:
     set_threads(n)
 
 
+def synchronous(runner: Any) -> Any:
+    """``runner`` with ``run`` returning only when every timing is done.
+
+    MetaSchedule's task schedulers collect a batch's timings lazily: the gradient scheduler
+    sends every task's first batch before it waits for any, and later waits for a task only when
+    it picks that task again. Meanwhile the tuning process searches the next task's candidates
+    on every core. A local runner then times kernels beside that search, and the records come
+    out slower, and noisier, than the kernels are. With this wrapper the search waits for the
+    timings (the wrapped runner's ``pool`` stays reachable).
+    """
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner import PyRunner, RunnerFuture
+
+    @derived_object
+    class _Synchronous(PyRunner):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pool = getattr(runner, "pool", None)
+
+        def run(self, runner_inputs: list) -> list:
+            results = [f.result() for f in runner.run(runner_inputs)]
+            return [RunnerFuture(lambda: True, lambda r=r: r) for r in results]
+
+    return _Synchronous()
+
+
 def _local_runner(cfg: TargetConfig, spec: dict, min_repeat_ms: int) -> Any:
     from tvm.s_tir.meta_schedule.runner import LocalRunner
 
-    return LocalRunner(timeout_sec=30, evaluator_config=_evaluator(min_repeat_ms),
-                       initializer=functools.partial(_runner_threads, cfg.num_threads))
+    return synchronous(LocalRunner(timeout_sec=30, evaluator_config=_evaluator(min_repeat_ms),
+                                   initializer=functools.partial(_runner_threads, cfg.num_threads)))
 
 
 def _rpc_runner(cfg: TargetConfig, spec: dict, min_repeat_ms: int) -> Any:

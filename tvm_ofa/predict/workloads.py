@@ -265,10 +265,23 @@ def _shape(text: str) -> tuple[int, ...]:
     return tuple(int(a or b) for a, b in _INT_RE.findall(text))
 
 
+# the ``nchwc`` lowering writes clip as maximum/minimum (tvm_ofa.compiler.lower); TOPI's clip
+# block is ``compute``, so both lowerings give one epilogue name
+_BLOCK_ALIASES = {"maximum": "compute", "minimum": "compute"}
+
+
 def _block_kind(name: str) -> str:
     name = name[2:] if name.startswith("T_") else name
     name = re.sub(r"\d+$", "", name)
-    return "red" if name.endswith("_red") else name
+    return "red" if name.endswith("_red") else _BLOCK_ALIASES.get(name, name)
+
+
+def _unblock(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """An ``NCHW<b>c`` activation shape as its NCHW shape (4-D shapes unchanged)."""
+    if len(shape) == 5:
+        n, c, h, w, b = shape
+        return (n, c * b, h, w)
+    return shape
 
 
 def workload_from_script(script: str) -> Workload | None:
@@ -304,12 +317,16 @@ def _main_op(blocks: list[str]) -> str:
 
 
 def _parse_conv(shapes, blocks, script) -> Workload | None:
-    main = "group_conv2d_nchw" if "group_conv2d_nchw" in blocks else "conv2d_nchw"
+    main = next(b for b in blocks if b in _PARSERS)
     epi = _EPI_BY_BLOCKS.get(tuple(blocks[blocks.index(main) + 1:]))
     x, w, out = shapes[0], shapes[1], shapes[-1]
+    if main.endswith("_nchwc"):  # NCHW8c activations, OIHW8o weights (O/8, I, kh, kw, 8)
+        if len(x) != 5 or len(w) != 5 or len(out) != 5 or not x[4] == w[4] == out[4]:
+            return None
+        x, w, out = _unblock(x), (w[0] * w[4], *w[1:4]), _unblock(out)
     if epi is None or len(x) != 4 or len(w) != 4 or len(out) != 4 or x[2] != x[3] or w[2] != w[3]:
         return None
-    dw = main == "group_conv2d_nchw"
+    dw = main in ("group_conv2d_nchw", "depthwise_conv2d_nchwc")
     if dw and (w[1] != 1 or w[0] != x[1]):
         return None
     m = _STRIDE_RE.search(script)
@@ -318,7 +335,7 @@ def _parse_conv(shapes, blocks, script) -> Workload | None:
 
 
 def _parse_mean(shapes, blocks, script) -> Workload | None:
-    x, out = shapes[0], shapes[-1]
+    x, out = (_unblock(s) for s in (shapes[0], shapes[-1]))
     if len(shapes) != 2 or len(x) != 4 or out != (x[0], x[1], 1, 1) or x[2] != x[3]:
         return None
     return Workload("mean", "none", x[0], x[1], x[1], x[2], 1)
@@ -342,6 +359,8 @@ def _parse_matmul(shapes, blocks, script) -> Workload | None:
 _PARSERS = {
     "conv2d_nchw": _parse_conv,
     "group_conv2d_nchw": _parse_conv,
+    "conv2d_nchwc": _parse_conv,
+    "depthwise_conv2d_nchwc": _parse_conv,
     "mean": _parse_mean,
     "reshape": _parse_reshape,
     "matmul": _parse_matmul,
