@@ -317,7 +317,7 @@ def _main_op(blocks: list[str]) -> str:
 
 
 def _parse_conv(shapes, blocks, script) -> Workload | None:
-    main = next(b for b in blocks if b in _PARSERS)
+    main = _main_op(blocks)
     epi = _EPI_BY_BLOCKS.get(tuple(blocks[blocks.index(main) + 1:]))
     x, w, out = shapes[0], shapes[1], shapes[-1]
     if main.endswith("_nchwc"):  # NCHW8c activations, OIHW8o weights (O/8, I, kh, kw, 8)
