@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -421,8 +422,78 @@ def test_nchwc_lowering_matches_torch_keeps_the_workloads_and_tunes(mini, tiny_s
     vm = relax.VirtualMachine(build(low.mod, cfg.tvm_target(), db), tvm.cpu())
     x = np.random.default_rng(7).standard_normal((1, 3, 32, 32)).astype("float32")
     assert np.abs(vm["main"](tvm.runtime.tensor(x)).numpy() - _torch_out(mini, x)).max() <= 1e-4
-    with pytest.raises(TuningError, match=r"^host-test.yaml: nchwc: the target says true"):
+    with pytest.raises(TuningError, match=r"^host-test.yaml: nchwc: the target says 8"):
         tune(cfg, lower_module(mini, (1, 3, 32, 32), prepack=True), log_root=tmp_path)
+
+
+class MixedBlocks(torch.nn.Module):
+    """Channel counts of both kinds: 16 (NCHW16c under ``nchwc: 16``) and 24 or 8 (NCHW8c)."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.Hardswish())
+        self.dw = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1, groups=16, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.se_reduce, self.se_expand = nn.Conv2d(16, 8, 1), nn.Conv2d(8, 16, 1)
+        self.project = nn.Sequential(nn.Conv2d(16, 24, 1, bias=False), nn.BatchNorm2d(24))
+        self.expand = nn.Sequential(nn.Conv2d(24, 48, 1, bias=False), nn.BatchNorm2d(48), nn.ReLU())
+        self.fc = nn.Linear(48, 10)
+
+    def forward(self, x):
+        y = self.dw(self.stem(x))
+        s = torch.nn.functional.hardsigmoid(self.se_expand(torch.relu(self.se_reduce(y.mean((2, 3), keepdim=True)))))
+        return self.fc(self.expand(self.project(y * s)).mean((2, 3)))
+
+
+def test_nchwc16_gives_each_tensor_the_widest_block_its_channels_allow(tmp_path):
+    """``nchwc: 16``: 16-channel tensors are NCHW16c, 24- and 8-channel ones NCHW8c, so some
+    convolutions change block between input and output; the workloads parse as the plain
+    lowering's; tuned and built with prepacked weights it matches PyTorch; the target key takes
+    true, false, 8 or 16 and nothing else."""
+    from tvm import relax
+
+    from tvm_ofa.compiler.build import build
+    from tvm_ofa.compiler.database import open_database
+    from tvm_ofa.compiler.lower import lower_module
+    from tvm_ofa.compiler.tune import tune
+    from tvm_ofa.predict.workloads import workload_from_mod
+    from tvm_ofa.errors import ConfigError
+
+    from conftest import randomize_
+
+    torch.manual_seed(0)
+    net = MixedBlocks()
+    randomize_(net)
+    net.eval()
+    cfg = host_cfg(name="host-test-nchwc16", prepack=True, nchwc=16)
+    assert cfg.lowering["nchwc"] == 16 and host_cfg(nchwc=True).lowering["nchwc"] == 8
+    for bad in (12, "16", 1.5):
+        with pytest.raises(ConfigError, match=r"^host-test.yaml: nchwc: expected true, false or a block of 8 or 16"):
+            host_cfg(nchwc=bad)
+    low = lower_module(net, (1, 3, 32, 32), **cfg.lowering)
+    main = low.mod["main"].script()
+    calls = re.findall(r"(\w+) = R\.call_tir\((\w+), \((\w+),.*out_ty=R\.Tensor\(\(([0-9, ]+)\)", main)
+    shape = {var: tuple(int(v) for v in shp.split(", ")) for var, _, _, shp in calls}
+    # (input block, output block) of each blocked convolution: 16 -> 24 channels is 16c in, 8c
+    # out; 24 -> 48 is 8c in, 16c out; the SE pair 16 -> 8 -> 16
+    blocks = {(shape[arg][-1], out[-1]) for var, fn, arg, _ in calls if fn.startswith("fused_conv2d")
+              and arg in shape and len(shape[arg]) == 5 and len(out := shape[var]) == 5}
+    assert blocks == {(16, 16), (16, 8), (8, 16)}
+    assert main.count("te_layout_transform") == 2
+    plain = lower_module(net, (1, 3, 32, 32))
+
+    def keys(lowered):
+        ks = (workload_from_mod(tvm.IRModule({"main": f})) for _, f in lowered.mod.functions_items()
+              if isinstance(f, tvm.tirx.PrimFunc))
+        return sorted(w.key for w in ks if w is not None)
+
+    assert keys(low) == keys(plain)
+    rep = tune(cfg, low, log_root=tmp_path, min_repeat_ms=5)
+    assert rep.tasks_tuned == rep.tasks_total
+    vm = relax.VirtualMachine(build(low.mod, cfg.tvm_target(), open_database(cfg.log_dir(tmp_path)).db),
+                              tvm.cpu())
+    x = np.random.default_rng(8).standard_normal((1, 3, 32, 32)).astype("float32")
+    assert np.abs(vm["main"](tvm.runtime.tensor(x)).numpy() - _torch_out(net, x)).max() <= 1e-4
 
 
 def test_lowering_records_lists_both_lowerings_of_each_strided_depthwise(tmp_path, capsys):

@@ -23,7 +23,9 @@ Schema::
                                          # rows, not channels, so that each core reads what it
                                          # wrote (tvm_ofa.compiler.parallel; same caveat)
     nchwc: false                         # optional: convolutions and the ops between them in the
-                                         # blocked NCHW8c layout (same caveat)
+                                         # blocked NCHW8c layout (true or 8), or NCHW16c where a
+                                         # tensor's channels allow and NCHW8c elsewhere (16: for
+                                         # CPUs with full-width AVX-512) (same caveat)
 """
 from __future__ import annotations
 
@@ -114,6 +116,15 @@ def _check_bool(path: str, fld: str, v: Any) -> bool:
     return v
 
 
+def _check_nchwc(path: str, fld: str, v: Any) -> int:
+    from tvm_ofa.compiler.lower import NCHWC_BLOCKS, nchwc_block
+
+    if not isinstance(v, (bool, int)) or (not isinstance(v, bool) and v not in NCHWC_BLOCKS):
+        raise _err(path, fld, f"expected true, false or a block of "
+                              f"{' or '.join(map(str, NCHWC_BLOCKS))} channels, got {v!r}")
+    return nchwc_block(v)
+
+
 def _check_tuning(path: str, fld: str, v: Any) -> dict:
     d = _check_keys(path, fld, v, allowed={"trials_per_task", "trials_per_round"}, required=set())
     out = {"trials_per_task": 64, "trials_per_round": 16, **d}
@@ -135,7 +146,7 @@ _FIELDS: dict[str, Callable[[str, str, Any], Any]] = {
     "prepack": _check_bool,
     "deinterleave": _check_bool,
     "split_rows": _check_bool,
-    "nchwc": _check_bool,
+    "nchwc": _check_nchwc,
 }
 _REQUIRED = {"name", "target"}
 
@@ -157,10 +168,10 @@ class TargetConfig:
     prepack: bool = False
     deinterleave: bool = False
     split_rows: bool = False
-    nchwc: bool = False
+    nchwc: int = 0  # the widest channel block (tvm_ofa.compiler.lower.nchwc_block), 0: NCHW
 
     @property
-    def lowering(self) -> dict[str, bool]:
+    def lowering(self) -> dict[str, bool | int]:
         """The options of ``lower_module`` this target sets (they change its workloads, so its
         tuning records fit only a lowering with the same options)."""
         return {"prepack": self.prepack, "deinterleave": self.deinterleave,

@@ -6,8 +6,9 @@ it removes one tuning task per conv and the folded weights are what the artifact
 from __future__ import annotations
 
 import copy
-import warnings
 import hashlib
+import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -40,9 +41,10 @@ class LoweredModel:
     split_rows : bool
         Lowered with every fused function marked for row-split parallel loops
         (:mod:`tvm_ofa.compiler.parallel`; the same caveat).
-    nchwc : bool
-        Lowered with convolutions in the blocked ``NCHW8c`` layout (:func:`nchwc_passes`; the
-        same caveat).
+    nchwc : int
+        0, or the widest channel block of the blocked layout the convolutions were lowered in: 8
+        (``NCHW8c``) or 16 (``NCHW16c`` where a tensor's channels allow it, else ``NCHW8c``)
+        (:func:`nchwc_passes`; the same caveat).
     """
 
     mod: Any
@@ -53,10 +55,10 @@ class LoweredModel:
     prepack: bool = False
     deinterleave: bool = False
     split_rows: bool = False
-    nchwc: bool = False
+    nchwc: int = 0
 
     @property
-    def lowering(self) -> dict[str, bool]:
+    def lowering(self) -> dict[str, bool | int]:
         """The options it was lowered with (``TargetConfig.lowering`` names a target's)."""
         return {"prepack": self.prepack, "deinterleave": self.deinterleave,
                 "split_rows": self.split_rows, "nchwc": self.nchwc}
@@ -135,6 +137,26 @@ def _static_ints(shape: Any) -> tuple[int, ...] | None:
 # 160, their expansions and SE widths) is a multiple of 8 (16 would not divide 24 or 40), and
 # 8 fp32 lanes fill one 256-bit (AVX2) vector
 BLOCK = 8
+# the widest blocks a target may ask for (``nchwc: 16``): 16 fp32 lanes fill an AVX-512 register,
+# and a blocked 1x1 convolution's FMAs are as wide as its output block
+NCHWC_BLOCKS = (8, 16)
+
+
+def nchwc_block(option: bool | int) -> int:
+    """The widest channel block of a target's ``nchwc`` option: ``True`` is 8, ``False`` 0."""
+    if isinstance(option, bool):
+        return BLOCK if option else 0
+    if option == 0 or option in NCHWC_BLOCKS:
+        return int(option)
+    raise ValueError(f"nchwc: expected true, false or one of {', '.join(map(str, NCHWC_BLOCKS))}, "
+                     f"got {option!r}")
+
+
+def channel_block(channels: int, widest: int) -> int | None:
+    """Channels per block of a ``channels``-wide tensor under blocks up to ``widest``: the widest
+    that divides it, or None (such a tensor, e.g. the RGB input, stays NCHW)."""
+    return next((b for b in sorted(NCHWC_BLOCKS, reverse=True)
+                 if b <= widest and channels % b == 0), None)
 
 
 def _pad_nchwc(x: Any, kh: int, kw: int, stride: tuple[int, int], pad: tuple[int, int, int, int]
@@ -153,6 +175,8 @@ def conv2d_nchwc(x: Any, w: Any, stride: tuple[int, int], pad: tuple[int, int, i
     """TE compute of a dense convolution in ``NCHW8c`` with ``OIHW8o`` weights
     ``(O/8, I, kh, kw, 8)``: each output pixel's 8 channels of a block are one vector, and the
     reduction reads 8 channels of input from one cache line (NCHW reads one per channel plane).
+    Input and output blocks are read from the shapes, and may differ (``NCHW8c`` in, ``NCHW16c``
+    out).
     The block is named ``conv2d_nchwc``, its iterators ``yy``/``xx`` as TOPI's, which the
     workload parser (``tvm_ofa.predict.workloads``) reads."""
     from tvm import te
@@ -191,8 +215,18 @@ def dwconv2d_nchwc(x: Any, w: Any, stride: tuple[int, int], pad: tuple[int, int,
         name="depthwise_conv2d_nchwc")
 
 
+def _blocks(a: Any) -> tuple[int, int] | None:
+    """``(input block, output block)`` of a conv2d's attributes in the blocked layouts that
+    :func:`conv2d_nchwc` computes (``NCHW<i>c``, ``OIHW<o>o``, ``NCHW<o>c``), else None."""
+    m = [re.fullmatch(pat, str(v)) for pat, v in (
+        (r"NCHW(\d+)c", a.data_layout), (r"OIHW(\d+)o", a.kernel_layout), (r"NCHW(\d+)c", a.out_layout))]
+    if not all(m) or m[1].group(1) != m[2].group(1):
+        return None
+    return int(m[0].group(1)), int(m[2].group(1))
+
+
 def _legalize_conv2d(bb: Any, call: Any, deinterleave: bool = False) -> Any:
-    """``relax.nn.conv2d`` as TOPI legalizes it, except ``NCHW8c`` ones (:func:`conv2d_nchwc`,
+    """``relax.nn.conv2d`` as TOPI legalizes it, except blocked ones (:func:`conv2d_nchwc`,
     :func:`dwconv2d_nchwc`; TOPI's legalizer leaves blocked layouts unlowered) and, with
     ``deinterleave``, stride-2 depthwise ones (:func:`dwconv_s2_deinterleaved`)."""
     import tvm
@@ -202,15 +236,14 @@ def _legalize_conv2d(bb: Any, call: Any, deinterleave: bool = False) -> Any:
     ws = _static_ints(call.args[1].ty.shape)
     pad = [int(p) for p in a.padding]
     dilated = [int(v) for v in a.dilation] != [1, 1]
-    if (str(a.data_layout) == f"NCHW{BLOCK}c" and str(a.kernel_layout) == f"OIHW{BLOCK}o"
-            and str(a.out_layout) == f"NCHW{BLOCK}c" and xs is not None and ws is not None
-            and not dilated and len(pad) == 4):
+    blocks = _blocks(a)
+    if blocks is not None and xs is not None and ws is not None and not dilated and len(pad) == 4:
         stride = tuple(int(v) for v in a.strides)
         groups = int(a.groups)
         if groups == 1:
             return bb.call_te(conv2d_nchwc, call.args[0], call.args[1], stride=stride,
                               pad=tuple(pad), primfunc_name_hint="conv2d")
-        if groups == xs[1] * xs[4] and ws[1] == 1:
+        if groups == xs[1] * xs[4] and ws[1] == 1 and blocks[0] == blocks[1]:
             return bb.call_te(dwconv2d_nchwc, call.args[0], call.args[1], stride=stride,
                               pad=tuple(pad), primfunc_name_hint="conv2d")
     if (deinterleave and xs is not None and ws is not None and str(a.data_layout) == "NCHW"
@@ -258,20 +291,48 @@ def _clip_to_min_max() -> Any:
     return rewrite
 
 
-def nchwc_passes() -> list:
-    """The passes that put convolutions into ``NCHW8c``, ahead of the pipeline: clip rewritten
-    (:func:`_clip_to_min_max`), ConvertLayout (elementwise ops, SE means and residual adds
-    follow the blocked layout; a convolution whose channels are not multiples of 8, such as the
-    stem's RGB input, stays NCHW), then one layout transform per tensor
-    (EliminateCommonSubexpr: the stem's output feeds a convolution and a residual add)."""
+def _block_layouts(widest: int) -> Any:
+    """ConvertLayout's per-call callback for blocks up to ``widest``: every tensor gets the block
+    :func:`channel_block` gives its channel count, so a convolution may read ``NCHW8c`` and write
+    ``NCHW16c`` (24 -> 144) or the reverse, and the ops between convolutions see one layout per
+    tensor. A convolution with a tensor no block divides (the RGB stem) stays NCHW."""
+    import tvm
+
+    conv2d = tvm.ir.Op.get("relax.nn.conv2d")
+
+    def layouts(call: Any) -> dict:
+        if not call.op.same_as(conv2d):
+            return {}
+        xs, ws = _static_ints(call.args[0].ty.shape), _static_ints(call.args[1].ty.shape)
+        if xs is None or ws is None or len(xs) != 4 or len(ws) != 4:
+            return {}
+        bi, bo = channel_block(xs[1], widest), channel_block(ws[0], widest)
+        if bi is None or bo is None:
+            return {}
+        return {"relax.nn.conv2d": [f"NCHW{bi}c", f"OIHW{bo}o", f"NCHW{bo}c"]}
+
+    return layouts
+
+
+def nchwc_passes(widest: int = BLOCK) -> list:
+    """The passes that put convolutions into blocked layouts, ahead of the pipeline: clip
+    rewritten (:func:`_clip_to_min_max`), ConvertLayout (elementwise ops, SE means and residual
+    adds follow the blocked layout; a convolution whose channels are not multiples of 8, such as
+    the stem's RGB input, stays NCHW), then one layout transform per tensor
+    (EliminateCommonSubexpr: the stem's output feeds a convolution and a residual add).
+
+    ``widest`` 8 puts every convolution into ``NCHW8c``; 16 gives each tensor 16 channels per
+    block where its channel count allows, else 8 (:func:`_block_layouts`)."""
     from tvm import relax
 
-    return [_clip_to_min_max(),
-            relax.transform.ConvertLayout({"relax.nn.conv2d": [f"NCHW{BLOCK}c", f"OIHW{BLOCK}o"]}),
-            relax.transform.EliminateCommonSubexpr()]
+    if widest == BLOCK:
+        convert = relax.transform.ConvertLayout({"relax.nn.conv2d": [f"NCHW{BLOCK}c", f"OIHW{BLOCK}o"]})
+    else:
+        convert = relax.transform.ConvertLayout({}, layout_cb=_block_layouts(widest))
+    return [_clip_to_min_max(), convert, relax.transform.EliminateCommonSubexpr()]
 
 
-def _passes(deinterleave: bool, nchwc: bool = False) -> list:
+def _passes(deinterleave: bool, nchwc: int = 0) -> list:
     from tvm import relax
 
     custom = None
@@ -279,12 +340,12 @@ def _passes(deinterleave: bool, nchwc: bool = False) -> list:
         custom = {"relax.nn.conv2d": lambda bb, call: _legalize_conv2d(bb, call, deinterleave)}
     passes = [relax.transform.LegalizeOps(customize_legalize_map=custom) if name == "LegalizeOps"
               else getattr(relax.transform, name)() for name in _PIPELINE]
-    return (nchwc_passes() if nchwc else []) + passes
+    return (nchwc_passes(nchwc) if nchwc else []) + passes
 
 
 def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa: F821
                  fold_bn: bool = True, prepack: bool = False, deinterleave: bool = False,
-                 split_rows: bool = False, nchwc: bool = False) -> LoweredModel:
+                 split_rows: bool = False, nchwc: bool | int = False) -> LoweredModel:
     """Lower a static, eval-mode torch module to a fused Relax module (NCHW, float32).
 
     Parameters
@@ -306,10 +367,11 @@ def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa:
     split_rows : bool
         Mark every fused function so that its parallel loops split rows across threads
         (:mod:`tvm_ofa.compiler.parallel`; a target's ``split_rows`` option; other workloads).
-    nchwc : bool
-        Put the convolutions, and the elementwise ops and SE blocks between them, into the
-        blocked ``NCHW8c`` layout (:func:`nchwc_passes`; a target's ``nchwc`` option; other
-        workloads). The input and output stay NCHW.
+    nchwc : bool or int
+        Put the convolutions, and the elementwise ops and SE blocks between them, into a
+        blocked layout (:func:`nchwc_passes`; a target's ``nchwc`` option; other workloads):
+        ``True`` or 8 for ``NCHW8c``, 16 for ``NCHW16c`` where a tensor's channels allow it and
+        ``NCHW8c`` elsewhere. The input and output stay NCHW.
         ``TargetConfig.lowering`` gives these options of a target.
 
     Returns
@@ -341,6 +403,7 @@ def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa:
     # bind as constants: the artifact links its weights in (one file, one checksum)
     mod = relax.transform.BindParams("main", {p: w for p, w in
                                               zip(mod["main"].params[1:], weights)})(mod)
+    nchwc = nchwc_block(nchwc)
     seq = tvm.transform.Sequential(_passes(deinterleave, nchwc))
     with tvm.transform.PassContext(opt_level=3):
         mod = seq(mod)

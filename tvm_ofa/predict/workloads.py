@@ -320,8 +320,8 @@ def _parse_conv(shapes, blocks, script) -> Workload | None:
     main = _main_op(blocks)
     epi = _EPI_BY_BLOCKS.get(tuple(blocks[blocks.index(main) + 1:]))
     x, w, out = shapes[0], shapes[1], shapes[-1]
-    if main.endswith("_nchwc"):  # NCHW8c activations, OIHW8o weights (O/8, I, kh, kw, 8)
-        if len(x) != 5 or len(w) != 5 or len(out) != 5 or not x[4] == w[4] == out[4]:
+    if main.endswith("_nchwc"):  # NCHW<i>c in, OIHW<o>o weights (O/o, I, kh, kw, o), NCHW<o>c out
+        if len(x) != 5 or len(w) != 5 or len(out) != 5 or w[4] != out[4]:
             return None
         x, w, out = _unblock(x), (w[0] * w[4], *w[1:4]), _unblock(out)
     if epi is None or len(x) != 4 or len(w) != 4 or len(out) != 4 or x[2] != x[3] or w[2] != w[3]:
