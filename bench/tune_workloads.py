@@ -11,7 +11,7 @@ lists the same numbers):
 - ``--keys K ...``: workload keys (``tvm_ofa.predict.workloads.Workload.key``) given outright.
 
 It prints the chosen keys, then tunes them with the target's lowering (up to ``--trials`` per
-task, MetaSchedule's gradient task scheduler across them). Resumable like every tune.
+task, the chosen tasks taking turns). Resumable like every tune.
 
     python bench/tune_workloads.py --target host-cpu-prepack --subnet largest --resolution 224 \\
         --trials 96 --slow-gflops 110 --min-ms 0.1

@@ -846,6 +846,36 @@ def test_local_runner_finishes_its_timings_before_the_search_goes_on():
     assert runner.pool == "the wrapped runner's pool"
 
 
+def test_a_tune_commits_each_batch_before_the_next_is_timed(mini, tmp_path):
+    """Records reach the database (and the progress callback) batch by batch: when the tune
+    reports progress, the runner has timed at most one batch more than is committed, so a tune
+    stopped at any point keeps all but its last batch. (MetaSchedule's gradient scheduler
+    committed nothing until every task had had a batch.)"""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner import PyRunner
+
+    from tvm_ofa.compiler.lower import lower_module
+    from tvm_ofa.compiler.runners import make_runner
+    from tvm_ofa.compiler.tune import tune
+
+    cfg = host_cfg(name="host-test-batches", tuning={"trials_per_task": 4, "trials_per_round": 2})
+    low = lower_module(mini, (1, 3, 32, 32))
+    inner = make_runner(cfg, min_repeat_ms=5)
+    timed, reports = [], []
+
+    @derived_object
+    class Counting(PyRunner):
+        def run(self, inputs):
+            timed.append(len(inputs))
+            return inner.run(inputs)
+
+    rep = tune(cfg, low, log_root=tmp_path, runner=Counting(), strategy="replay-trace",
+               progress=lambda p: reports.append((p.trials, sum(timed))))
+    assert rep.tasks_tuned == rep.tasks_total >= 5 and len(timed) >= 2 * rep.tasks_total
+    ahead = [measured - committed for committed, measured in reports]
+    assert reports[-1][0] == sum(timed) and max(ahead) <= 2, reports
+
+
 def test_set_threads_sizes_tvms_pool_and_runner_workers_use_the_targets_threads():
     """TVM sizes its pool once, from TVM_NUM_THREADS or else half the CPUs on x86: artifacts
     loaded without the variable ran on one thread of this 2-core machine."""

@@ -112,7 +112,8 @@ def synchronous(runner: Any) -> Any:
 
     MetaSchedule's task schedulers collect a batch's timings lazily: the gradient scheduler
     sends every task's first batch before it waits for any, and later waits for a task only when
-    it picks that task again. Meanwhile the tuning process searches the next task's candidates
+    it picks that task again; round-robin collects the batches that are done when it picks the
+    next task. Meanwhile the tuning process searches the next task's candidates
     on every core. A local runner then times kernels beside that search, and the records come
     out slower, and noisier, than the kernels are. With this wrapper the search waits for the
     timings (the wrapped runner's ``pool`` stays reachable).
