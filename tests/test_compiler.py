@@ -445,7 +445,7 @@ class MixedBlocks(torch.nn.Module):
         return self.fc(self.expand(self.project(y * s)).mean((2, 3)))
 
 
-def test_nchwc16_gives_each_tensor_the_widest_block_its_channels_allow(tmp_path):
+def test_nchwc16_gives_each_tensor_the_widest_block_its_channels_allow(mini, tmp_path):
     """``nchwc: 16``: 16-channel tensors are NCHW16c, 24- and 8-channel ones NCHW8c, so some
     convolutions change block between input and output; the workloads parse as the plain
     lowering's; tuned and built with prepacked weights it matches PyTorch; the target key takes
@@ -480,6 +480,9 @@ def test_nchwc16_gives_each_tensor_the_widest_block_its_channels_allow(tmp_path)
               and arg in shape and len(shape[arg]) == 5 and len(out := shape[var]) == 5}
     assert blocks == {(16, 16), (16, 8), (8, 16)}
     assert main.count("te_layout_transform") == 2
+    # a convolution with a tensor no block divides (mini's 4-channel SE) stays NCHW, between
+    # blocked ones, as under ``nchwc: true``
+    assert lower_module(mini, (1, 3, 32, 32), nchwc=16).mod["main"].script().count("te_layout_transform") == 4
     plain = lower_module(net, (1, 3, 32, 32))
 
     def keys(lowered):

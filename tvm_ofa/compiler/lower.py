@@ -295,20 +295,23 @@ def _block_layouts(widest: int) -> Any:
     """ConvertLayout's per-call callback for blocks up to ``widest``: every tensor gets the block
     :func:`channel_block` gives its channel count, so a convolution may read ``NCHW8c`` and write
     ``NCHW16c`` (24 -> 144) or the reverse, and the ops between convolutions see one layout per
-    tensor. A convolution with a tensor no block divides (the RGB stem) stays NCHW."""
+    tensor. A convolution with a tensor no block divides (the RGB stem, a 4-channel SE) is asked
+    for ``NCHW<widest>c`` as a whole, which ConvertLayout refuses for such shapes: it stays NCHW.
+    (Returning no layout for it would make ConvertLayout fail on a blocked input.)"""
     import tvm
 
     conv2d = tvm.ir.Op.get("relax.nn.conv2d")
+    whole = {"relax.nn.conv2d": [f"NCHW{widest}c", f"OIHW{widest}o"]}
 
     def layouts(call: Any) -> dict:
         if not call.op.same_as(conv2d):
             return {}
         xs, ws = _static_ints(call.args[0].ty.shape), _static_ints(call.args[1].ty.shape)
         if xs is None or ws is None or len(xs) != 4 or len(ws) != 4:
-            return {}
+            return whole
         bi, bo = channel_block(xs[1], widest), channel_block(ws[0], widest)
         if bi is None or bo is None:
-            return {}
+            return whole
         return {"relax.nn.conv2d": [f"NCHW{bi}c", f"OIHW{bo}o", f"NCHW{bo}c"]}
 
     return layouts
@@ -325,11 +328,9 @@ def nchwc_passes(widest: int = BLOCK) -> list:
     block where its channel count allows, else 8 (:func:`_block_layouts`)."""
     from tvm import relax
 
-    if widest == BLOCK:
-        convert = relax.transform.ConvertLayout({"relax.nn.conv2d": [f"NCHW{BLOCK}c", f"OIHW{BLOCK}o"]})
-    else:
-        convert = relax.transform.ConvertLayout({}, layout_cb=_block_layouts(widest))
-    return [_clip_to_min_max(), convert, relax.transform.EliminateCommonSubexpr()]
+    return [_clip_to_min_max(),
+            relax.transform.ConvertLayout({}, layout_cb=_block_layouts(widest)),
+            relax.transform.EliminateCommonSubexpr()]
 
 
 def _passes(deinterleave: bool, nchwc: int = 0) -> list:
