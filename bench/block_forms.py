@@ -11,8 +11,9 @@ reaches a faster schedule than ``host-cpu-nchwc``'s NCHW8c one at the same trial
   output (16 fp32 lanes, one AVX-512 register, with ``--block 8``);
 - ``--block 16``: NCHW16c, 16 channels of one pixel per register.
 
-``--op pointwise`` (a 1x1 convolution, ``--channels`` in, ``--out-channels`` out): the form of
-``tvm_ofa.compiler.lower.conv2d_nchwc``, input and output in the same ``--block``.
+``--op pointwise`` (a 1x1 convolution, ``--channels`` in, ``--out-channels`` out): the product of
+``tvm_ofa.compiler.lower.conv2d_nchwc`` without its kernel axes (extent 1), input and output in
+the same ``--block``.
 
 Each form is tuned from nothing in a scratch folder (MetaSchedule's ``tune_tir``, the target's
 builder and runner, seed 0), then the best record's time is printed. Needs the CPU to itself.
@@ -32,43 +33,49 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+def _with_bias_relu(x, w, conv):
+    """The PrimFunc ``relu(conv + bias)`` over ``conv``'s blocked output."""
+    from tvm import te
+
+    b = te.placeholder((1, *conv.shape[1:2], 1, 1, conv.shape[4]), name="b")
+    out = te.compute(conv.shape, lambda *i: te.max(conv(*i) + b[0, i[1], 0, 0, i[4]], 0.0),
+                     name="T_relu")
+    return te.create_prim_func([x, w, b, out]).with_attr("global_symbol", "main")
+
+
 def depthwise(c: int, h: int, k: int, s: int, block: int, pair: bool):
     """The PrimFunc of one form (no layout-free weights: the forms differ in the weight only)."""
     from tvm import te, topi
 
+    from tvm_ofa.compiler.lower import dwconv2d_nchwc
+
     p = k // 2
-    ho = (h + 2 * p - k) // s + 1
     x = te.placeholder((1, c // block, h, h, block), name="x")
-    w = te.placeholder((c // block, 1, k, k, 2, block) if pair else (c // block, 1, k, k, block), name="w")
-    b = te.placeholder((1, c // block, 1, 1, block), name="b")
+    if not pair:
+        w = te.placeholder((c // block, 1, k, k, block), name="w")
+        return _with_bias_relu(x, w, dwconv2d_nchwc(x, w, (s, s), (p, p, p, p)))
+    ho = (h + 2 * p - k) // s + 1
+    w = te.placeholder((c // block, 1, k, k, 2, block), name="w")
     xp = topi.nn.pad(x, (0, 0, p, p, 0), (0, 0, p, p, 0), name="pad_temp")
     ry = te.reduce_axis((0, k), "ry")
     rx = te.reduce_axis((0, k), "rx")
-
-    def weight(f, xx, fb):
-        return w[f, 0, ry, rx, xx % 2, fb] if pair else w[f, 0, ry, rx, fb]
-
     conv = te.compute((1, c // block, ho, ho, block), lambda n, f, yy, xx, fb: te.sum(
-        xp[n, f, yy * s + ry, xx * s + rx, fb] * weight(f, xx, fb), axis=[ry, rx]),
+        xp[n, f, yy * s + ry, xx * s + rx, fb] * w[f, 0, ry, rx, xx % 2, fb], axis=[ry, rx]),
         name="depthwise_conv2d_nchwc")
-    out = te.compute(conv.shape, lambda *i: te.max(conv(*i) + b[0, i[1], 0, 0, i[4]], 0.0),
-                     name="T_relu")
-    return te.create_prim_func([x, w, b, out]).with_attr("global_symbol", "main")
+    return _with_bias_relu(x, w, conv)
 
 
 def pointwise(ci: int, co: int, h: int, block: int):
-    """A 1x1 convolution in NCHW{block}c, weights ``(co/block, ci, 1, 1, block)``."""
+    """A 1x1 convolution in NCHW{block}c, weights ``(co/block, ci, 1, 1, block)``, reduced over
+    the input channels only (``conv2d_nchwc`` also has kernel axes of extent 1)."""
     from tvm import te
 
     x = te.placeholder((1, ci // block, h, h, block), name="x")
     w = te.placeholder((co // block, ci, 1, 1, block), name="w")
-    b = te.placeholder((1, co // block, 1, 1, block), name="b")
     rc = te.reduce_axis((0, ci), "rc")
     conv = te.compute((1, co // block, h, h, block), lambda n, f, yy, xx, fb: te.sum(
         x[n, rc // block, yy, xx, rc % block] * w[f, rc, 0, 0, fb], axis=[rc]), name="conv2d_nchwc")
-    out = te.compute(conv.shape, lambda *i: te.max(conv(*i) + b[0, i[1], 0, 0, i[4]], 0.0),
-                     name="T_relu")
-    return te.create_prim_func([x, w, b, out]).with_attr("global_symbol", "main")
+    return _with_bias_relu(x, w, conv)
 
 
 def main(argv: list[str] | None = None) -> int:
