@@ -25,6 +25,9 @@ def test_lowering_options():
                                                 "split_rows": False, "nchwc": False}
     # its own name, so its records (other workloads) never mix with host-cpu's
     assert load_target("host-cpu-prepack").log_dir("logs").parent.name == "host-cpu-prepack"
+    # the shipped full-width AVX-512 target: prepacked, 16-channel blocks where channels allow
+    assert load_target("host-cpu-nchwc16").lowering == {"prepack": True, "deinterleave": False,
+                                                        "split_rows": False, "nchwc": 16}
 
 
 def test_bare_name_finds_shipped_config():
