@@ -134,6 +134,33 @@ def test_training_runs_resumes_and_matches_an_uninterrupted_run(tmp_path):
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
 
 
+def test_phases_not_begun_may_change_between_resumptions_begun_ones_may_not(tmp_path):
+    """A long run can be given more or fewer epochs for the phases it has not reached; changing a
+    phase it has begun (or the data, or the network) is refused with a one-line error."""
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(event):
+        if event["event"] == "step" and event["phase_index"] == 1 and event["done"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_supernet(load_train_config(_config(tmp_path)), interrupt)
+    begun = [{"phase": "largest", "epochs": 1, "lr": 0.05}, {"phase": "kernel", "epochs": 2}]
+    with pytest.raises(ConfigError, match="a phase already begun"):
+        train_supernet(load_train_config(_config(tmp_path, phases=begun)))
+    with pytest.raises(ConfigError, match="different configuration"):
+        train_supernet(load_train_config(_config(tmp_path, batch_size=8)))
+    later = TINY["phases"][:2] + [{"phase": "depth", "stage": 1, "epochs": 1},
+                                   {"phase": "expand", "stage": 2, "epochs": 2}]
+    events = []
+    result = train_supernet(load_train_config(_config(tmp_path, phases=later)), events.append)
+    assert [h["phase"] for h in result.history] == ["largest", "kernel", "depth", "expand"]
+    first = next(e for e in events if e["event"] == "step")
+    assert (first["phase_index"], first["done"]) == (1, 3)  # continued where it stopped
+
+
 @needs_fmnist
 @pytest.mark.slow
 def test_two_process_data_parallel_training_keeps_ranks_identical(tmp_path):

@@ -133,6 +133,25 @@ def load_image_folder(root: str | Path, size: int = 64) -> ImageDataset:
                         skipped)
 
 
+def load_splits(dataset: str = "fashion-mnist", val_fraction: float = 0.1, seed: int = 0,
+                train_subset: int | None = None, image_size: int = 64) -> tuple[ImageDataset, ImageDataset]:
+    """Train and validation splits of a dataset (validation held out of its training split).
+
+    Parameters
+    ----------
+    dataset : str
+        ``"fashion-mnist"`` or an ``ImageFolder`` path (decoded at ``image_size``).
+    train_subset : int, optional
+        Keep a seeded random subset of this many training images.
+    """
+    data = load_fashion_mnist("train") if dataset == "fashion-mnist" else load_image_folder(dataset, image_size)
+    train, val = data.split(val_fraction, seed)
+    if train_subset is not None and train_subset < len(train):
+        idx = np.random.default_rng(seed).permutation(len(train))[:train_subset]
+        train = train.subset(np.sort(idx), train.name)
+    return train, val
+
+
 # per-dataset normalization; ImageNet's for user data
 _MEAN_STD = {"fashion-mnist": (0.286, 0.353)}
 _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

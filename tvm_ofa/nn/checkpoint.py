@@ -31,7 +31,7 @@ def save_supernet(net: OFAMobileNetV3, path: str | Path, meta: Mapping[str, Any]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, "config": net.config(),
-               "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+               "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
                "meta": dict(meta or {})}
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)

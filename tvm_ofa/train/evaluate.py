@@ -74,11 +74,10 @@ def subnet_extractor(supernet: nn.Module, checkpoint: str | None, calib_batches:
             config = ((data.get("meta") or {}).get("config")) or {}
     if not config.get("dataset"):
         return lambda arch: supernet.extract(arch).eval()
-    from tvm_ofa.train.config import load_train_config
-    from tvm_ofa.train.shrink import load_datasets
+    from tvm_ofa.data import load_splits
 
     keep = ("dataset", "image_size", "val_fraction", "seed", "train_subset")
-    train, _ = load_datasets(load_train_config(None, **{k: config[k] for k in keep if k in config}))
+    train, _ = load_splits(**{k: config[k] for k in keep if config.get(k) is not None or k == "train_subset"})
 
     def extract(arch: ArchConfig) -> nn.Module:
         sub = supernet.extract(arch)
