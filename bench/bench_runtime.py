@@ -1,20 +1,25 @@
 #!/usr/bin/env python
-"""Runtime comparison on this CPU: PyTorch eager, ONNX Runtime, OpenVINO and the tuned tvm-ofa
-artifact, for the smallest, a middle and the largest subnet at 160 and 224 px, batch 1.
+"""Runtime comparison on this CPU: PyTorch eager, ONNX Runtime, OpenVINO and the tvm-ofa
+artifact, batch 1, fp32, each runtime **in its own process**.
 
-All runtimes get the same thread count; they are timed interleaved (A, B, C, D, A, B, ...) over
-several rounds, in each of ``--loads`` fresh loads of every runtime, and the table shows the median
-over all rounds of all loads of the per-round medians. The TVM artifact is
-built with ``tvm_ofa.compiler.pipeline.emit``, which tunes the workloads the target's database
-lacks first (``--trials`` per task; long: ~50 tasks per subnet). Several ``--target`` files give
-one TVM column each (say ``host-cpu host-cpu-prepack``: the same CPU with and without weights
-prepacked). The table goes into ``docs/BENCHMARKS.md`` between markers, with the command, the CPU
-and the trial budget.
+Rows: the benchmark subnets (smallest, middle and largest at each ``--resolutions``), any
+``--arch`` files (say the winners ``tvm-ofa specialize`` picked), and ``--random N`` subnets drawn
+from the whole space (every resolution of it), which is what a search hands a user.
 
-    python bench/bench_runtime.py --trials 64            # full run (hours of tuning on 2 cores)
-    python bench/bench_runtime.py --trials 16 --target host-cpu host-cpu-prepack
-    python bench/bench_runtime.py --no-tune --out /tmp/b.md --resolutions 160 --subnets smallest
-    python bench/bench_runtime.py --seed-from znver4 --trials 0   # a new CPU: znver4's schedules, timed here
+Protocol: every runtime is loaded in a worker process of its own (one thread pool per process:
+several runtimes' pools in one process slowed ONNX Runtime about 2x and flattered the artifact),
+with the same thread count. The parent runs one round at a time: each worker in turn, the order
+rotated every round, after ``SETTLE_S`` idle and one untimed call, times ``--repeats`` calls and
+reports their median; only one runtime runs at any moment. Every runtime is loaded afresh
+``--loads`` times; the table shows the median of all round medians and, per TVM column, its
+time over ONNX Runtime's round by round. The TVM artifact is built with
+``tvm_ofa.compiler.pipeline.emit``, which first tunes what the target's records lack (``--trials``
+per task) unless ``--no-tune``. The table goes into ``--out`` between markers, with the command,
+the CPU, the date and the trial budget.
+
+    python bench/bench_runtime.py --no-tune --target host-cpu-prepack --random 20 --out docs/BENCHMARKS.md
+    python bench/bench_runtime.py --no-tune --subnets smallest --resolutions 160 --out /tmp/b.md
+    python bench/bench_runtime.py --arch winner1.json winner2.json --checkpoint tvm_ofa/assets/supernet.pt
 """
 from __future__ import annotations
 
@@ -40,6 +45,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--subnets", nargs="+", default=["smallest", "middle", "largest"],
                    choices=["smallest", "middle", "largest"])
     p.add_argument("--resolutions", nargs="+", type=int, default=[160, 224])
+    p.add_argument("--arch", nargs="+", default=[], metavar="JSON",
+                   help="more rows: subnets from arch files (e.g. the winners `tvm-ofa specialize` wrote)")
+    p.add_argument("--random", type=int, default=0, metavar="N",
+                   help="more rows: N subnets drawn at random from the whole space, every resolution of it")
+    p.add_argument("--seed", type=int, default=0, help="seed of --random")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--repeats", type=int, default=20, help="timed calls per runtime and round")
@@ -55,6 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--log-root", default="tuning_logs")
     p.add_argument("--artifacts", default="artifacts")
     p.add_argument("--out", default="docs/BENCHMARKS.md")
+    p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one runtime's process
     return p.parse_args(argv)
 
 
@@ -64,49 +75,132 @@ def subnet(space, name: str, resolution: int):
 
 
 ORT = "ONNX Runtime"  # the column the issue's bar compares with
+TORCH, OPENVINO = "PyTorch eager", "OpenVINO"
+SETTLE_S = 0.3  # idle before each runtime's turn: the one before may leave pool threads busy
 
 
-def runners(module, x, artifact_dirs: dict, threads: int, onnx_path: str) -> dict:
-    """name -> zero-argument callable running one inference to completion, each runtime loaded
-    afresh; ``artifact_dirs`` maps a TVM column's name to its artifact folder, ``onnx_path`` is
-    ``module`` exported (:func:`export_onnx`)."""
+def _load_runtime(spec: dict):
+    """In a worker process: load one runtime and return a zero-argument inference callable."""
     import numpy as np
-    import onnxruntime as ort
-    import openvino as ov
-    import torch
 
+    x = np.load(spec["input"])
+    threads = int(spec["threads"])
+    kind = spec["runtime"]
+    if kind == TORCH:
+        import torch
+
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(True)
+        from tvm_ofa.arch import ArchConfig
+
+        net, _ = build_net(spec["checkpoint"], spec["resolutions"])
+        module = net.extract(ArchConfig.from_dict(spec["arch"])).eval()
+        xt = torch.from_numpy(x)
+
+        def run():
+            with torch.no_grad():
+                return module(xt).numpy()
+        return run
+    if kind == ORT:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        # spinning pool threads would keep a core busy after the turn, into the next runtime's
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        sess = ort.InferenceSession(spec["onnx"], so, providers=["CPUExecutionProvider"])
+        return lambda: sess.run(None, {"x": x})[0]
+    if kind == OPENVINO:
+        import openvino as ov
+
+        req = ov.Core().compile_model(spec["onnx"], "CPU", {"INFERENCE_NUM_THREADS": threads}).create_infer_request()
+        return lambda: next(iter(req.infer({0: x}).values()))
     from tvm_ofa import load_artifact
 
-    torch.set_num_threads(threads)
-    # an untrained supernet has near-zero activations: denormals made eager PyTorch ~200x slower
-    # here (1.3 s vs ~6 ms), which ONNX Runtime and OpenVINO avoid by flushing them
-    torch.set_flush_denormal(True)
-    xt = torch.from_numpy(x)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    # spinning pool threads would steal the cores from the runtime timed next (interleaved)
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
-    core = ov.Core()
-    compiled = core.compile_model(onnx_path, "CPU", {"INFERENCE_NUM_THREADS": threads})
-    req = compiled.create_infer_request()
-    arts = {name: load_artifact(d, threads=threads) for name, d in artifact_dirs.items()}
+    art = load_artifact(spec["artifact"], threads=threads)
+    return lambda: art(x)
 
-    def run_torch():
-        torch.set_flush_denormal(True)  # cheap; other runtimes' setup can reset MXCSR
-        with torch.no_grad():
-            module(xt)
 
-    out = {"PyTorch eager": run_torch,
-           ORT: lambda: sess.run(None, {"x": x}),
-           "OpenVINO": lambda: req.infer({0: x}),
-           **{name: (lambda a=a: a(x)) for name, a in arts.items()}}
-    ref = module(xt).detach().numpy()
-    for name, f in [(ORT, lambda: sess.run(None, {"x": x})[0])] + [(n, out[n]) for n in arts]:
-        err = float(np.abs(f() - ref).max())
-        if err > 1e-3:
-            raise SystemExit(f"{name} output differs from PyTorch by {err}")
-    return out
+def worker(spec_path: str) -> int:
+    """A worker process: load the runtime its spec names, write one output for the check, then
+    time one round per ``round REPEATS`` line on stdin (printing the round's median ms)."""
+    import json
+
+    import numpy as np
+
+    spec = json.loads(Path(spec_path).read_text())
+    run = _load_runtime(spec)
+    for _ in range(3):
+        out = run()
+    np.save(spec["output"], np.asarray(out))
+    print("ready", flush=True)
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd or cmd[0] != "round":
+            break
+        time.sleep(SETTLE_S)
+        run()  # the first call after the pause wakes the runtime's threads; not timed
+        ts = []
+        for _ in range(int(cmd[1])):
+            t0 = time.perf_counter()
+            run()
+            ts.append((time.perf_counter() - t0) * 1e3)
+        print(f"{statistics.median(ts):.6f}", flush=True)
+    return 0
+
+
+class Worker:
+    """The parent's handle on one runtime's worker process."""
+
+    def __init__(self, name: str, spec: dict, tmp: str):
+        import json
+        import subprocess
+
+        self.name = name
+        spec_path = os.path.join(tmp, f"spec-{len(os.listdir(tmp))}.json")
+        self.output = spec_path.replace(".json", ".npy")
+        Path(spec_path).write_text(json.dumps({**spec, "output": self.output}))
+        env = {**os.environ, "TVM_NUM_THREADS": str(spec["threads"]), "OMP_NUM_THREADS": str(spec["threads"])}
+        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", spec_path], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=env)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise SystemExit(f"{name}: its worker failed to load (exit {self.proc.wait()})")
+
+    def round(self, repeats: int) -> float:
+        self.proc.stdin.write(f"round {repeats}\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+
+
+def timed_load(specs: dict, rounds: int, repeats: int, tmp: str, reference) -> dict[str, list[float]]:
+    """One fresh load of every runtime, each in its own process: name -> each round's median ms.
+    The order of the runtimes rotates every round; an output that differs from ``reference`` by
+    more than 1e-3 stops the benchmark."""
+    import numpy as np
+
+    workers = []
+    try:
+        for name, spec in specs.items():
+            w = Worker(name, spec, tmp)
+            workers.append(w)
+            err = float(np.abs(np.load(w.output).reshape(reference.shape) - reference).max())
+            if err > 1e-3:
+                raise SystemExit(f"{name} output differs from PyTorch by {err}")
+        per = {w.name: [] for w in workers}
+        for r in range(rounds):
+            k = r % len(workers)
+            for w in workers[k:] + workers[:k]:
+                per[w.name].append(w.round(repeats))
+        return per
+    finally:
+        for w in workers:
+            w.close()
 
 
 def export_onnx(module, x, tmp: str) -> str:
@@ -115,6 +209,30 @@ def export_onnx(module, x, tmp: str) -> str:
     path = os.path.join(tmp, "model.onnx")
     torch.onnx.export(module, (torch.from_numpy(x),), path, input_names=["x"], output_names=["y"])
     return path
+
+
+def build_net(checkpoint: str | None, resolutions: list[int]):
+    """The supernet the rows come from, and a description of it: ``checkpoint`` (or the embedded
+    one); where that space lacks one of ``resolutions``, the untrained ImageNet-shaped supernet with
+    seeded random parameters (latency does not depend on the weights). Deterministic, so that
+    every worker process rebuilds the same network."""
+    from tvm_ofa.cli._common import load_model, untrained_supernet
+
+    net, source = load_model(argparse.Namespace(checkpoint=checkpoint))
+    outside = [r for r in resolutions if r not in net.space.resolutions]
+    if outside and checkpoint:
+        raise SystemExit(f"{checkpoint}: its space has no resolution {outside} "
+                         f"(it has {list(net.space.resolutions)}); pass --resolutions from those")
+    if outside:
+        # the embedded checkpoint is a small-image supernet (32-48 px): runtime at the sizes
+        # deployment cares about is measured on the ImageNet-shaped space instead
+        net, source = untrained_supernet(), "untrained"
+    if checkpoint is None and str(source).startswith("untrained"):
+        realistic_init_(net)
+        source = (f"untrained {net.n_classes}-class supernet (space {min(net.space.resolutions)}-"
+                  f"{max(net.space.resolutions)} px), parameters re-initialized at random (seed 0) "
+                  "for realistic activations")
+    return net.eval(), source
 
 
 def realistic_init_(net) -> None:
@@ -136,33 +254,6 @@ def realistic_init_(net) -> None:
                 t.uniform_(0.5, 1.5, generator=g)
             else:
                 t.normal_(0.0, 0.1, generator=g)
-
-
-SETTLE_S = 0.3  # a pause before each runtime's turn
-
-
-def interleaved(fns: dict, rounds: int, repeats: int, settle: float = SETTLE_S) -> dict[str, list[float]]:
-    """name -> the median ms of each round.
-
-    Each runtime's turn starts after ``settle`` seconds idle: the runtime timed before it may
-    leave pool threads busy after its last call (``bench/pool_spin.py`` shows for how long TVM's
-    do), which would slow the next runtime's calls, not its own.
-    """
-    for f in fns.values():  # warm up every runtime before the first timed round
-        for _ in range(3):
-            f()
-    per = {n: [] for n in fns}
-    for _ in range(rounds):
-        for name, f in fns.items():
-            time.sleep(settle)
-            f()  # the first call after the pause wakes the runtime's threads; not timed
-            ts = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                f()
-                ts.append((time.perf_counter() - t0) * 1e3)
-            per[name].append(statistics.median(ts))
-    return per
 
 
 def pooled_median(loads: list[dict[str, list[float]]]) -> dict[str, float]:
@@ -217,79 +308,91 @@ def write_table(path: Path, block: str) -> None:
     path.write_text(text)
 
 
+def rows_to_time(args, space) -> list[tuple[str, object]]:
+    """``(row name, arch)``: the benchmark subnets, the ``--arch`` files, then ``--random`` draws."""
+    import numpy as np
+
+    from tvm_ofa.arch import ArchConfig
+
+    rows = [(name, space.validate(subnet(space, name, res))) for res in args.resolutions for name in args.subnets]
+    rows += [(Path(f).stem, space.validate(ArchConfig.from_json(Path(f).read_text()))) for f in args.arch]
+    rng = np.random.default_rng(args.seed)
+    rows += [("random", space.sample(rng)) for _ in range(args.random)]
+    return rows
+
+
 def main(argv=None) -> int:
+    import datetime
+
     import numpy as np
     import tvm
 
-    from tvm_ofa.cli._common import load_model, untrained_supernet
     from tvm_ofa.compiler.artifact import read_metadata
-    from tvm_ofa.compiler.measure import set_threads
     from tvm_ofa.compiler.pipeline import emit
     from tvm_ofa.targets import host_provenance, load_target
 
     args = parse_args(argv)
-    # first, before any build starts TVM's thread pool with its x86 default (half the CPUs)
-    set_threads(args.threads)
+    if args.worker:
+        return worker(args.worker)
     cfgs = [load_target(t) for t in args.target]
     cfg = cfgs[0]
     # one TVM column per target, named after it: a lone "TVM" column hid which lowering it timed
     column = {c.name: f"tvm-ofa ({c.name})" for c in cfgs}
-    net, source = load_model(argparse.Namespace(checkpoint=args.checkpoint))
-    outside = [r for r in args.resolutions if r not in net.space.resolutions]
-    if outside and args.checkpoint:
-        raise SystemExit(f"{args.checkpoint}: its space has no resolution {outside} "
-                         f"(it has {list(net.space.resolutions)}); pass --resolutions from those")
-    if outside:
-        # the embedded checkpoint is a small-image supernet (32-48 px): runtime at the sizes
-        # deployment cares about is measured on the ImageNet-shaped space instead (latency does
-        # not depend on the weights)
-        net, source = untrained_supernet(), "untrained"
-    if args.checkpoint is None and str(source).startswith("untrained"):
-        realistic_init_(net)
-        source = (f"untrained {net.n_classes}-class supernet (space {min(net.space.resolutions)}-"
-                  f"{max(net.space.resolutions)} px), parameters re-initialized at random (seed 0) "
-                  "for realistic activations")
+    net, source = build_net(args.checkpoint, args.resolutions)
     prov = host_provenance(cfg)
     rows = []
-    for res in args.resolutions:
-        for name in args.subnets:
-            arch = net.space.validate(subnet(net.space, name, res))
-            module = net.extract(arch).eval()
-            folders, tuning = {}, {}
-            for c in cfgs:
-                t0 = time.time()
-                folder = emit(c, arch, module, log_root=args.log_root, out_root=args.artifacts,
-                              tune_first=not args.no_tune, trials_per_task=args.trials, measure=False,
-                              seed_from=args.seed_from, reseed=args.reseed)
-                tuning[c.name] = read_metadata(folder)["tuning"]
-                folders[column[c.name]] = folder
-                print(f"{arch.id} for {c.name}: built in {time.time() - t0:.0f} s, "
-                      f"{tuning[c.name]['tuned_workloads']}/{tuning[c.name]['total_workloads']} tuned",
-                      flush=True)
-            x = np.random.default_rng(0).standard_normal((1, 3, res, res)).astype("float32")
-            with tempfile.TemporaryDirectory() as tmp:
-                onnx_path = export_onnx(module, x, tmp)
-                loads = [interleaved(runners(module, x, folders, args.threads, onnx_path),
-                                     args.rounds, args.repeats) for _ in range(args.loads)]
-            med = pooled_median(loads)
-            rows.append((name, res, arch.id, tuning, med,
-                         {c: paired_ratio(loads, c) for c in folders}))
-            print("  " + "  ".join(f"{k} {v:.2f} ms" for k, v in med.items()), flush=True)
+    for name, arch in rows_to_time(args, net.space):
+        res = arch.resolution
+        module = net.extract(arch).eval()
+        folders, tuning = {}, {}
+        for c in cfgs:
+            t0 = time.time()
+            folder = emit(c, arch, module, log_root=args.log_root, out_root=args.artifacts,
+                          tune_first=not args.no_tune, trials_per_task=args.trials, measure=False,
+                          seed_from=args.seed_from, reseed=args.reseed)
+            tuning[c.name] = read_metadata(folder)["tuning"]
+            folders[column[c.name]] = folder
+            print(f"{arch.id} for {c.name}: built in {time.time() - t0:.0f} s, "
+                  f"{tuning[c.name]['tuned_workloads']}/{tuning[c.name]['total_workloads']} tuned",
+                  file=sys.stderr, flush=True)
+        x = np.random.default_rng(0).standard_normal((1, 3, res, res)).astype("float32")
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = export_onnx(module, x, tmp)
+            np.save(os.path.join(tmp, "x.npy"), x)
+            common = {"input": os.path.join(tmp, "x.npy"), "threads": args.threads, "onnx": onnx_path,
+                      "checkpoint": args.checkpoint, "resolutions": args.resolutions, "arch": arch.to_dict()}
+            specs = {TORCH: {**common, "runtime": TORCH}, ORT: {**common, "runtime": ORT},
+                     OPENVINO: {**common, "runtime": OPENVINO},
+                     **{col: {**common, "runtime": "tvm", "artifact": str(d)} for col, d in folders.items()}}
+            import torch
+
+            with torch.no_grad():
+                reference = module(torch.from_numpy(x)).numpy()
+            loads = [timed_load(specs, args.rounds, args.repeats, tmp, reference) for _ in range(args.loads)]
+        med = pooled_median(loads)
+        rows.append((name, res, arch.id, tuning, med, {c: paired_ratio(loads, c) for c in folders}))
+        print(f"{arch.id}: " + "  ".join(f"{k} {v:.2f} ms" for k, v in med.items()), file=sys.stderr, flush=True)
     trials = cfg.tuning["trials_per_task"] if args.trials is None else args.trials
     tuned = "no new tuning" if args.no_tune else f"{trials} trials per task"
     if args.seed_from and not args.no_tune:
         tuned += (f" after seeding from {args.seed_from}'s records timed here"
                   + (" beside this CPU's own, every workload" if args.reseed else ""))
+    ratios = {c: [r[4][c] / r[4][ORT] for r in rows] for c in column.values()}
+    summary = [f"- {c}: median {statistics.median(v):.2f}x ONNX Runtime's time over {len(v)} rows, "
+               f"{min(v):.2f}-{max(v):.2f}x; at most 1.0x on {sum(x <= 1 for x in v)} rows"
+               for c, v in ratios.items() if v]
     lines = [
-        "## Runtime comparison (batch 1, fp32)",
+        "### Runtime comparison (batch 1, fp32, one process per runtime)",
         "",
         f"`{' '.join(['python', 'bench/bench_runtime.py'] + [shlex.quote(a) for a in (argv or sys.argv[1:])])}`"
-        f" on {prov.get('cpu')} ({os.uname().machine}), {args.threads} threads for every runtime, "
-        f"TVM {tvm.__version__}, supernet: {source}; medians of {args.rounds} interleaved rounds of "
-        f"{args.repeats} calls (each turn after {SETTLE_S} s idle and one untimed call) in each of {args.loads} fresh loads of every runtime; TVM tuned with {tuned} "
-        f"(coverage per row); load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}.",
+        f" on {datetime.date.today()}, {prov.get('cpu')} ({os.uname().machine}), {args.threads} threads for "
+        f"every runtime, TVM {tvm.__version__}, supernet: {source}; each runtime in its own process, "
+        f"medians of {args.rounds} rounds of {args.repeats} calls (one runtime at a time, order rotated "
+        f"every round, each turn after {SETTLE_S} s idle and one untimed call) in each of {args.loads} "
+        f"fresh loads; TVM tuned with {tuned} (coverage per row); load average "
+        f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}.",
         "",
-    ] + table_rows(rows, [column[c.name] for c in cfgs], [c.name for c in cfgs])
+    ] + table_rows(rows, [column[c.name] for c in cfgs], [c.name for c in cfgs]) + [""] + summary
     write_table(Path(args.out), "\n".join(lines))
     print(f"wrote {args.out}")
     return 0

@@ -157,8 +157,8 @@ def main(argv=None) -> int:
         entry[0] += t
         entry[1] += o
         entry[2] += 1
-    print(f"\nconvolutions by TVM kernel, largest gap first (ms per run: TVM, ONNX Runtime, "
-          f"gap, calls, input shape)")
+    print("\nconvolutions by TVM kernel, largest gap first (ms per run: TVM, ONNX Runtime, "
+          "gap, calls, input shape)")
     for name, (t, o, n, shapes) in sorted(by_kernel.items(), key=lambda kv: kv[1][1] - kv[1][0])[:args.top]:
         print(f"  {t:7.3f}  {o:7.3f}  {t - o:+7.3f}  x{n}  {name}  {shapes[0] if shapes else ''}")
     return 0

@@ -14,13 +14,6 @@ stands out from the machine's common factor (a slow phase moves every kernel ali
 
     python bench/task_breakdown.py --log-dir tuning_logs/host-cpu/znver4 --arch arch.json --time-kernels host-cpu
 
-``--parallel-loops TARGET`` lists, for each fused kernel of that build, its parallel loop's
-extent and the output axes it splits across the threads (``ff`` output channels, ``yy`` rows):
-a kernel that reads every channel its producer split by channel reads half of them from the
-other core's cache.
-
-    python bench/task_breakdown.py --log-dir tuning_logs/host-cpu-prepack/rocketlake --arch largest \
-        --resolution 224 --parallel-loops host-cpu-prepack
 """
 
 from __future__ import annotations
@@ -44,9 +37,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--time-kernels", metavar="TARGET", default=None,
                    help="also build the subnet for this target with the records and time each fused "
                         "kernel alone against its record (run it alone on the machine)")
-    p.add_argument("--parallel-loops", metavar="TARGET", default=None,
-                   help="also build the subnet for this target with the records and list the output "
-                        "axes each fused kernel's parallel loop splits across threads")
     return p.parse_args(argv)
 
 
@@ -99,8 +89,6 @@ def main(argv=None) -> int:
               f"{w.h}->{w.ho} px k{w.k} s{w.s}")
     if args.time_kernels:
         time_kernels(args, arch, {k: 1e3 * v for k, v in best.items()})
-    if args.parallel_loops:
-        parallel_loops(args, arch)
     return 0
 
 
@@ -112,7 +100,7 @@ def scheduled_kernels(args, arch, cfg):
 
     from tvm_ofa.arch import SearchSpace
     from tvm_ofa.compiler.build import apply_database
-    from tvm_ofa.compiler.database import open_database
+    from tvm_ofa.compiler.store import open_database
     from tvm_ofa.compiler.lower import lower_module
     from tvm_ofa.nn.ofa_mbv3 import OFAMobileNetV3
     from tvm_ofa.predict.workloads import workload_from_mod
@@ -132,45 +120,6 @@ def scheduled_kernels(args, arch, cfg):
             continue
         yield gv.name_hint, f, workload_from_mod(
             tvm.IRModule({"main": low.mod[name].with_attr("global_symbol", "main")}))
-
-
-def split_axes(func) -> list[tuple[int, list[str]]]:
-    """Each parallel loop of a scheduled PrimFunc: its extent, and the spatial axes of its compute
-    block (the first one under the loop that reduces, else the first) on which the two halves of
-    the loop differ: TVM's pool hands the first half to one thread and the second to the other, so
-    these are the axes the kernel's output is split along (``ff`` channels, ``yy`` rows, ...)."""
-    import tvm.sym
-    import tvm_ffi
-    from tvm import tirx
-
-    from tvm_ofa.compiler.parallel import binding_at, compute_block, parallel_loops
-
-    analyzer = tvm.sym.Analyzer()
-    out = []
-    for loop in parallel_loops(func):
-        compute = compute_block(loop)
-        if compute is None:
-            out.append((int(loop.extent), []))
-            continue
-        var, half = loop.loop_var, int(loop.extent) // 2
-        axes = [iv.var.name.removeprefix("v_")
-                for iv, value in zip(compute.block.iter_vars, compute.iter_values)
-                if iv.iter_type == tirx.IterVar.DataPar
-                and not tvm_ffi.structural_equal(binding_at(value, var, 0, analyzer),
-                                                 binding_at(value, var, half, analyzer))]
-        out.append((int(loop.extent), axes))
-    return out
-
-
-def parallel_loops(args, arch) -> None:
-    """For each distinct fused kernel of the subnet's build, the output axes its parallel loops
-    split across threads."""
-    from tvm_ofa.targets import load_target
-
-    print("\nparallel loops (extent: axes split across threads), per fused kernel")
-    for name, f, w in scheduled_kernels(args, arch, load_target(args.parallel_loops)):
-        loops = "; ".join(f"{n}: {','.join(axes) or '-'}" for n, axes in split_axes(f)) or "none"
-        print(f"  {loops:24s} {w.key if w else name}")
 
 
 def time_kernels(args, arch, record_ms: dict) -> None:

@@ -1,4 +1,4 @@
-"""The latency collector's measurement lines (bench/collect_latency_data.py), without TVM."""
+"""The latency collector's measurement lines (`tvm-ofa latency collect`), without TVM."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,9 @@ from conftest import bench_script
 
 @pytest.fixture(scope="module")
 def collector():
-    return bench_script("collect_latency_data")
+    from tvm_ofa.cli import collect
+
+    return collect
 
 
 def test_a_measurement_line_keeps_its_passes_and_reads_back(collector, tiny_space, tmp_path):
@@ -33,7 +35,7 @@ def test_a_measurement_line_keeps_its_passes_and_reads_back(collector, tiny_spac
 
 
 def test_only_retimed_values_taken_at_speed_for_the_current_best_record_stand(tmp_path):
-    from tvm_ofa.compiler.retime import RETIMED_FILE, accepted_times
+    from tvm_ofa.compiler.store import RETIMED_FILE, accepted_times
 
     doc = {"canary": "k0", "canary_best_s": 1.0, "slow": 1.1, "workloads": {
         "fast": {"s": 0.5, "canary_s": 1.05, "record_s": 0.9},
@@ -198,29 +200,3 @@ def test_bench_runtime_pairs_each_round_with_onnx_runtimes():
              {"ONNX Runtime": [2.0, 2.0], "tvm": [2.2, 1.9]}]
     median, ahead, n = bench.paired_ratio(loads, "tvm")
     assert (median, ahead, n) == (pytest.approx(1.0), 3, 5)
-
-
-def test_runtime_subsets_refuses_an_unknown_runtime_or_a_missing_artifact(tmp_path, capsys):
-    """One line naming the bad runtime, or the artifact folder to build first; nothing loaded."""
-    script = bench_script("runtime_subsets")
-    with pytest.raises(SystemExit):
-        script.main(["tvm", "ort,onnx"])
-    assert "unknown runtime 'onnx' in 'ort,onnx'" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        script.main(["tvm", "--artifacts", str(tmp_path), "--subnet", "smallest", "--resolution", "160"])
-    err = capsys.readouterr().err
-    assert "no artifact; build it first" in err and str(tmp_path) in err
-
-
-def test_parallel_launch_refuses_a_missing_artifact(tmp_path):
-    """One line naming the artifact folder and the command that builds it; no child started."""
-    script = bench_script("parallel_launch")
-    with pytest.raises(SystemExit, match=r"^error: \S+r160-d22222-\w+: no artifact \(build it first: "
-                       r"python bench/bench_runtime.py --target host-cpu-prepack --subnets smallest "
-                       r"--resolutions 160\)$"):
-        script.main(["--artifacts", str(tmp_path), "--subnet", "smallest", "--resolution", "160"])
-
-
-def test_pool_spin_refuses_a_missing_artifact(tmp_path):
-    with pytest.raises(SystemExit, match=r"^error: \S*missing: no such artifact folder$"):
-        bench_script("pool_spin").main([str(tmp_path / "missing")])

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tvm_ofa.predict.latency import predictor_files
+from tvm_ofa.compiler.store import predictor_files
 from tvm_ofa.predict.workloads import NetConfig, subnet_workloads
 
 NET = NetConfig(width_mult=0.35, n_classes=10, stem_stride=2)
@@ -261,7 +261,8 @@ def test_calibrate_borrows_schedules_resumes_and_beats_the_source(source_machine
 
     from tvm_ofa import load_artifact
     from tvm_ofa.compiler.pipeline import emit
-    from tvm_ofa.predict.calibrate import MEASUREMENTS_FILE, calibrate, read_measurements
+    from tvm_ofa.compiler.store import CALIBRATION_MEASUREMENTS_FILE as MEASUREMENTS_FILE
+    from tvm_ofa.predict.calibrate import calibrate, read_measurements
     from tvm_ofa.predict.latency import evaluate, load_predictor
     from tvm_ofa.predict.dataset import Measurement
     from tvm_ofa.targets import host_provenance
@@ -288,7 +289,7 @@ def test_calibrate_borrows_schedules_resumes_and_beats_the_source(source_machine
     lines = (here / MEASUREMENTS_FILE).read_text().splitlines()
     assert rep.measured == 4 and rep.measured_now == 2 and len(lines) == 4  # nothing measured twice
     # the borrowed schedules were timed here and the predictor uses those times
-    from tvm_ofa.compiler.retime import BORROWED_FILE
+    from tvm_ofa.compiler.store import BORROWED_FILE
     from tvm_ofa.predict.calibrate import borrowed_times
 
     assert rep.retimed_workloads > 0 and (here / BORROWED_FILE).is_file()
@@ -296,7 +297,7 @@ def test_calibrate_borrows_schedules_resumes_and_beats_the_source(source_machine
     assert rep.source_cpu == "srccpu" and all(json.loads(x)["coverage"] == 1.0 for x in lines)
 
     # the source is stored relative to this folder, so a log root moves (or is committed) whole
-    from tvm_ofa.compiler.database import calibration_source
+    from tvm_ofa.compiler.store import calibration_source
 
     assert json.loads((here / "calibration.json").read_text())["source_dir"] == "../srccpu"
     shutil.copytree(root, tmp_path / "moved")
@@ -349,7 +350,7 @@ def test_calibrate_bad_input_is_one_line(source_machine, tmp_path):
     cfg = _host_cfg()
     with pytest.raises(CalibrationError, match=r"too short.*at least"):
         calibrate(cfg, minutes=0.1, log_root=root0)
-    with pytest.raises(CalibrationError, match="collect_latency_data"):
+    with pytest.raises(CalibrationError, match="latency collect"):
         calibrate(cfg, minutes=5, log_root=tmp_path / "empty")
     root = tmp_path / "old"
     shutil.copytree(root0, root)

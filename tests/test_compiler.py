@@ -91,7 +91,7 @@ def test_lowering_matches_torch(tiny_sub):
 
 
 def test_repair_drops_torn_lines(tmp_path):
-    from tvm_ofa.compiler.database import (RECORD_FILE, WORKLOAD_FILE, DatabaseWarning,
+    from tvm_ofa.compiler.store import (RECORD_FILE, WORKLOAD_FILE, DatabaseWarning,
                                            repair)
 
     (tmp_path / WORKLOAD_FILE).write_text('["1", "a"]\n{garbage\n["3", "c"]\n')
@@ -109,7 +109,7 @@ def test_repair_drops_torn_lines(tmp_path):
 def test_one_tuning_process_per_database(mini, tmp_path):
     """Two processes appending to one JSON database number their new workloads alike, so records
     end up pointing at the other's workloads: a second writer is refused, in one line."""
-    from tvm_ofa.compiler.database import DatabaseBusy, writer_lock
+    from tvm_ofa.compiler.store import DatabaseBusy, writer_lock
     from tvm_ofa.compiler.lower import lower_module
     from tvm_ofa.compiler.tune import TuningError, tune
 
@@ -168,7 +168,7 @@ def test_second_tune_runs_zero_trials(tuned):
 def test_a_finished_task_without_records_is_tuned_again(tuned):
     """Records that MetaSchedule cannot load back are set aside; the task they belonged to is
     marked finished, but with no record left it is tuned again rather than left untuned."""
-    from tvm_ofa.compiler.database import RECORD_FILE
+    from tvm_ofa.compiler.store import RECORD_FILE
     from tvm_ofa.compiler.tune import tune
 
     cfg, low, root, _, _ = tuned
@@ -185,7 +185,7 @@ def test_seeding_from_another_cpus_folder_times_its_schedules_here(tuned, tmp_pa
     """A CPU with no records starts from another CPU's: their best schedules are rebuilt, timed
     here and kept as this machine's records (``--trials 0``: nothing else), the other folder is
     only read, and a later tune goes on from them."""
-    from tvm_ofa.compiler.database import RECORD_FILE, WORKLOAD_FILE, open_database
+    from tvm_ofa.compiler.store import RECORD_FILE, WORKLOAD_FILE, open_database
     from tvm_ofa.compiler.seed import SeedError
     from tvm_ofa.compiler.tune import TuningError, coverage, tune
 
@@ -224,52 +224,10 @@ def test_seeding_from_another_cpus_folder_times_its_schedules_here(tuned, tmp_pa
 
 
 @pytest.mark.slow
-def test_split_rows_target_seeds_from_a_plain_folder_and_tunes_only_row_splits(tuned, mini, tmp_path):
-    """A ``split_rows`` target: its workloads carry the mark, seeding from a folder of the
-    unmarked lowering keeps only schedules whose threads can split rows (moving tiles outward
-    where needed), tuning keeps to them too, and the build matches torch."""
-    from tvm import relax
-
-    from tvm_ofa.compiler.build import build
-    from tvm_ofa.compiler.database import open_database
-    from tvm_ofa.compiler.lower import lower_module
-    from tvm_ofa.compiler.parallel import ATTR, row_splittable
-    from tvm_ofa.compiler.tune import coverage, tune
-
-    plain_cfg, _, root, first, _ = tuned
-    cfg = host_cfg(name="host-test-rows", split_rows=True)
-    low = lower_module(mini, (1, 3, 32, 32), **cfg.lowering)
-    assert all((f.attrs or {}).get(ATTR) for _, f in low.mod.functions_items()
-               if isinstance(f, tvm.tirx.PrimFunc))
-    rep = tune(cfg, low, log_root=tmp_path, trials_per_task=0,
-               seed_from=str(plain_cfg.log_dir(root)), min_repeat_ms=5)
-    assert rep.seeded_tasks > 0 and rep.seed_measured >= rep.seeded_tasks
-
-    def splittable(recs) -> bool:
-        for r in recs:
-            sch = tvm.s_tir.Schedule(r.workload.mod)
-            r.trace.apply_to_schedule(sch, remove_postproc=False)
-            if not row_splittable(sch.mod["main"]):
-                return False
-        return True
-
-    db = open_database(cfg.log_dir(tmp_path)).db
-    assert splittable(db.get_all_tuning_records())
-    tune(cfg, low, log_root=tmp_path, trials_per_task=4, min_repeat_ms=5)
-    recs = open_database(cfg.log_dir(tmp_path)).db.get_all_tuning_records()
-    assert len(recs) > rep.seed_measured and splittable(recs)
-    assert coverage(cfg, low, tmp_path)[0] == first.tasks_total
-    vm = relax.VirtualMachine(build(low.mod, cfg.tvm_target(), open_database(cfg.log_dir(tmp_path)).db),
-                              tvm.cpu())
-    x = np.random.default_rng(4).standard_normal((1, 3, 32, 32)).astype("float32")
-    assert np.abs(vm["main"](tvm.runtime.tensor(x)).numpy() - _torch_out(mini, x)).max() <= 1e-4
-
-
-@pytest.mark.slow
 def test_reseeding_times_the_other_cpus_schedules_beside_this_ones(tuned, tmp_path):
     """``reseed``: every task, tuned here or not, gets the other CPU's best schedules and its own
     best ones timed again in one run; nothing is tuned, and the build can only get faster records."""
-    from tvm_ofa.compiler.database import RECORD_FILE, WORKLOAD_FILE, open_database
+    from tvm_ofa.compiler.store import RECORD_FILE, WORKLOAD_FILE, open_database
     from tvm_ofa.compiler.tune import TuningError, coverage, tune
 
     cfg, low, root, first, _ = tuned
@@ -303,7 +261,7 @@ def test_prepacked_target_tunes_its_own_records_and_packs_weights_at_build(mini,
     from tvm import relax
 
     from tvm_ofa.compiler.build import apply_database, build
-    from tvm_ofa.compiler.database import open_database
+    from tvm_ofa.compiler.store import open_database
     from tvm_ofa.compiler.lower import lower_module
     from tvm_ofa.compiler.tune import coverage, tune
 
@@ -342,40 +300,6 @@ class StridedDW(torch.nn.Module):
         return self.body(x)
 
 
-def test_deinterleaved_lowering_matches_torch_and_keeps_the_workloads(tmp_path):
-    """``deinterleave: true``: every stride-2 depthwise convolution reads a column-split copy of
-    its input (its own TIR block), the parsed workloads stay those of the plain lowering, and the
-    built module matches PyTorch; a lowering without the option is refused by such a target."""
-    from tvm import relax
-
-    from tvm_ofa.compiler.build import build
-    from tvm_ofa.compiler.lower import lower_module
-    from tvm_ofa.compiler.tune import TuningError, tune
-    from tvm_ofa.predict.workloads import workload_from_mod
-
-    torch.manual_seed(0)
-    net = StridedDW().eval()
-    cfg = host_cfg(name="host-test-deinterleave", deinterleave=True)
-    plain = lower_module(net, (1, 3, 15, 15))
-    low = lower_module(net, (1, 3, 15, 15), **cfg.lowering)
-    assert low.lowering == {"prepack": False, "deinterleave": True, "split_rows": False, "nchwc": False}
-
-    def kernels(lowered):
-        return {gv.name_hint: f for gv, f in lowered.mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
-
-    def keys(lowered):
-        return sorted(workload_from_mod(tvm.IRModule({"main": f})).key for f in kernels(lowered).values())
-
-    split = [n for n, f in kernels(low).items() if 'sblock("pad_deinterleave")' in f.script()]
-    assert len(split) == 3 and not any('"pad_deinterleave"' in f.script() for f in kernels(plain).values())
-    assert keys(low) == keys(plain) and sum(":s2" in k for k in keys(low)) == 3
-    x = np.random.default_rng(5).standard_normal((1, 3, 15, 15)).astype("float32")
-    vm = relax.VirtualMachine(build(low.mod, cfg.tvm_target()), tvm.cpu())
-    assert np.abs(vm["main"](tvm.runtime.tensor(x)).numpy() - _torch_out(net, x)).max() <= 1e-4
-    with pytest.raises(TuningError, match=r"^host-test.yaml: deinterleave: the target says true"):
-        tune(cfg, plain, log_root=tmp_path)
-
-
 def test_nchwc_lowering_matches_torch_keeps_the_workloads_and_tunes(mini, tiny_sub, tmp_path):
     """``nchwc: true``: convolutions whose channels are multiples of 8 run in NCHW8c (their own
     TIR blocks), with the elementwise ops, SE means and residual adds between them (no layout
@@ -384,7 +308,7 @@ def test_nchwc_lowering_matches_torch_keeps_the_workloads_and_tunes(mini, tiny_s
     from tvm import relax
 
     from tvm_ofa.compiler.build import build
-    from tvm_ofa.compiler.database import open_database
+    from tvm_ofa.compiler.store import open_database
     from tvm_ofa.compiler.lower import lower_module
     from tvm_ofa.compiler.tune import TuningError, coverage, tune
     from tvm_ofa.predict.workloads import workload_from_mod
@@ -453,7 +377,7 @@ def test_nchwc16_gives_each_tensor_the_widest_block_its_channels_allow(mini, tmp
     from tvm import relax
 
     from tvm_ofa.compiler.build import build
-    from tvm_ofa.compiler.database import open_database
+    from tvm_ofa.compiler.store import open_database
     from tvm_ofa.compiler.lower import lower_module
     from tvm_ofa.compiler.tune import tune
     from tvm_ofa.predict.workloads import workload_from_mod
@@ -499,21 +423,10 @@ def test_nchwc16_gives_each_tensor_the_widest_block_its_channels_allow(mini, tmp
     assert np.abs(vm["main"](tvm.runtime.tensor(x)).numpy() - _torch_out(net, x)).max() <= 1e-4
 
 
-def test_lowering_records_lists_both_lowerings_of_each_strided_depthwise(tmp_path, capsys):
-    """``bench/lowering_records.py``: one row per stride-2 depthwise workload of the subnet, a
-    column per lowering ('-' without a record); an unknown target stops with one line."""
-    script = bench_script("lowering_records")
-    assert script.main(["--target", "host-cpu", "--subnet", "smallest", "--resolution", "128",
-                        "--log-root", str(tmp_path)]) == 0
-    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("dwconv:")]
-    assert len(rows) == 4 and all(r[0].endswith(":s2") and r[1:] == ["-", "-"] for r in rows)
-    with pytest.raises(SystemExit, match=r"^error: .*no-such-target"):
-        script.main(["--target", "no-such-target"])
-
-
 @pytest.mark.slow
 def test_retime_times_every_workload_once_and_the_dataset_uses_it(tuned):
-    from tvm_ofa.compiler.retime import read_retimed, retime_records
+    from tvm_ofa.compiler.retime import retime_records
+    from tvm_ofa.compiler.store import read_retimed
     from tvm_ofa.predict.dataset import build_dataset
 
     cfg, low, root, rep, events = tuned
@@ -537,7 +450,7 @@ def test_retime_times_every_workload_once_and_the_dataset_uses_it(tuned):
 
     # another machine's records, timed here: only the keys asked for, in their order, into the
     # borrowed file of the other folder; a deadline already past times nothing
-    from tvm_ofa.compiler.retime import BORROWED_FILE, RETIMED_FILE, accepted_times
+    from tvm_ofa.compiler.store import BORROWED_FILE, RETIMED_FILE, accepted_times
 
     other = root / "other-cpu"
     other.mkdir()
@@ -552,7 +465,7 @@ def test_retime_times_every_workload_once_and_the_dataset_uses_it(tuned):
 @pytest.mark.slow
 def test_resume_after_torn_write(tuned):
     """A killed tuner: no completion marks, the last batch's records missing, a torn line."""
-    from tvm_ofa.compiler.database import FINISHED_FILE, RECORD_FILE, DatabaseWarning
+    from tvm_ofa.compiler.store import FINISHED_FILE, RECORD_FILE, DatabaseWarning
     from tvm_ofa.compiler.tune import tune
 
     cfg, low, root, first, _ = tuned
@@ -579,7 +492,7 @@ def test_a_record_that_cannot_be_read_back_is_set_aside(tuned):
     which makes the whole database unopenable: that record moves aside, the rest opens."""
     import re
 
-    from tvm_ofa.compiler.database import RECORD_FILE, REJECTED_FILE, DatabaseWarning, open_database
+    from tvm_ofa.compiler.store import RECORD_FILE, REJECTED_FILE, DatabaseWarning, open_database
 
     cfg, _, root, _, _ = tuned
     broken = root.parent / "unloadable"
@@ -645,6 +558,20 @@ def test_emit_load_fresh_process_and_rpc(tuned, mini, tmp_path, capsys):
         assert np.abs(got - np.load({str(tmp_path / 'want.npy')!r})).max() <= 1e-4
     """)
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+    # loaded with no thread count, it runs on every physical core, whatever its metadata says it
+    # was measured with (TVM's own default, half the logical CPUs, is one thread on 2 cores)
+    meta["latency"]["threads"] = 1
+    (out / "metadata.json").write_text(json.dumps(meta))
+    code = textwrap.dedent(f"""
+        from tvm_ofa import load_artifact
+        from tvm_ofa.compiler.measure import physical_cores, runtime_threads
+        art = load_artifact({str(out)!r})
+        assert art.threads == physical_cores() == runtime_threads(), (art.threads, runtime_threads())
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=env)
+    assert meta["lowering"] == {"prepack": False, "nchwc": 0}
 
     with LoopbackRPC(key="tvm-ofa-test") as rpc:
         lat = measure_rpc(str(out), {"tracker_host": "127.0.0.1", "tracker_port": rpc.port,
@@ -797,8 +724,8 @@ def test_load_artifact_errors(tmp_path):
 
 
 def test_pack_keeps_best_records_and_unpack_restores(tmp_path):
-    from tvm_ofa.compiler.database import RECORD_FILE, WORKLOAD_FILE, pack, unpack
-    from tvm_ofa.predict.dataset import has_logs
+    from tvm_ofa.compiler.store import RECORD_FILE, WORKLOAD_FILE, pack, unpack
+    from tvm_ofa.compiler.store import has_logs
 
     wl = ['["111", {"m": 1}]', '["222", {"m": 2}]', '["333", {"m": 3}]']
     rec = [[2, [["t"], [3e-3]]], [2, [["t"], [1e-3]]], [2, [["t"], [2e-3]]], [2, [["t"], [1e10]]],

@@ -51,7 +51,7 @@ def test_shipped_predictor_describes_its_folder_and_predicts(folder):
 
 @pytest.mark.parametrize("folder", SHIPPED, ids=[d.name for d in SHIPPED])
 def test_shipped_database_unpacks_with_a_record_per_workload(folder, tmp_path):
-    from tvm_ofa.compiler.database import PACKED_SUFFIX, RECORD_FILE, WORKLOAD_FILE, unpack
+    from tvm_ofa.compiler.store import PACKED_SUFFIX, RECORD_FILE, WORKLOAD_FILE, unpack
 
     for name in (WORKLOAD_FILE, RECORD_FILE):
         shutil.copy2(folder / (name + PACKED_SUFFIX), tmp_path / (name + PACKED_SUFFIX))

@@ -19,15 +19,12 @@ def test_shipped_targets_validate():
 
 
 def test_lowering_options():
-    assert load_target("host-cpu-prepack").lowering == {"prepack": True, "deinterleave": False,
-                                                        "split_rows": False, "nchwc": False}
-    assert load_target("host-cpu").lowering == {"prepack": False, "deinterleave": False,
-                                                "split_rows": False, "nchwc": False}
+    assert load_target("host-cpu-prepack").lowering == {"prepack": True, "nchwc": False}
+    assert load_target("host-cpu").lowering == {"prepack": False, "nchwc": False}
     # its own name, so its records (other workloads) never mix with host-cpu's
     assert load_target("host-cpu-prepack").log_dir("logs").parent.name == "host-cpu-prepack"
     # the shipped full-width AVX-512 target: prepacked, 16-channel blocks where channels allow
-    assert load_target("host-cpu-nchwc16").lowering == {"prepack": True, "deinterleave": False,
-                                                        "split_rows": False, "nchwc": 16}
+    assert load_target("host-cpu-nchwc16").lowering == {"prepack": True, "nchwc": 16}
 
 
 def test_bare_name_finds_shipped_config():
@@ -50,7 +47,7 @@ def test_bare_name_finds_shipped_config():
     ({"name": "Bad Name"}, "name"),
     ({"cc": ""}, "cc"),
     ({"prepack": "yes"}, "prepack"),
-    ({"deinterleave": 1}, "deinterleave"),
+    ({"nchwc": 12}, "nchwc"),
 ])
 def test_errors_name_file_and_field(patch, field):
     with pytest.raises(ConfigError) as info:

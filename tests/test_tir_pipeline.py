@@ -90,31 +90,3 @@ def test_trial_builds_and_final_builds_lower_through_the_pipeline(monkeypatch):
     build.build(bb.get(), target)
     assert seen, "final build"
 
-
-def test_task_breakdown_names_the_axes_a_parallel_loop_splits_across_threads():
-    """bench/task_breakdown.py --parallel-loops: the output axes on which a parallel loop's two
-    halves (one per thread) differ."""
-    from conftest import bench_script
-    from tvm import te
-
-    split_axes = bench_script("task_breakdown").split_axes
-    a = te.placeholder((8, 6, 4), name="A")
-    k = te.reduce_axis((0, 4), name="k")
-    out = te.compute((8, 6), lambda c, h: te.sum(a[c, h, k], axis=k), name="S")
-    func = te.create_prim_func([a, out])
-
-    def parallel(order: str):
-        sch = tvm.s_tir.Schedule(func)
-        c, h, _ = sch.get_loops(sch.get_sblock("S"))
-        if order == "channels":
-            sch.parallel(c)
-        elif order == "rows":
-            sch.reorder(h, c)
-            sch.parallel(h)
-        else:
-            sch.parallel(sch.fuse(c, h))
-        return split_axes(sch.mod["main"])
-
-    assert parallel("channels") == [(8, ["c"])]
-    assert parallel("rows") == [(6, ["h"])]
-    assert parallel("fused") == [(48, ["c"])]  # iterations 0 and 24: channels 0 and 4, row 0 both

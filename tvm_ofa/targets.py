@@ -16,12 +16,6 @@ Schema::
     prepack: false                       # optional: weights stored in each schedule's tiled
                                          # layout at compile time (tuning records of such a
                                          # target only fit such a target: give it its own name)
-    deinterleave: false                  # optional: stride-2 depthwise convolutions read a copy of
-                                         # their input split into even and odd columns, so that
-                                         # their vector loads are contiguous (same caveat)
-    split_rows: false                    # optional: every kernel's threads split the image by
-                                         # rows, not channels, so that each core reads what it
-                                         # wrote (tvm_ofa.compiler.parallel; same caveat)
     nchwc: false                         # optional: convolutions and the ops between them in the
                                          # blocked NCHW8c layout (true or 8), or NCHW16c where a
                                          # tensor's channels allow and NCHW8c elsewhere (16: for
@@ -144,8 +138,6 @@ _FIELDS: dict[str, Callable[[str, str, Any], Any]] = {
     "tuning": _check_tuning,
     "description": _check_str,
     "prepack": _check_bool,
-    "deinterleave": _check_bool,
-    "split_rows": _check_bool,
     "nchwc": _check_nchwc,
 }
 _REQUIRED = {"name", "target"}
@@ -166,16 +158,13 @@ class TargetConfig:
     tuning: dict = field(default_factory=lambda: {"trials_per_task": 64, "trials_per_round": 16})
     description: str | None = None
     prepack: bool = False
-    deinterleave: bool = False
-    split_rows: bool = False
     nchwc: int = 0  # the widest channel block (tvm_ofa.compiler.lower.nchwc_block), 0: NCHW
 
     @property
     def lowering(self) -> dict[str, bool | int]:
         """The options of ``lower_module`` this target sets (they change its workloads, so its
         tuning records fit only a lowering with the same options)."""
-        return {"prepack": self.prepack, "deinterleave": self.deinterleave,
-                "split_rows": self.split_rows, "nchwc": self.nchwc}
+        return {"prepack": self.prepack, "nchwc": self.nchwc}
 
     @property
     def is_native(self) -> bool:

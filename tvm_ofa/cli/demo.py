@@ -139,13 +139,8 @@ def _specialize(args, cfg, net, lat, acc, ckpt, dataset) -> int:
     # spread over the feasible range, clear of its ends where the predictor has least support
     budgets = [round(floor + (top - floor) * f, 3) for f in (0.15, 0.45, 0.8)]
     print(f"feasible    {floor:.3f} .. {top:.3f} ms predicted; budgets {', '.join(map(str, budgets))} ms\n")
-    parser = argparse.ArgumentParser()
-    spec_cli.add_arguments(parser)
-    spec_args = parser.parse_args(["--target", args.target, "--latency-ms", *map(str, budgets),
-                                   "--checkpoint", str(ckpt), "--trials", str(args.trials),
-                                   "--out", args.out, "--generations", "200",
-                                   "--calibrate-minutes", "0"])
-    results = spec_cli.specialize_and_report(spec_args)
+    results = spec_cli.specialize_and_report(args.target, budgets, checkpoint=str(ckpt), trials=args.trials,
+                                             out=args.out, generations=200, calibrate_minutes=0)
     best = max(results, key=lambda r: r.budget_ms)
     _classify(best.artifact, ArchConfig.from_dict(best.arch), dataset, args.images)
     return 0

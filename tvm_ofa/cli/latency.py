@@ -7,10 +7,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-HELP = "predict a subnet's tuned latency on a target from its tuning logs (fit / predict / eval)"
+HELP = "predict a subnet's tuned latency on a target from its tuning logs (collect / retime / fit / predict / eval)"
 DESCRIPTION = """Learn the latency of tuned subnets from a target's tuning logs
 (tuning_logs/<target>/<cpu>/) and predict it for subnets never compiled.
 
+  collect  tune subnets sampled across the space into the target's logs and measure fully tuned
+           ones end to end (the predictor's training data; resumable, hours)
   retime   time the best schedule of every tuned workload again, in one run at the machine's
            usual speed (a canary kernel spots the VM's slow phases), into retimed.json: tuning
            records taken hours apart on a shared machine are not comparable; `fit` and `eval`
@@ -25,22 +27,43 @@ Subnets whose arch id hashes into the held-out quarter are never used by `fit`, 
 scores subnets whose end-to-end measurements the model has not seen.
 
 examples:
+  tvm-ofa latency collect --target host-cpu --hours 8 --no-measure
+  tvm-ofa latency collect --target host-cpu --measure-only --max-subnets 64
   tvm-ofa latency retime --target host-cpu
   tvm-ofa latency fit --target targets/host-cpu.yaml
   tvm-ofa latency predict --target host-cpu --arch arch.json
   tvm-ofa latency eval --target host-cpu --plot latency_eval.png"""
 
-_SUBVERBS = ("retime", "fit", "predict", "eval")
+_SUBVERBS = {
+    "collect": "tune subnets across the space and measure them end to end (the predictor's data)",
+    "retime": "time every tuned workload's best schedule again, in one run",
+    "fit": "train the predictor from the logs and measurements",
+    "predict": "predicted latency of one subnet",
+    "eval": "score the predictor and two baselines on held-out subnets",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from tvm_ofa.cli import collect
+
+    sub = parser.add_subparsers(dest="action", metavar="<action>")
+    sub.required = True
+    for name, text in _SUBVERBS.items():
+        p = sub.add_parser(name, help=text, description=collect.__doc__ if name == "collect" else text,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--target", default="host-cpu", metavar="YAML",
+                       help="target config (a path or a shipped name; default: host-cpu)")
+        p.add_argument("--log-root", default="tuning_logs", metavar="DIR",
+                       help="root of the per-target tuning logs (default: tuning_logs)")
+        if name == "collect":
+            collect.add_arguments(p)
+        else:
+            _add_model_arguments(p)
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     from tvm_ofa.cli._common import ARCH_HELP
 
-    parser.add_argument("action", choices=_SUBVERBS, help="what to do")
-    parser.add_argument("--target", required=True, metavar="YAML",
-                        help="target config (a path or a shipped name such as host-cpu)")
-    parser.add_argument("--log-root", default="tuning_logs", metavar="DIR",
-                        help="root of the per-target tuning logs (default: tuning_logs)")
     parser.add_argument("--arch", metavar="ARCH", help=f"predict: {ARCH_HELP}")
     parser.add_argument("--artifacts", nargs="*", default=(), metavar="DIR",
                         help="artifact folders whose metadata.json latency is used as measurements too")
@@ -76,7 +99,7 @@ def _space(args: argparse.Namespace, measurements: list) -> Any:
 
 
 def _load_data(args: argparse.Namespace, cfg: Any, log_dir: Path) -> tuple[Any, list, Any]:
-    from tvm_ofa.compiler.database import DatabaseWarning
+    from tvm_ofa.compiler.store import DatabaseWarning
     from tvm_ofa.predict.dataset import build_dataset, load_measurements
 
     with warnings.catch_warnings():
@@ -117,7 +140,7 @@ def _fit(args: argparse.Namespace) -> int:
           f"(from {pred.meta['n_measurements']} measured subnets)")
     if not pred.meta["n_measurements"]:
         print("note        no end-to-end measurements: predictions are the sum of tuned task times "
-              "(run bench/collect_latency_data.py to calibrate)")
+              "(run `tvm-ofa latency collect` to calibrate)")
     if len(data) < 50:
         print(f"note        only {len(data)} tuned workloads: predictions for shapes far from them "
               "are unreliable")
@@ -236,7 +259,7 @@ def _eval(args: argparse.Namespace) -> int:
     elif not out["unseen_workloads"]:
         raise LatencyPredictorError(
             f"{log_dir}: nothing to evaluate on: no held-out end-to-end measurements and too few "
-            "workloads; run bench/collect_latency_data.py to measure subnets")
+            "workloads; run `tvm-ofa latency collect --measure-only` to measure subnets")
     if args.json:
         print_json(out)
         return 0
@@ -256,7 +279,7 @@ def _eval(args: argparse.Namespace) -> int:
                                              "scored against)")):
         if not out[section]:
             if section == "subnets":
-                print("\nno held-out end-to-end measurements: run bench/collect_latency_data.py")
+                print("\nno held-out end-to-end measurements: run `tvm-ofa latency collect --measure-only`")
             continue
         print(f"\n{title}")
         print(f"  {'predictor':<10} {'n':>5} {'MAPE %':>8} {'tau':>6} {'within 10 %':>12}")
@@ -274,6 +297,7 @@ def _retime(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from tvm_ofa.compiler.retime import retime_records
+    from tvm_ofa.compiler.store import RETIMED_FILE
 
     cfg, log_dir, _ = _setup(args)
     bars: list = []  # opened at the first progress report: a refusal prints its one line alone
@@ -297,11 +321,17 @@ def _retime(args: argparse.Namespace) -> int:
     if rep.unaccepted:
         print(f"note        {rep.unaccepted} workloads were only timed while the machine ran slow: they keep "
               "their tuning-time records; rerun to try them again")
-    print(f"wrote       {log_dir / 'retimed.json'}")
+    print(f"wrote       {log_dir / RETIMED_FILE}")
     return 0
 
 
-_ACTIONS = {"retime": _retime, "fit": _fit, "predict": _predict, "eval": _eval}
+def _collect(args: argparse.Namespace) -> int:
+    from tvm_ofa.cli import collect
+
+    return collect.run(args)
+
+
+_ACTIONS = {"collect": _collect, "retime": _retime, "fit": _fit, "predict": _predict, "eval": _eval}
 
 
 def run(args: argparse.Namespace) -> int:

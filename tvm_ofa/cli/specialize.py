@@ -44,9 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "to this long first (0: refuse instead; default 5)")
 
 
-def _accuracy_path(args: argparse.Namespace, checkpoint: str) -> Path:
-    if args.accuracy_predictor:
-        return Path(args.accuracy_predictor)
+def _accuracy_path(accuracy_predictor: str | None, checkpoint: str) -> Path:
+    if accuracy_predictor:
+        return Path(accuracy_predictor)
     return Path(checkpoint).with_name("accuracy_predictor.json")
 
 
@@ -58,12 +58,18 @@ def _digest(paths: list[Path]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    specialize_and_report(args)
+    options = {k: v for k, v in vars(args).items() if k not in ("verb", "_run", "target", "latency_ms")}
+    specialize_and_report(args.target, args.latency_ms, **options)
     return 0
 
 
-def specialize_and_report(args: argparse.Namespace) -> list:
-    """Run the specialization the arguments describe, print the summary, return the results."""
+def specialize_and_report(target: str, latency_ms: list[float], *, checkpoint: str | None = None,
+                          accuracy_predictor: str | None = None, seed: int = 0, population: int = 100,
+                          generations: int = 500, max_attempts: int = 3, trials: int | None = None,
+                          log_root: str = "tuning_logs", out: str = "artifacts", plot: str | None = None,
+                          repeats: int = 50, calibrate_minutes: float = 5.0) -> list:
+    """Specialize for each budget of ``latency_ms`` on ``target`` (the options as the CLI's flags),
+    print the progress and the summary, return the results."""
     from tvm_ofa.cli._common import load_model, supernet_match
     from tvm_ofa.cli.calibrate import ensure_predictor
     from tvm_ofa.cli._compile_common import tqdm_progress
@@ -76,17 +82,16 @@ def specialize_and_report(args: argparse.Namespace) -> list:
     from tvm_ofa.targets import host_provenance, load_target
     from tvm_ofa.train.evaluate import subnet_extractor
 
-    cfg = load_target(args.target)
-    checkpoint = args.checkpoint or default_checkpoint()
+    cfg = load_target(target)
+    checkpoint = checkpoint or default_checkpoint()
     if checkpoint is None:
         raise SpecializeError("no supernet: pass --checkpoint (this checkout ships none yet; "
                               "`tvm-ofa train` makes one)")
-    args.checkpoint = str(checkpoint)
-    net, source = load_model(args)
+    net, source = load_model(argparse.Namespace(checkpoint=str(checkpoint)))
     prov = host_provenance(cfg)
-    log_dir = cfg.log_dir(args.log_root)
-    lat = ensure_predictor(cfg, args.log_root, args.calibrate_minutes, supernet_match(net))
-    acc_path = _accuracy_path(args, source)
+    log_dir = cfg.log_dir(log_root)
+    lat = ensure_predictor(cfg, log_root, calibrate_minutes, supernet_match(net))
+    acc_path = _accuracy_path(accuracy_predictor, source)
     acc = AccuracyPredictor.load(acc_path, space=net.space)
     if lat.space != net.space:
         raise SpecializeError(f"{log_dir}: the latency predictor covers another search space than "
@@ -110,12 +115,12 @@ def specialize_and_report(args: argparse.Namespace) -> list:
     update, close = tqdm_progress()
     from tvm_ofa.predict.latency import find_predictor
 
-    key = _digest([Path(source), acc_path, find_predictor(log_dir, supernet_match(net))]) + f"-s{args.seed}"
+    key = _digest([Path(source), acc_path, find_predictor(log_dir, supernet_match(net))]) + f"-s{seed}"
     try:
-        results = specialize(cfg, net, lat, acc, args.latency_ms, out_root=args.out, log_root=args.log_root,
-                             seed=args.seed, population_size=args.population, generations=args.generations,
-                             max_attempts=args.max_attempts, trials_per_task=args.trials,
-                             repeats=args.repeats, run_key=key, progress=progress, tune_progress=update,
+        results = specialize(cfg, net, lat, acc, latency_ms, out_root=out, log_root=log_root,
+                             seed=seed, population_size=population, generations=generations,
+                             max_attempts=max_attempts, trials_per_task=trials,
+                             repeats=repeats, run_key=key, progress=progress, tune_progress=update,
                              extract=subnet_extractor(net, source))
     finally:
         close()
@@ -127,18 +132,18 @@ def specialize_and_report(args: argparse.Namespace) -> list:
               f"{100 * r.predicted_accuracy:>8.2f}%  {r.artifact}")
     missed = [r for r in results if r.status == "missed"]
     if missed:
-        print(f"\n{len(missed)} budget(s) missed after {args.max_attempts} attempt(s): the measured "
+        print(f"\n{len(missed)} budget(s) missed after {max_attempts} attempt(s): the measured "
               "latency is reported as is; more tuning (`--trials`) or a refit predictor may close the gap")
     front = nsga2_search(lambda g: lat.predict(arrays=g), lambda g: acc.predict(arrays=g), net.space,
-                         population_size=args.population, generations=min(args.generations, 150),
-                         max_latency_ms=max(args.latency_ms) * 1.5, seed=args.seed, target=cfg.name)
+                         population_size=population, generations=min(generations, 150),
+                         max_latency_ms=max(latency_ms) * 1.5, seed=seed, target=cfg.name)
     from tvm_ofa.arch import ArchConfig
 
     winners = [Winner(r.budget_ms, ArchConfig.from_dict(r.arch), r.predicted_accuracy, r.predicted_latency_ms)
                for r in results]
-    plot = Path(args.plot or Path(args.out) / cfg.name / "pareto.png")
-    plot.parent.mkdir(parents=True, exist_ok=True)
-    plot_front(plot, winners, list(args.latency_ms), front, "predicted accuracy",
+    plot_path = Path(plot or Path(out) / cfg.name / "pareto.png")
+    plot_path.parent.mkdir(parents=True, exist_ok=True)
+    plot_front(plot_path, winners, list(latency_ms), front, "predicted accuracy",
                measured=[r.measured_latency_ms for r in results])
-    print(f"plot        {plot}")
+    print(f"plot        {plot_path}")
     return results

@@ -16,8 +16,8 @@ from typing import Any
 _LAZY = {
     "LoweredModel": "tvm_ofa.compiler.lower",
     "lower_module": "tvm_ofa.compiler.lower",
-    "TuningDatabase": "tvm_ofa.compiler.database",
-    "open_database": "tvm_ofa.compiler.database",
+    "TuningDatabase": "tvm_ofa.compiler.store",
+    "open_database": "tvm_ofa.compiler.store",
     "tune": "tvm_ofa.compiler.tune",
     "TuneProgress": "tvm_ofa.compiler.tune",
     "TuneReport": "tvm_ofa.compiler.tune",

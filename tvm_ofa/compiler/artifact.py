@@ -89,7 +89,7 @@ class Artifact:
         import tvm
         from tvm import relax
 
-        from tvm_ofa.compiler.measure import set_threads
+        from tvm_ofa.compiler.measure import default_threads, set_threads
 
         self.path = Path(path)
         self.metadata = read_metadata(self.path)
@@ -102,7 +102,8 @@ class Artifact:
                 and not str(target["mtriple"]).startswith(os.uname().machine):
             raise ArtifactError(f"{self.path}: built for {target['mtriple']}, cannot run on this "
                                 f"{os.uname().machine} machine (measure it over RPC instead)")
-        self.threads = threads or (self.metadata.get("latency") or {}).get("threads")
+        # every physical core unless told otherwise, whatever the machine that measured it used
+        self.threads = threads or default_threads()
         set_threads(self.threads)
         self.device = tvm.device(device or ("cuda" if target.get("kind") == "cuda" else "cpu"), 0)
         try:
@@ -163,6 +164,6 @@ def load_artifact(path: str | os.PathLike, device: str | None = None, threads: i
     device : str, optional
         TVM device name (``cpu``, ``cuda``); default: where the artifact's target runs.
     threads : int, optional
-        Runtime threads (default: the count the artifact was measured with).
+        Runtime threads (default: ``TVM_NUM_THREADS`` if set, else every physical core).
     """
     return Artifact(path, device=device, threads=threads)

@@ -35,12 +35,6 @@ class LoweredModel:
         Checksum of the (BN-folded) weights in export order.
     prepack : bool
         Lowered with the weights marked layout-free (their tuning records are other workloads).
-    deinterleave : bool
-        Lowered with stride-2 depthwise convolutions reading a column-deinterleaved input (the
-        same caveat).
-    split_rows : bool
-        Lowered with every fused function marked for row-split parallel loops
-        (:mod:`tvm_ofa.compiler.parallel`; the same caveat).
     nchwc : int
         0, or the widest channel block of the blocked layout the convolutions were lowered in: 8
         (``NCHW8c``) or 16 (``NCHW16c`` where a tensor's channels allow it, else ``NCHW8c``)
@@ -53,15 +47,12 @@ class LoweredModel:
     input_dtype: str
     weights_sha256: str
     prepack: bool = False
-    deinterleave: bool = False
-    split_rows: bool = False
     nchwc: int = 0
 
     @property
     def lowering(self) -> dict[str, bool | int]:
         """The options it was lowered with (``TargetConfig.lowering`` names a target's)."""
-        return {"prepack": self.prepack, "deinterleave": self.deinterleave,
-                "split_rows": self.split_rows, "nchwc": self.nchwc}
+        return {"prepack": self.prepack, "nchwc": self.nchwc}
 
 
 def fold_batchnorm(module: "torch.nn.Module") -> "torch.nn.Module":  # noqa: F821
@@ -87,43 +78,6 @@ def fold_batchnorm(module: "torch.nn.Module") -> "torch.nn.Module":  # noqa: F82
 # the pass pipeline, in order; FuseOps puts BN/act/residual into each conv's epilogue
 _PIPELINE = ("DecomposeOpsForInference", "LegalizeOps", "AnnotateTIROpPattern", "FoldConstant",
              "FuseOps", "FuseTIR")
-
-
-def dwconv_s2_deinterleaved(x: Any, w: Any, pad: tuple[int, int]) -> Any:
-    """TE compute of a stride-2 depthwise convolution (NCHW, OIHW weights ``(C, 1, kh, kw)``)
-    that reads its zero-padded input through a copy split into even and odd columns.
-
-    In the plain form, neighbouring outputs read every other input column, and the LLVM backend
-    turns those stride-2 vector loads into one scalar load per lane: such layers ran at 27-48
-    GFLOP/s here, against 80-150 for the stride-1 ones. Here output column ``xx`` and tap ``rx``
-    read ``q[..., rx % 2, xx + rx // 2]``, contiguous in ``xx``. The copy carries the padding's
-    ``if_then_else``, so MetaSchedule does not inline it back into the convolution. Block names
-    follow TOPI's (``group_conv2d_nchw``, iterators ``yy``/``xx``), which the workload parser
-    (``tvm_ofa.predict.workloads``) reads. Tuned, it was not faster yet (docs/COMPILER.md), so no
-    shipped target uses it.
-    """
-    from tvm import te, tirx
-
-    n, c, h, wd = (int(v) for v in x.shape)
-    kh, kw = int(w.shape[2]), int(w.shape[3])
-    ph, pw = pad
-    hp, wq = h + 2 * ph, (wd + 2 * pw + 1) // 2
-    ho, wo = (h + 2 * ph - kh) // 2 + 1, (wd + 2 * pw - kw) // 2 + 1
-
-    def copy(nn, cc, yy, phase, col):
-        src = 2 * col + phase - pw
-        inside = tirx.all(yy >= ph, yy < h + ph, src >= 0, src < wd)
-        return tirx.if_then_else(inside, x[nn, cc, yy - ph, src], tirx.const(0.0, x.dtype))
-
-    q = te.compute((n, c, hp, 2, wq), copy, name="pad_deinterleave")
-    ry = te.reduce_axis((0, kh), "ry")
-    rx = te.reduce_axis((0, kw), "rx")
-    return te.compute(
-        (n, c, ho, wo),
-        lambda nn, ff, yy, xx: te.sum(
-            q[nn, ff, yy * 2 + ry, tirx.floormod(rx, 2), xx + tirx.floordiv(rx, 2)] * w[ff, 0, ry, rx],
-            axis=[ry, rx]),
-        name="group_conv2d_nchw")
 
 
 def _static_ints(shape: Any) -> tuple[int, ...] | None:
@@ -225,10 +179,9 @@ def _blocks(a: Any) -> tuple[int, int] | None:
     return int(m[0].group(1)), int(m[2].group(1))
 
 
-def _legalize_conv2d(bb: Any, call: Any, deinterleave: bool = False) -> Any:
+def _legalize_conv2d(bb: Any, call: Any) -> Any:
     """``relax.nn.conv2d`` as TOPI legalizes it, except blocked ones (:func:`conv2d_nchwc`,
-    :func:`dwconv2d_nchwc`; TOPI's legalizer leaves blocked layouts unlowered) and, with
-    ``deinterleave``, stride-2 depthwise ones (:func:`dwconv_s2_deinterleaved`)."""
+    :func:`dwconv2d_nchwc`; TOPI's legalizer leaves blocked layouts unlowered)."""
     import tvm
 
     a = call.attrs
@@ -246,14 +199,6 @@ def _legalize_conv2d(bb: Any, call: Any, deinterleave: bool = False) -> Any:
         if groups == xs[1] * xs[4] and ws[1] == 1 and blocks[0] == blocks[1]:
             return bb.call_te(dwconv2d_nchwc, call.args[0], call.args[1], stride=stride,
                               pad=tuple(pad), primfunc_name_hint="conv2d")
-    if (deinterleave and xs is not None and ws is not None and str(a.data_layout) == "NCHW"
-            and str(a.kernel_layout) == "OIHW" and str(a.out_layout) == "NCHW"
-            and int(a.groups) == xs[1] == ws[0] and ws[1] == 1
-            and [int(v) for v in a.strides] == [2, 2] and not dilated
-            and len(pad) == 4 and pad[0] == pad[2] and pad[1] == pad[3]
-            and (a.out_dtype == "" or str(a.out_dtype) == "float32")):
-        return bb.call_te(dwconv_s2_deinterleaved, call.args[0], call.args[1], pad=(pad[0], pad[1]),
-                          primfunc_name_hint="conv2d")
     return tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")(bb, call)
 
 
@@ -333,20 +278,17 @@ def nchwc_passes(widest: int = BLOCK) -> list:
             relax.transform.EliminateCommonSubexpr()]
 
 
-def _passes(deinterleave: bool, nchwc: int = 0) -> list:
+def _passes(nchwc: int = 0) -> list:
     from tvm import relax
 
-    custom = None
-    if deinterleave or nchwc:
-        custom = {"relax.nn.conv2d": lambda bb, call: _legalize_conv2d(bb, call, deinterleave)}
+    custom = {"relax.nn.conv2d": _legalize_conv2d} if nchwc else None
     passes = [relax.transform.LegalizeOps(customize_legalize_map=custom) if name == "LegalizeOps"
               else getattr(relax.transform, name)() for name in _PIPELINE]
     return (nchwc_passes(nchwc) if nchwc else []) + passes
 
 
 def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa: F821
-                 fold_bn: bool = True, prepack: bool = False, deinterleave: bool = False,
-                 split_rows: bool = False, nchwc: bool | int = False) -> LoweredModel:
+                 fold_bn: bool = True, prepack: bool = False, nchwc: bool | int = False) -> LoweredModel:
     """Lower a static, eval-mode torch module to a fused Relax module (NCHW, float32).
 
     Parameters
@@ -362,12 +304,6 @@ def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa:
         them in the tiled layout it reads (MetaSchedule's ``RewriteLayout``; :func:`build` packs
         them once, at compile time). The functions then differ from unmarked ones, and so do
         their tuning records (a target's ``prepack`` option).
-    deinterleave : bool
-        Lower stride-2 depthwise convolutions with :func:`dwconv_s2_deinterleaved` (a target's
-        ``deinterleave`` option; again other workloads).
-    split_rows : bool
-        Mark every fused function so that its parallel loops split rows across threads
-        (:mod:`tvm_ofa.compiler.parallel`; a target's ``split_rows`` option; other workloads).
     nchwc : bool or int
         Put the convolutions, and the elementwise ops and SE blocks between them, into a
         blocked layout (:func:`nchwc_passes`; a target's ``nchwc`` option; other workloads):
@@ -405,20 +341,13 @@ def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa:
     mod = relax.transform.BindParams("main", {p: w for p, w in
                                               zip(mod["main"].params[1:], weights)})(mod)
     nchwc = nchwc_block(nchwc)
-    seq = tvm.transform.Sequential(_passes(deinterleave, nchwc))
+    seq = tvm.transform.Sequential(_passes(nchwc))
     with tvm.transform.PassContext(opt_level=3):
         mod = seq(mod)
         if prepack:
             mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
-    if split_rows:
-        from tvm_ofa.compiler.parallel import ATTR
-
-        for gv, func in list(mod.functions_items()):
-            if isinstance(func, tvm.tirx.PrimFunc):
-                mod[gv] = func.with_attr(ATTR, True)
     if isinstance(out, (tuple, list)):
         out = out[0]
     return LoweredModel(mod=mod, input_shape=tuple(int(s) for s in input_shape),
                         output_shape=tuple(int(s) for s in out.shape), input_dtype="float32",
-                        weights_sha256=digest.hexdigest(), prepack=prepack,
-                        deinterleave=deinterleave, split_rows=split_rows, nchwc=nchwc)
+                        weights_sha256=digest.hexdigest(), prepack=prepack, nchwc=nchwc)

@@ -5,6 +5,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -163,6 +164,27 @@ def combine_windows(windows: list[Latency]) -> Latency:
                    repeats=sum(w.repeats for w in windows), warmup=windows[0].warmup,
                    threads=windows[0].threads, other_cpu=max(busy) if busy else None,
                    passes_ms=tuple(w.median_ms for w in windows))
+
+
+def physical_cores() -> int:
+    """The physical cores this process may run on (SMT siblings counted once): what an artifact
+    runs on unless told otherwise. Read from sysfs; the usable CPUs where that is unavailable."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        try:
+            siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text().strip()
+        except OSError:
+            return max(1, len(cpus))
+        cores.add(siblings)
+    return max(1, len(cores))
+
+
+def default_threads() -> int:
+    """Runtime threads when the caller names none: ``TVM_NUM_THREADS`` if set, else every
+    physical core (TVM's own default, half the logical CPUs, is one thread on a 2-core VM)."""
+    env = os.environ.get("TVM_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else physical_cores()
 
 
 def set_threads(n: int | None) -> None:

@@ -59,7 +59,7 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
     from tvm_ofa.compiler import tir_pipeline
     from tvm_ofa.compiler.artifact import export, load_artifact, write_metadata
     from tvm_ofa.compiler.build import build, cuda_kernels_compiled
-    from tvm_ofa.compiler.database import schedule_database
+    from tvm_ofa.compiler.store import schedule_database
     from tvm_ofa.compiler.intrin import family, register_light
     from tvm_ofa.compiler.lower import lower_module
     from tvm_ofa.compiler.measure import set_threads
@@ -99,10 +99,8 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
         "output_shape": list(lowered.output_shape),
         "entry": "main",
         "weights": "linked",  # bound as constants inside model.so
-        # packed at compile time into the layouts the tuned schedules read (target's prepack)
-        "weights_prepacked": bool(cfg.prepack),
-        # stride-2 depthwise convolutions read a column-deinterleaved input (target's deinterleave)
-        "deinterleaved": bool(cfg.deinterleave),
+        # the lowering options (prepacked weights, blocked layout): records fit only their own
+        "lowering": dict(lowered.lowering),
         # the TIR lowering every build goes through (tir_pipeline: contiguous stride-2 loads)
         "tir_pipeline": tir_pipeline.PIPELINE,
         "weights_sha256": lowered.weights_sha256,

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from tvm_ofa.compiler.store import (BORROWED_FILE, RETIMED_FILE, WORKLOAD_FILE, NoTuningLogsError, has_logs,
+                                   open_database, read_retimed, retime_stands, write_lines)
 from tvm_ofa.errors import TvmOfaError
-
-RETIMED_FILE = "retimed.json"
-BORROWED_FILE = "borrowed_retimed.json"  # another machine's schedules, timed on this one
 
 
 class RetimeError(TvmOfaError):
@@ -53,49 +52,10 @@ class RetimeReport:
     seconds: float
 
 
-def read_retimed(log_dir: str | os.PathLike, name: str = RETIMED_FILE) -> dict[str, Any]:
-    """``retimed.json`` (or ``name``) of ``log_dir`` (``{}`` when absent or unreadable)."""
-    path = Path(log_dir) / name
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) and isinstance(doc.get("workloads"), dict) else {}
-
-
-def accepted_times(log_dir: str | os.PathLike, record_s: dict[str, float] | None,
-                   name: str = RETIMED_FILE) -> dict[str, float]:
-    """The re-timed seconds of ``log_dir`` that stand: timed while the canary ran within the
-    run's ``slow`` factor of its fastest, and for the record that is still the workload's best
-    (``record_s``: workload key -> best record's mean seconds; a workload tuned again since has
-    another best schedule, which was not re-timed; None trusts the records, as for another
-    machine's frozen logs)."""
-    doc = read_retimed(log_dir, name)
-    try:
-        limit = float(doc.get("slow", 1.1)) * float(doc["canary_best_s"])
-    except (KeyError, TypeError, ValueError):
-        return {}
-    return {k: float(e["s"]) for k, e in doc["workloads"].items()
-            if _stands(e, limit, None if record_s is None else record_s.get(k), any_record=record_s is None)}
-
-
-def _stands(entry: Any, limit: float, record_s: float | None, any_record: bool = False) -> bool:
-    """Whether one ``retimed.json`` entry counts: timed while the canary ran within ``limit``
-    seconds, for the record whose mean time is still ``record_s`` (for whichever record it was,
-    with ``any_record``)."""
-    try:
-        s, c, r = float(entry["s"]), float(entry["canary_s"]), float(entry["record_s"])
-    except (KeyError, TypeError, ValueError):
-        return False
-    same = any_record or (record_s is not None and abs(record_s - r) <= 1e-9 + 1e-6 * r)
-    return same and 0 < s < 1e9 and c <= limit
-
-
 def _best_records(db: Any, log_dir: Path) -> dict[str, Any]:
     """Per workload key, the record a build would use (the database's top record)."""
     from tvm.s_tir.meta_schedule.database import Workload as MsWorkload
 
-    from tvm_ofa.compiler.database import WORKLOAD_FILE
     from tvm_ofa.predict.workloads import workload_from_mod
 
     best: dict[str, Any] = {}
@@ -136,13 +96,11 @@ def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slo
     slow : float
         A batch whose canary ran more than ``slow`` times the fastest canary seen is timed again
         in a later sweep (up to ``sweeps``); what never ran at speed is kept in the file but not
-        used (:func:`accepted_times`).
+        used (:func:`tvm_ofa.compiler.store.accepted_times`).
 
     Resumable: ``retimed.json`` is written after every batch, and accepted workloads are skipped.
     """
-    from tvm_ofa.compiler.database import _atomic_write, open_database
     from tvm_ofa.compiler.runners import build_records, make_builder, make_runner, measurable, run_built
-    from tvm_ofa.predict.dataset import NoTuningLogsError, has_logs
 
     t0 = time.monotonic()
     log_dir = Path(log_dir)
@@ -151,7 +109,7 @@ def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slo
     # before opening: opening a database creates an empty one
     if not has_logs(src):
         raise NoTuningLogsError(f"{src}: no tuning database to re-time; tune first (`tvm-ofa tune "
-                                f"--target {cfg.name} ...` or bench/collect_latency_data.py)")
+                                f"--target {cfg.name} ...` or `tvm-ofa latency collect`)")
     ok, why = measurable(cfg)
     if not ok:
         raise RetimeError(f"{cfg.path}: cannot re-time here: {why}")
@@ -202,7 +160,7 @@ def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slo
         return s
 
     def accepted(k: str) -> bool:
-        return _stands(done.get(k), slow * canary_best, record_s[k])
+        return retime_stands(done.get(k), slow * canary_best, record_s[k])
 
     already = sum(1 for k in order if accepted(k))
     retried = 0
@@ -231,7 +189,7 @@ def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slo
                         done[k] = {"s": s, "canary_s": c, "record_s": record_s[k]}
                 doc.update(cpu=cfg.resolved_target().get("mcpu"), canary=heavy, canary_best_s=canary_best,
                            slow=slow, date=time.strftime("%Y-%m-%dT%H:%M:%S"), workloads=done)
-                _atomic_write(log_dir / name, [json.dumps(doc, indent=0, sort_keys=True)])
+                write_lines(log_dir / name, [json.dumps(doc, indent=0, sort_keys=True)])
                 if progress:
                     progress(RetimeProgress(sum(1 for k in order if accepted(k)), len(order), retried,
                                             c / canary_best))

@@ -37,7 +37,7 @@ def check_source(source: str | os.PathLike, log_dir: str | os.PathLike) -> Path:
     ``source`` is a folder, or the name of a CPU with a folder beside ``log_dir`` (``znver4``
     for ``tuning_logs/host-cpu/znver3`` means ``tuning_logs/host-cpu/znver4``).
     """
-    from tvm_ofa.predict.dataset import has_logs
+    from tvm_ofa.compiler.store import has_logs
 
     src = Path(source)
     sibling = Path(log_dir).parent / str(source)
@@ -54,36 +54,6 @@ def check_source(source: str | os.PathLike, log_dir: str | os.PathLike) -> Path:
         raise SeedError(f"{src}: no tuning database to seed from (database_workload.json and "
                         "database_tuning_record.json, or their .xz)")
     return src
-
-
-def _row_split_records(task: Any, source_db: Any, own_db: Any, target: Any, top_k: int) -> list:
-    """For a task lowered with ``split_rows`` whose source folder is another target's without
-    the mark (``host-cpu-prepack`` for ``host-cpu-rows``): untimed records of the row-splittable
-    schedules made from the source's ``top_k`` records (:func:`.parallel.row_split_schedules`)."""
-    import tvm
-    from tvm.s_tir.meta_schedule import TuneContext
-    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
-    from tvm.s_tir.meta_schedule.database import TuningRecord
-    from tvm.s_tir.meta_schedule.space_generator import PostOrderApply
-
-    from tvm_ofa.compiler.parallel import ATTR, marked, postprocs, row_split_schedules
-
-    mod = task.dispatched[0]
-    if not marked(mod["main"]):
-        return []
-    plain = tvm.IRModule({"main": mod["main"].without_attr(ATTR)})
-    if not source_db.has_workload(plain):
-        return []
-    context = TuneContext(mod=mod, target=target,
-                          space_generator=PostOrderApply(postprocs=postprocs(target))).clone()
-    out = []
-    for rec in source_db.get_top_k(source_db.commit_workload(plain), top_k):
-        # the record's own function (its block names), marked
-        own = tvm.IRModule({"main": rec.workload.mod["main"].with_attr(ATTR, True)})
-        for sch in row_split_schedules(own, rec.trace, list(context.space_generator.postprocs)):
-            out.append(TuningRecord(sch.trace, own_db.commit_workload(own), target=target,
-                                    args_info=ArgInfo.from_entry_func(sch.mod, True)))
-    return out
 
 
 def seed_tasks(tasks: Sequence[Any], own_db: Any, source_db: Any, target: Any, builder: Any,
@@ -110,10 +80,6 @@ def seed_tasks(tasks: Sequence[Any], own_db: Any, source_db: Any, target: Any, b
         source's, and commit them again with these times: a record's old time may come from
         another lowering or another hour of a shared machine, and the build takes the fastest.
 
-    A task lowered with ``split_rows`` that the source has only without that mark (a folder of
-    ``host-cpu-prepack`` seeding ``host-cpu-rows``) gets the row-splittable variants of the
-    source's schedules (:func:`tvm_ofa.compiler.parallel.row_split_schedules`).
-
     Returns
     -------
     SeedReport
@@ -128,9 +94,6 @@ def seed_tasks(tasks: Sequence[Any], own_db: Any, source_db: Any, target: Any, b
         for db in (source_db, own_db) if own_too else (source_db,):
             # has_workload first: committing a workload the source lacks would write to its files
             if not db.has_workload(mod):
-                if db is source_db:
-                    todo += [(task, rec) for rec in _row_split_records(task, source_db, own_db,
-                                                                       target, top_k)]
                 continue
             for rec in db.get_top_k(db.commit_workload(mod), top_k):
                 if rec.run_secs and min(float(s) for s in rec.run_secs) < 1e9:

@@ -1,5 +1,4 @@
-"""The TIR lowering pipeline of every CPU build: row-split parallel loops where the lowering
-asked for them (:mod:`tvm_ofa.compiler.parallel`), TVM's own lowering, then stride-2 vector loads
+"""The TIR lowering pipeline of every CPU build: TVM's own lowering, then stride-2 vector loads
 made contiguous.
 
 In NCHW, neighbouring outputs of a stride-2 convolution read every other input column, so the
@@ -94,11 +93,8 @@ def _pipeline() -> tuple[Any, Any, Any]:
     import tvm
     from tvm.s_tir.pipeline import default_s_tir_pipeline
 
-    from tvm_ofa.compiler.parallel import marked, rows_first
-
     lower, host, device = default_s_tir_pipeline()
     return tvm.transform.Sequential([
-        _function_pass("tvm_ofa.RowsFirst", rows_first, marked),
         lower,
         _function_pass("tvm_ofa.ContiguousStride2Loads", contiguous_stride2_loads, _on_cpu),
     ]), host, device

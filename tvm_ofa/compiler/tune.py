@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Collection, Optional
 
-from tvm_ofa.compiler.database import (calibration_source, open_database, schedule_database,
-                                       writer_lock)
 from tvm_ofa.compiler.lower import LoweredModel
 from tvm_ofa.compiler.seed import check_source, seed_tasks
+from tvm_ofa.compiler.store import (PROVENANCE_FILE, calibration_source, open_database, schedule_database,
+                                   writer_lock)
 from tvm_ofa.errors import TvmOfaError
 from tvm_ofa.targets import DEFAULT_LOG_ROOT, TargetConfig, host_provenance
 
@@ -65,7 +65,7 @@ ProgressFn = Callable[[TuneProgress], None]
 def write_provenance(cfg: TargetConfig, log_dir: Path) -> dict:
     """Write ``provenance.json`` (CPU name and features, threads, TVM version) beside the logs."""
     info = host_provenance(cfg)
-    path = log_dir / "provenance.json"
+    path = log_dir / PROVENANCE_FILE
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -117,18 +117,6 @@ def _strategy(kind: str, budget: int) -> Any:
     return factories[kind]()
 
 
-def _space(task: Any) -> Any:
-    """The design space of a task: MetaSchedule's for its target, and for a function lowered with
-    ``split_rows`` only the schedules whose threads can split rows (:mod:`.parallel`)."""
-    from tvm.s_tir.meta_schedule.space_generator import PostOrderApply
-
-    from tvm_ofa.compiler.parallel import marked, postprocs
-
-    if not marked(task.dispatched[0]["main"]):
-        return "post-order-apply"
-    return PostOrderApply(postprocs=postprocs(task.target))
-
-
 def _contexts(tasks: list, strategy: Any, seed: int | None, num_threads: Any
               ) -> tuple[list, list[float]]:
     """TuneContexts with one quiet logger: MetaSchedule's own ``get_loggers_from_work_dir`` adds a
@@ -143,7 +131,7 @@ def _contexts(tasks: list, strategy: Any, seed: int | None, num_threads: Any
     contexts, weights = [], []
     for task, rand_state in zip(tasks, fork_seed(seed, n=len(tasks))):
         contexts.append(TuneContext(mod=task.dispatched[0], target=task.target,
-                                    space_generator=_space(task), search_strategy=strategy,
+                                    space_generator="post-order-apply", search_strategy=strategy,
                                     task_name=task.task_name, logger=quiet, rand_state=rand_state,
                                     num_threads=num_threads).clone())
         weights.append(float(task.weight))

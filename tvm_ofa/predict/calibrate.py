@@ -3,7 +3,7 @@
 1. Its logs stay apart: ``tuning_logs/<target>/<cpu>/`` (``TargetConfig.log_dir``).
 2. It borrows the schedules of the closest machine that has a predictor (same target, most
    shared CPU features): ``calibration.json`` names that folder, and every build here applies
-   its own records first and the borrowed ones after (``compiler.database.schedule_database``),
+   its own records first and the borrowed ones after (``compiler.store.schedule_database``),
    rebuilt for this CPU.
 3. It measures a few deliberately chosen subnets end to end: the two extremes, then a
    space-filling sample over depth, width, kernel, resolution and the source's latency.
@@ -23,7 +23,6 @@ loses at most the subnet in flight.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -35,16 +34,17 @@ import numpy as np
 
 from tvm_ofa.arch import ArchConfig, SearchSpace
 from tvm_ofa.errors import TvmOfaError
-from tvm_ofa.predict.dataset import Measurement, _json_lines
+from tvm_ofa.compiler.store import (BORROWED_FILE, CALIBRATION_FILE, CALIBRATION_MEASUREMENTS_FILE, DatabaseWarning,
+                                   NoTuningLogsError, accepted_times, append_json_line, json_lines, read_json,
+                                   read_provenance, record_count, write_json)
+from tvm_ofa.predict.dataset import Measurement
 from tvm_ofa.predict.latency import CalibratedPredictor, LatencyPredictor, find_predictor, load_predictor
 
-CALIBRATION_FILE = "calibration.json"
 # the share of the budget spent measuring subnets before the borrowed schedules are timed here
 MEASURE_SHARE = 0.5
 # a batch of borrowed schedules timed while the canary kernel ran slower than this, relative to
 # its fastest, is taken again (as Canary.wait_for_speed's end-to-end timings wait)
 RETIME_SLOW = 1.25
-MEASUREMENTS_FILE = "calibration_measurements.jsonl"
 # a first guess of one subnet's lower + build + measure, before this machine has timed one
 DEFAULT_SUBNET_SECONDS = 30.0
 
@@ -82,14 +82,6 @@ def _features(prov: dict) -> set[str]:
     return set(prov.get("cpu_features") or [])
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
 def find_source(log_dir: Path, provenance: dict, match: dict | None = None) -> Path | None:
     """The sibling CPU folder of ``log_dir`` (same target) that has a latency predictor (for the
     network ``match`` describes, see :func:`~tvm_ofa.predict.latency.find_predictor`) and the
@@ -101,12 +93,12 @@ def find_source(log_dir: Path, provenance: dict, match: dict | None = None) -> P
     best: tuple[float, str] | None = None
     for d in sorted(p for p in parent.iterdir() if p.is_dir() and p != log_dir):
         try:
-            doc = _read_json(find_predictor(d, match))
+            doc = read_json(find_predictor(d, match))
         except TvmOfaError:
             continue
         if doc.get("kind") == CalibratedPredictor.kind:
             continue  # a calibrated machine is not a source: its schedules are borrowed too
-        theirs = set(doc.get("cpu_features") or _features(_read_json(d / "provenance.json")))
+        theirs = set(doc.get("cpu_features") or _features(read_provenance(d)))
         score = len(mine & theirs) / max(1, len(mine | theirs))
         if best is None or score > best[0]:
             best = (score, str(d))
@@ -120,7 +112,7 @@ def load_source(source_dir: Path, provenance: dict, match: dict | None = None) -
         path = find_predictor(source_dir, match)
     except TvmOfaError as err:
         raise CalibrationError(f"{err} (the calibration's source)") from None
-    doc = _read_json(path)
+    doc = read_json(path)
     if not doc:
         raise CalibrationError(f"{path}: no readable latency predictor to start from; "
                                f"fit one there with `tvm-ofa latency fit`")
@@ -218,16 +210,10 @@ def _active_mask(d: np.ndarray, space: SearchSpace) -> np.ndarray:
 def read_measurements(log_dir: Path) -> list[dict]:
     """Calibration measurements on disk (unreadable lines skipped), latest per arch id."""
     latest: dict[str, dict] = {}
-    for d in _json_lines(log_dir / MEASUREMENTS_FILE):
+    for d in json_lines(log_dir / CALIBRATION_MEASUREMENTS_FILE):
         if isinstance(d, dict) and "id" in d and "median_ms" in d and "arch" in d:
             latest[d["id"]] = d
     return list(latest.values())
-
-
-def _append(path: Path, rec: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(rec) + "\n")
-        f.flush()
 
 
 def min_minutes(log_dir: Path) -> float:
@@ -239,8 +225,7 @@ def min_minutes(log_dir: Path) -> float:
 
 
 def _local_dataset(log_dir: Path) -> Any:
-    from tvm_ofa.compiler.database import DatabaseWarning
-    from tvm_ofa.predict.dataset import NoTuningLogsError, build_dataset
+    from tvm_ofa.predict.dataset import build_dataset
 
     try:
         with warnings.catch_warnings():
@@ -252,8 +237,6 @@ def _local_dataset(log_dir: Path) -> Any:
 
 def borrowed_times(log_dir: Path) -> dict[str, float]:
     """Seconds of the borrowed schedules timed on this machine (workload key -> s)."""
-    from tvm_ofa.compiler.retime import BORROWED_FILE, accepted_times
-
     return accepted_times(log_dir, None, BORROWED_FILE)
 
 
@@ -330,7 +313,7 @@ def calibrate(cfg: Any, *, minutes: float, log_root: str | Path = "tuning_logs",
         raise CalibrationError(f"{cfg.path}: cannot measure {cfg.name}: {why}")
     prov = host_provenance(cfg)
     log_dir.mkdir(parents=True, exist_ok=True)
-    state = _read_json(log_dir / CALIBRATION_FILE)
+    state = read_json(log_dir / CALIBRATION_FILE)
     if source_dir is None and state.get("source_dir"):
         # stored relative to the log folder, so the two folders can move (or be committed) together
         source_dir = log_dir / state["source_dir"]
@@ -339,7 +322,7 @@ def calibrate(cfg: Any, *, minutes: float, log_root: str | Path = "tuning_logs",
     if source_dir is None:
         raise CalibrationError(
             f"{log_dir.parent}: no other machine's logs with a latency predictor to start from; collect them "
-            f"(`python bench/collect_latency_data.py --target {cfg.name}`, then `tvm-ofa latency fit`) "
+            f"(`tvm-ofa latency collect --target {cfg.name}`, then `tvm-ofa latency fit`) "
             "or pass --source DIR")
     source_dir = Path(source_dir).resolve()
     if source_dir == log_dir.resolve():
@@ -350,7 +333,7 @@ def calibrate(cfg: Any, *, minutes: float, log_root: str | Path = "tuning_logs",
     state.update({"source_dir": os.path.relpath(source_dir, log_dir.resolve()), "source_cpu": source.meta.get("cpu"),
                   "cpu": prov.get("cpu"), "cpu_features": prov.get("cpu_features"),
                   "threads": prov.get("threads"), "tvm_version": prov.get("tvm_version")})
-    _write_json(log_dir / CALIBRATION_FILE, state)
+    write_json(log_dir / CALIBRATION_FILE, state)
     from tvm_ofa.compiler.tune import write_provenance
 
     write_provenance(cfg, log_dir)
@@ -377,8 +360,8 @@ def calibrate(cfg: Any, *, minutes: float, log_root: str | Path = "tuning_logs",
                 return
             arch = todo.pop(0)
             m = measure_subnet(cfg, arch, net, source, log_root, repeats, canary=canary)
-            m["db_records"] = _record_count(log_dir)
-            _append(log_dir / MEASUREMENTS_FILE, m)
+            m["db_records"] = record_count(log_dir)
+            append_json_line(log_dir / CALIBRATION_MEASUREMENTS_FILE, m)
             done[arch.id] = m
             measured_now += 1
             per_subnet = float(np.median([d["seconds"] for d in done.values() if d.get("seconds")]))
@@ -404,21 +387,10 @@ def calibrate(cfg: Any, *, minutes: float, log_root: str | Path = "tuning_logs",
         y = np.array([m.latency_ms for m in ms])
         fit_mape = float(100 * np.mean(np.abs(pred.predict([m.arch for m in ms]) - y) / y))
     state["seconds"] = float(state.get("seconds", 0.0)) + (clock() - start)
-    _write_json(log_dir / CALIBRATION_FILE, state)
+    write_json(log_dir / CALIBRATION_FILE, state)
     emit_event("fit", 1, 1, f"{len(ms)} subnets")
     return CalibrationReport(str(log_dir), str(source_dir), source.meta.get("cpu"), len(ms), measured_now,
                              tuned, clock() - start, str(path), dict(pred.factors), fit_mape, retimed)
-
-
-def _write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)
-
-
-def _record_count(log_dir: Path) -> int:
-    p = log_dir / "database_tuning_record.json"
-    return sum(1 for _ in open(p, "rb")) if p.exists() else 0
 
 
 def _untrained(source: LatencyPredictor) -> Any:
@@ -553,8 +525,8 @@ def _tune_important(cfg, source, log_dir, log_root, archs, net, info, prov, dead
                 break
             if keys_of[a.id] & set(chosen):
                 m = measure_subnet(cfg, a, net, source, log_root, repeats, canary=canary)
-                m["db_records"] = _record_count(log_dir)
-                _append(log_dir / MEASUREMENTS_FILE, m)
+                m["db_records"] = record_count(log_dir)
+                append_json_line(log_dir / CALIBRATION_MEASUREMENTS_FILE, m)
         pred, _ = fit(source, log_dir, info)
         pred.save(log_dir, prov)
         if report.tasks_tuned == 0:

@@ -1,9 +1,6 @@
-"""Training data of the latency predictor, read from a target's tuning logs.
-
-``tuning_logs/<target>/<cpu>/`` holds MetaSchedule's JSON database (``database_workload.json``:
-``[shash, workload]`` per line; ``database_tuning_record.json``: ``[workload_index, record]`` per
-line, ``record[1]`` the measured ``run_secs``) and, from ``bench/collect_latency_data.py``,
-``measurements.jsonl``: end-to-end latencies of compiled, fully tuned subnets.
+"""Training data of the latency predictor, read from a target's tuning logs through the store
+(:mod:`tvm_ofa.compiler.store`): per workload its best record, and end-to-end latencies of
+compiled, fully tuned subnets.
 
 Lines that do not parse, records of failed builds/runs and workloads that are not operators of
 this network (foreign) are skipped and counted, never fatal.
@@ -19,18 +16,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from tvm_ofa.arch import ArchConfig
-from tvm_ofa.errors import ArchError, TvmOfaError
+from tvm_ofa.compiler.store import MEASUREMENTS_FILE, accepted_times, json_lines, summarize_records
+from tvm_ofa.errors import ArchError
 from tvm_ofa.predict.workloads import NetConfig, Workload, workload_from_mod
-
-WORKLOAD_FILE = "database_workload.json"
-RECORD_FILE = "database_tuning_record.json"
-MEASUREMENTS_FILE = "measurements.jsonl"
-# MetaSchedule stores failed candidates with a huge run time
-_FAILED_SECS = 1e9
-
-
-class NoTuningLogsError(TvmOfaError):
-    """A target folder without a tuning database to learn from."""
 
 
 @dataclass
@@ -83,31 +71,6 @@ class WorkloadDataset:
         return cls(list(workloads), lat, np.ones(len(lat), dtype=np.int64), source="<memory>")
 
 
-def _json_lines(path: Path) -> Iterable[Any]:
-    """Parsed lines of a JSON-lines file; unparsable lines come back as ``None``."""
-    if not path.exists():
-        return
-    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line)
-        except ValueError:
-            yield None
-
-
-def _record_seconds(record: Any) -> float | None:
-    """Mean run time of one tuning record, None when it has none or failed."""
-    if not isinstance(record, list) or len(record) < 2 or not isinstance(record[1], list) or not record[1]:
-        return None
-    try:
-        secs = [float(s) for s in record[1]]
-    except (TypeError, ValueError):
-        return None
-    mean = sum(secs) / len(secs)
-    return mean if 0 < mean < _FAILED_SECS and math.isfinite(mean) else None
-
-
 def _parse_workload(entry: Any) -> Workload | None:
     from tvm.s_tir.meta_schedule.database import Workload as MsWorkload
 
@@ -115,14 +78,6 @@ def _parse_workload(entry: Any) -> Workload | None:
         return workload_from_mod(MsWorkload.from_json(entry).mod)
     except Exception:  # a workload TVM cannot load is foreign to us, not fatal
         return None
-
-
-def has_logs(log_dir: str | Path) -> bool:
-    from tvm_ofa.compiler.database import unpack
-
-    log_dir = Path(log_dir)
-    unpack(log_dir)
-    return (log_dir / WORKLOAD_FILE).is_file() and (log_dir / RECORD_FILE).is_file()
 
 
 def build_dataset(log_dir: str | Path) -> WorkloadDataset:
@@ -143,47 +98,27 @@ def build_dataset(log_dir: str | Path) -> WorkloadDataset:
         When ``log_dir`` has no database files.
     """
     log_dir = Path(log_dir)
-    if not has_logs(log_dir):
-        raise NoTuningLogsError(
-            f"{log_dir}: no tuning database ({WORKLOAD_FILE}, {RECORD_FILE}); create it with "
-            "`tvm-ofa tune --target ...` or `python bench/collect_latency_data.py --target ...`")
-    skipped = 0
-    parsed: list[Workload | None] = []  # by workload line index, as records refer to it
-    for entry in _json_lines(log_dir / WORKLOAD_FILE):
-        if not (isinstance(entry, list) and len(entry) == 2):
-            skipped += 1
-            parsed.append(None)
-            continue
-        parsed.append(_parse_workload(entry))
+    summary = summarize_records(log_dir)
+    parsed = [None if e is None else _parse_workload(e) for e in summary.entries]
     foreign = sum(1 for w in parsed if w is None)
     best: dict[str, float] = {}
     counts: dict[str, int] = {}
     by_key: dict[str, Workload] = {}
-    failed = 0
-    for rec in _json_lines(log_dir / RECORD_FILE):
-        if not (isinstance(rec, list) and len(rec) == 2 and isinstance(rec[0], int)
-                and 0 <= rec[0] < len(parsed)):
-            skipped += 1
-            continue
-        wl = parsed[rec[0]]
+    for i, secs in summary.best_s.items():
+        wl = parsed[i]
         if wl is None:
-            continue
-        secs = _record_seconds(rec[1])
-        if secs is None:
-            failed += 1
             continue
         key = wl.key
         by_key[key] = wl
         best[key] = min(best.get(key, secs), secs)
-        counts[key] = counts.get(key, 0) + 1
+        counts[key] = counts.get(key, 0) + summary.counts[i]
+    failed = sum(n for i, n in summary.failed.items() if parsed[i] is not None)
     keys = sorted(best)
     # times re-taken in one run at the machine's usual speed are comparable with each other;
     # the tuning-time records are not (each batch ran at whatever speed the VM had then)
-    from tvm_ofa.compiler.retime import accepted_times
-
     again = accepted_times(log_dir, best)
     return WorkloadDataset([by_key[k] for k in keys], np.array([again.get(k, best[k]) for k in keys], dtype=np.float64),
-                           np.array([counts[k] for k in keys], dtype=np.int64), skipped_lines=skipped,
+                           np.array([counts[k] for k in keys], dtype=np.int64), skipped_lines=summary.skipped_lines,
                            foreign_workloads=foreign, failed_records=failed, source=str(log_dir),
                            retimed=len(again))
 
@@ -264,7 +199,7 @@ def load_measurements(log_dir: str | Path, artifacts: Sequence[str | Path] = (),
         else:
             latest[(m.arch.id, m.net)] = m
 
-    for d in _json_lines(Path(log_dir) / MEASUREMENTS_FILE):
+    for d in json_lines(Path(log_dir) / MEASUREMENTS_FILE):
         try:
             add(Measurement.from_dict(d))
         except (TypeError, KeyError, ValueError, ArchError):

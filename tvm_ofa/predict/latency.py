@@ -31,11 +31,10 @@ import numpy as np
 
 from tvm_ofa.arch import ArchConfig, SearchSpace
 from tvm_ofa.errors import TvmOfaError
+from tvm_ofa.compiler.store import PREDICTOR_FILE, model_name, predictor_files, predictor_name
 from tvm_ofa.predict.dataset import Measurement, WorkloadDataset, key_fold
 from tvm_ofa.predict.workloads import FEATURES, KINDS, NetConfig, Workload, WorkloadTable, feature_matrix
 
-PREDICTOR_FILE = "latency_predictor.json"  # the prefix of every predictor file (and an older, untagged name)
-MODEL_FILE = "latency_predictor.xgb.ubj"
 FORMAT = 1
 # how far a tuned workload's measured time may be shrunk towards the trees' cross-fitted
 # prediction (chosen by cross-validation over the end-to-end measurements)
@@ -274,14 +273,14 @@ class XGBoostPredictor(LatencyPredictor):
         return out
 
     def _state_for_save(self, folder: Path) -> dict[str, Any]:
-        name = predictor_file(self.net, self.space).removesuffix(".json") + ".xgb.ubj"
+        name = model_name(predictor_file(self.net, self.space))
         self.booster.save_model(str(folder / name))
         return {"model_file": name, "tuned": self.tuned, "shrink": self.shrink}
 
     def _load_state(self, state: dict[str, Any], folder: Path) -> None:
         import xgboost as xgb
 
-        path = folder / state.get("model_file", MODEL_FILE)
+        path = folder / state.get("model_file", model_name(PREDICTOR_FILE))
         if not path.is_file():
             raise LatencyPredictorError(f"{path}: model file missing; refit with `tvm-ofa latency fit`")
         self.booster = xgb.Booster(params={"nthread": 1})
@@ -531,13 +530,7 @@ def predictor_file(net: NetConfig, space: SearchSpace) -> str:
     tag = f"{net.n_classes}c-w{net.width_mult:g}-r{min(res)}-{max(res)}"
     tag += "".join(f"-{k}{v}" for k, v, default in (("b", net.batch, 1), ("s", net.stem_stride, 2),
                                                     ("se", net.se_reduction, 4)) if v != default)
-    return f"latency_predictor.{tag}.json"
-
-
-def predictor_files(folder: str | Path) -> list[Path]:
-    """Every latency predictor file in ``folder`` (one per network)."""
-    folder = Path(folder)
-    return sorted(p for p in folder.glob("latency_predictor*.json") if p.is_file()) if folder.is_dir() else []
+    return predictor_name(tag)
 
 
 def _read_doc(path: Path) -> dict[str, Any]:

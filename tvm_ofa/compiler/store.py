@@ -1,15 +1,29 @@
-"""The persistent per-target tuning database: MetaSchedule's JSON database plus a repair step.
+"""The tuning-log store: every file of one folder ``tuning_logs/<target>/<cpu>/``.
 
-MetaSchedule's ``JSONDatabase`` keeps two append-only files, ``database_workload.json`` (one
-``[shash, workload]`` per line) and ``database_tuning_record.json`` (``[workload_index, record]``
-per line). A killed tuner can leave a torn last line, and ``JSONDatabase`` aborts on any line it
-cannot parse, so :func:`repair` drops unparsable lines (remapping record indices if a workload
-line goes) before the database is opened, and reports how many it dropped.
+This module is the one owner of that folder's file names and formats; the compiler, the latency
+predictor and calibration read and write it only through the functions here.
+
+- MetaSchedule's JSON database: ``database_workload.json`` (one ``[shash, workload]`` per line)
+  and ``database_tuning_record.json`` (``[workload_index, record]`` per line, ``record[1]`` the
+  measured ``run_secs``), shipped as ``.xz`` copies (:func:`pack`, :func:`unpack`). A killed
+  tuner can leave a torn last line, and ``JSONDatabase`` aborts on any line it cannot parse, so
+  :func:`repair` drops unparsable lines (remapping record indices if a workload line goes)
+  before the database is opened, and reports how many it dropped.
+- Bookkeeping beside it: ``finished_tasks.json`` (trial budgets completed), the writer lock,
+  records MetaSchedule cannot load back (``*.rejected.json``).
+- Re-timed overlays (:func:`read_retimed`, :func:`accepted_times`): ``retimed.json`` (this
+  machine's best schedules timed again in one run) and ``borrowed_retimed.json`` (another
+  machine's schedules timed on this one).
+- ``provenance.json`` (CPU name and features, threads, TVM version), ``measurements.jsonl``
+  (end-to-end latencies of compiled subnets), ``calibration.json`` and
+  ``calibration_measurements.jsonl`` (a calibrated machine's state and its measured subnets),
+  and the latency predictors (``latency_predictor.<network>.json`` and its model file).
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import warnings
 from collections import Counter
@@ -24,6 +38,18 @@ RECORD_FILE = "database_tuning_record.json"
 FINISHED_FILE = "finished_tasks.json"
 # records MetaSchedule wrote but cannot read back, kept aside rather than lost
 REJECTED_FILE = "database_tuning_record.rejected.json"
+LOCK_FILE = ".tuning.lock"
+PACKED_SUFFIX = ".xz"
+PROVENANCE_FILE = "provenance.json"
+MEASUREMENTS_FILE = "measurements.jsonl"
+RETIMED_FILE = "retimed.json"
+BORROWED_FILE = "borrowed_retimed.json"  # another machine's schedules, timed on this one
+CALIBRATION_FILE = "calibration.json"
+CALIBRATION_MEASUREMENTS_FILE = "calibration_measurements.jsonl"
+PREDICTOR_FILE = "latency_predictor.json"  # the prefix of every predictor file (and an older, untagged name)
+MODEL_SUFFIX = ".xgb.ubj"  # a predictor's XGBoost model, beside its JSON
+# MetaSchedule stores failed candidates with a huge run time
+FAILED_SECS = 1e9
 
 
 class DatabaseWarning(UserWarning):
@@ -34,7 +60,8 @@ class DatabaseBusy(TvmOfaError):
     """Another process is tuning into the same database."""
 
 
-LOCK_FILE = ".tuning.lock"
+class NoTuningLogsError(TvmOfaError):
+    """A target folder without a tuning database to learn from."""
 
 
 @contextlib.contextmanager
@@ -77,16 +104,58 @@ def _parse(line: str) -> Any | None:
         return None
 
 
-def _atomic_write(path: Path, lines: list[str]) -> None:
+def json_lines(path: str | os.PathLike) -> Iterator[Any]:
+    """Parsed lines of a JSON-lines file (none when it is absent); unparsable lines come back as
+    ``None``, blank ones are skipped."""
+    for line in _read_lines(Path(path)):
+        if line.strip():
+            yield _parse(line)
+
+
+def record_seconds(record: Any) -> float | None:
+    """Mean run time of one tuning record (``[trace, run_secs, ...]``), None when it has none or
+    failed."""
+    if not isinstance(record, list) or len(record) < 2 or not isinstance(record[1], list) or not record[1]:
+        return None
+    try:
+        secs = [float(s) for s in record[1]]
+    except (TypeError, ValueError):
+        return None
+    mean = sum(secs) / len(secs)
+    return mean if 0 < mean < FAILED_SECS and math.isfinite(mean) else None
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """A JSON object file, ``{}`` when absent, unreadable or not an object."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def write_json(path: str | os.PathLike, doc: dict) -> None:
+    """Write a JSON object file atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def append_json_line(path: str | os.PathLike, rec: dict) -> None:
+    """Append one line to a JSON-lines file (a torn last line is skipped when read)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+        f.flush()
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w") as f:
         f.write("".join(line + "\n" for line in lines))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-PACKED_SUFFIX = ".xz"
 
 
 def unpack(log_dir: str | os.PathLike) -> bool:
@@ -126,12 +195,8 @@ def pack(log_dir: str | os.PathLike, keep: int | None = None) -> tuple[int, int]
         if not (isinstance(obj, list) and len(obj) == 2 and isinstance(obj[0], int)):
             continue
         n_before += 1
-        try:
-            secs = [float(x) for x in obj[1][1]]
-            mean = sum(secs) / len(secs)
-        except (TypeError, ValueError, IndexError, ZeroDivisionError):
-            continue
-        if 0 < mean < 1e9:  # failed candidates carry 1e10
+        mean = record_seconds(obj[1])
+        if mean is not None:
             per_wl.setdefault(obj[0], []).append((mean, line))
     if keep is not None:
         used = sorted(i for i in per_wl if i < len(wl_lines))
@@ -142,8 +207,8 @@ def pack(log_dir: str | os.PathLike, keep: int | None = None) -> tuple[int, int]
             for _, line in sorted(per_wl[old], key=lambda t: t[0])[:keep]:
                 obj = _parse(line)
                 new_rec.append(json.dumps([remap[old], obj[1]], separators=(",", ":")))
-        _atomic_write(log_dir / WORKLOAD_FILE, new_wl)
-        _atomic_write(log_dir / RECORD_FILE, new_rec)
+        write_lines(log_dir / WORKLOAD_FILE, new_wl)
+        write_lines(log_dir / RECORD_FILE, new_rec)
         n_after = len(new_rec)
     else:
         n_after = n_before
@@ -191,9 +256,9 @@ def repair(log_dir: str | os.PathLike) -> int:
             dropped += 1
     if dropped:
         if wl_path.exists():
-            _atomic_write(wl_path, kept_wl)
+            write_lines(wl_path, kept_wl)
         if rec_path.exists():
-            _atomic_write(rec_path, kept_rec)
+            write_lines(rec_path, kept_rec)
         warnings.warn(f"{log_dir}: skipped {dropped} unreadable line(s) of the tuning database "
                       "(an interrupted write); the rest is intact", DatabaseWarning, stacklevel=2)
     return dropped
@@ -224,7 +289,7 @@ def set_aside_unloadable(log_dir: Path) -> int:
     if rejected:
         with open(log_dir / REJECTED_FILE, "a") as f:
             f.write("".join(line + "\n" for line in rejected))
-        _atomic_write(log_dir / RECORD_FILE, kept)
+        write_lines(log_dir / RECORD_FILE, kept)
     return len(rejected)
 
 
@@ -269,7 +334,7 @@ class TuningDatabase:
         space is exhausted finishes with fewer records)."""
         for k in keys:
             self._finished[k] = max(self._finished.get(k, 0), budget)
-        _atomic_write(self.log_dir / FINISHED_FILE,
+        write_lines(self.log_dir / FINISHED_FILE,
                       [json.dumps(self._finished, indent=0, sort_keys=True)])
 
     def best_seconds(self, mod: Any, target: Any) -> float | None:
@@ -311,9 +376,6 @@ def open_database(log_dir: str | os.PathLike) -> TuningDatabase:
     return TuningDatabase(log_dir=log_dir, db=db, skipped_lines=skipped, _finished=finished)
 
 
-CALIBRATION_FILE = "calibration.json"
-
-
 def calibration_source(log_dir: str | os.PathLike) -> Path | None:
     """The log folder whose schedules ``log_dir`` borrows (written by ``tvm-ofa calibrate``),
     None when it has none or the folder is gone."""
@@ -341,3 +403,127 @@ def schedule_database(log_dir: str | os.PathLike) -> Any | None:
         return own
     borrowed = open_database(src).db
     return OrderedUnionDatabase(own, borrowed) if own is not None else borrowed
+
+
+def has_logs(log_dir: str | os.PathLike) -> bool:
+    """Whether ``log_dir`` has a tuning database (unpacking its shipped copy first)."""
+    log_dir = Path(log_dir)
+    unpack(log_dir)
+    return (log_dir / WORKLOAD_FILE).is_file() and (log_dir / RECORD_FILE).is_file()
+
+
+def record_count(log_dir: str | os.PathLike) -> int:
+    """Lines of the record file (every candidate timed, failed ones included)."""
+    p = Path(log_dir) / RECORD_FILE
+    return sum(1 for _ in open(p, "rb")) if p.exists() else 0
+
+
+@dataclass
+class RecordSummary:
+    """Per workload line of the database: its parsed entry, best record time and record count.
+
+    Attributes
+    ----------
+    entries : list
+        Parsed workload lines, in file order (``None`` where a line is not ``[shash, workload]``).
+    best_s, counts : dict
+        Workload line index -> mean seconds of its fastest valid record / valid records.
+    skipped_lines : int
+        Workload and record lines that do not parse or point nowhere.
+    failed : dict
+        Workload line index -> records of failed builds or runs.
+    """
+
+    entries: list
+    best_s: dict[int, float] = field(default_factory=dict)
+    counts: dict[int, int] = field(default_factory=dict)
+    failed: dict[int, int] = field(default_factory=dict)
+    skipped_lines: int = 0
+
+
+def summarize_records(log_dir: str | os.PathLike) -> RecordSummary:
+    """Read the database files of ``log_dir`` without TVM: each workload line's best record.
+
+    Raises
+    ------
+    NoTuningLogsError
+        When ``log_dir`` has no database files.
+    """
+    log_dir = Path(log_dir)
+    if not has_logs(log_dir):
+        raise NoTuningLogsError(
+            f"{log_dir}: no tuning database ({WORKLOAD_FILE}, {RECORD_FILE}); create it with "
+            "`tvm-ofa tune --target ...` or `tvm-ofa latency collect --target ...`")
+    out = RecordSummary(entries=[])
+    for entry in json_lines(log_dir / WORKLOAD_FILE):
+        ok = isinstance(entry, list) and len(entry) == 2
+        out.skipped_lines += not ok
+        out.entries.append(entry if ok else None)
+    for rec in json_lines(log_dir / RECORD_FILE):
+        if not (isinstance(rec, list) and len(rec) == 2 and isinstance(rec[0], int)
+                and 0 <= rec[0] < len(out.entries)):
+            out.skipped_lines += 1
+            continue
+        i, secs = rec[0], record_seconds(rec[1])
+        if secs is None:
+            out.failed[i] = out.failed.get(i, 0) + 1
+            continue
+        out.best_s[i] = min(out.best_s.get(i, secs), secs)
+        out.counts[i] = out.counts.get(i, 0) + 1
+    return out
+
+
+def read_retimed(log_dir: str | os.PathLike, name: str = RETIMED_FILE) -> dict[str, Any]:
+    """``retimed.json`` (or ``name``) of ``log_dir`` (``{}`` when absent or unreadable)."""
+    doc = read_json(Path(log_dir) / name)
+    return doc if isinstance(doc.get("workloads"), dict) else {}
+
+
+def accepted_times(log_dir: str | os.PathLike, record_s: dict[str, float] | None,
+                   name: str = RETIMED_FILE) -> dict[str, float]:
+    """The re-timed seconds of ``log_dir`` that stand: timed while the canary ran within the
+    run's ``slow`` factor of its fastest, and for the record that is still the workload's best
+    (``record_s``: workload key -> best record's mean seconds; a workload tuned again since has
+    another best schedule, which was not re-timed; None trusts the records, as for another
+    machine's frozen logs)."""
+    doc = read_retimed(log_dir, name)
+    try:
+        limit = float(doc.get("slow", 1.1)) * float(doc["canary_best_s"])
+    except (KeyError, TypeError, ValueError):
+        return {}
+    return {k: float(e["s"]) for k, e in doc["workloads"].items()
+            if retime_stands(e, limit, None if record_s is None else record_s.get(k), any_record=record_s is None)}
+
+
+def retime_stands(entry: Any, limit: float, record_s: float | None, any_record: bool = False) -> bool:
+    """Whether one ``retimed.json`` entry counts: timed while the canary ran within ``limit``
+    seconds, for the record whose mean time is still ``record_s`` (for whichever record it was,
+    with ``any_record``)."""
+    try:
+        s, c, r = float(entry["s"]), float(entry["canary_s"]), float(entry["record_s"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    same = any_record or (record_s is not None and abs(record_s - r) <= 1e-9 + 1e-6 * r)
+    return same and 0 < s < FAILED_SECS and c <= limit
+
+
+def read_provenance(log_dir: str | os.PathLike) -> dict:
+    """``provenance.json`` of ``log_dir`` (``{}`` when absent)."""
+    return read_json(Path(log_dir) / PROVENANCE_FILE)
+
+
+def predictor_name(tag: str) -> str:
+    """The file name of the latency predictor of the network ``tag`` names: a CPU's folder holds
+    one per network measured there."""
+    return f"latency_predictor.{tag}.json"
+
+
+def model_name(predictor: str) -> str:
+    """The file name of a predictor's XGBoost model, beside it."""
+    return predictor.removesuffix(".json") + MODEL_SUFFIX
+
+
+def predictor_files(folder: str | os.PathLike) -> list[Path]:
+    """Every latency predictor file in ``folder`` (one per network)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.glob("latency_predictor*.json") if p.is_file()) if folder.is_dir() else []

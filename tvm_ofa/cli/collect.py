@@ -1,5 +1,4 @@
-#!/usr/bin/env python
-"""Collect the latency predictor's training data for a target: tune subnets sampled across the
+"""``tvm-ofa latency collect``: collect the latency predictor's training data for a target: tune subnets sampled across the
 space into the target's tuning logs and measure the fully tuned subnets end to end.
 
 Writes, under ``<log-root>/<target>/<cpu>/`` (e.g. ``tuning_logs/host-cpu/znver4/``):
@@ -25,22 +24,19 @@ schedule again in one run (tuning-time records from different hours are not comp
 Resumable: subnet ``i`` is drawn from ``(seed, i)``, measured subnets are skipped on a rerun, and
 an interrupted tune loses at most the batch in flight. Stop with Ctrl-C or ``--hours``.
 
-    python bench/collect_latency_data.py --target targets/host-cpu.yaml --hours 8
-    python bench/collect_latency_data.py --target host-cpu --confirm --passes 6        # firm truths
-    python bench/collect_latency_data.py --target host-cpu --measure-only --held-out-only --max-subnets 32
-    python bench/collect_latency_data.py --target host-cpu --confirm --loads 2 --held-out-only
-    python bench/collect_latency_data.py --target host-cpu --max-subnets 0 --pack 3   # ship them
+examples:
+  tvm-ofa latency collect --target host-cpu --hours 8 --no-measure      # tune; resumable, long
+  tvm-ofa latency collect --target host-cpu --measure-only --max-subnets 64
+  tvm-ofa latency collect --target host-cpu --confirm --loads 2 --passes 6   # firm truths
+  tvm-ofa latency collect --target host-cpu --max-subnets 0 --pack 3   # keep the best 3 records, write the .xz
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 RESOLUTIONS = (128, 160, 192, 224)
 # a pass whose canary ran more than SLOW times the canary's best ran in a slow phase of the VM;
@@ -52,10 +48,12 @@ SLOW_ROUNDS = 4
 AT_SPEED = 1.25
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--target", default="host-cpu", help="target config (path or shipped name)")
-    p.add_argument("--log-root", default="tuning_logs", help="root of the per-target logs")
+HELP = "tune subnets across the space and measure them end to end: the latency predictor's data"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``tvm-ofa latency collect`` (``--target`` and ``--log-root`` come with
+    every ``latency`` action)."""
     p.add_argument("--hours", type=float, default=1.0, help="stop starting new subnets after this long")
     p.add_argument("--trials-per-task", type=int, default=None,
                    help="MetaSchedule trials per workload (default: the target's tuning.trials_per_task)")
@@ -93,10 +91,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pack", type=int, default=None, metavar="K",
                    help="at the end, keep the best K records per workload and write the .xz copies the "
                         "repository ships (alone: --max-subnets 0 --pack 3)")
-    args = p.parse_args(argv)
-    if args.held_out_only and not (args.measure_only or args.confirm):
-        p.error("--held-out-only goes with --measure-only or --confirm")
-    return args
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The collector's options alone (tests and scripts); the CLI adds them to ``latency collect``."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", default="host-cpu", help="target config (path or shipped name)")
+    p.add_argument("--log-root", default="tuning_logs", help="root of the per-target logs")
+    add_arguments(p)
+    return p.parse_args(argv)
 
 
 def sample_arch(space, seed: int, i: int, resolutions, tuned_keys: set[str] | None = None, net_cfg=None):
@@ -121,7 +124,8 @@ def sample_arch(space, seed: int, i: int, resolutions, tuned_keys: set[str] | No
 
 
 def tuned_workload_keys(log_dir: Path) -> set[str]:
-    from tvm_ofa.predict.dataset import NoTuningLogsError, build_dataset
+    from tvm_ofa.compiler.store import NoTuningLogsError
+    from tvm_ofa.predict.dataset import build_dataset
 
     try:
         return {w.key for w in build_dataset(log_dir).workloads}
@@ -165,7 +169,7 @@ def build_timer(cfg, lowered, db, repeats: int):
 
 
 def measure(cfg, lowered, log_dir: Path, repeats: int):
-    from tvm_ofa.compiler.database import open_database
+    from tvm_ofa.compiler.store import open_database
 
     return build_timer(cfg, lowered, open_database(log_dir).db, repeats)()
 
@@ -184,8 +188,15 @@ def measurement_record(arch, lat, cfg, prov: dict, net_cfg, trials: int, **extra
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    return run(parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    from tvm_ofa.errors import ConfigError
     from tvm_ofa.targets import load_target
+
+    if args.held_out_only and not (args.measure_only or args.confirm):
+        raise ConfigError("--held-out-only goes with --measure-only or --confirm")
 
     cfg = load_target(args.target)
     # the runtime thread pool reads this once, at its first use
@@ -272,7 +283,7 @@ def main(argv=None) -> int:
     finally:
         bar.close()
     if args.pack:
-        from tvm_ofa.compiler.database import pack
+        from tvm_ofa.compiler.store import pack
 
         before, after = pack(log_dir, args.pack)
         print(f"packed {log_dir}: {before} -> {after} records (best {args.pack} per workload), .xz written")
@@ -350,7 +361,7 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
             lowered = lower_module(net.extract(arch), (1, 3, arch.resolution, arch.resolution),
                                    **cfg.lowering)
             if db is None:
-                from tvm_ofa.compiler.database import open_database
+                from tvm_ofa.compiler.store import open_database
 
                 db = open_database(log_dir).db
                 small = space.smallest(res[0])
@@ -419,7 +430,7 @@ def confirm(args, cfg, space, net, net_cfg, log_dir, meas_path, prov, deadline, 
     from tqdm import tqdm
 
     from tvm_ofa.arch import ArchConfig
-    from tvm_ofa.compiler.database import open_database
+    from tvm_ofa.compiler.store import open_database
     from tvm_ofa.compiler.lower import lower_module
     from tvm_ofa.compiler.measure import Canary, load_wanted
     from tvm_ofa.predict.dataset import Measurement, record_loads, record_passes
@@ -492,7 +503,3 @@ def confirm(args, cfg, space, net, net_cfg, log_dir, meas_path, prov, deadline, 
     finally:
         bar.close()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
