@@ -723,9 +723,19 @@ def test_load_artifact_errors(tmp_path):
         load_artifact(tmp_path)
 
 
+def test_metadata_is_amended_only_with_keys_of_the_contract(tmp_path):
+    from tvm_ofa.compiler.artifact import ArtifactError, read_metadata, update_metadata, write_metadata
+
+    write_metadata(tmp_path, {"arch_id": "r32-x", "accuracy": None})
+    meta = update_metadata(tmp_path, accuracy={"predicted": 0.9, "measured": None}, predicted_latency_ms=1.5)
+    assert read_metadata(tmp_path) == meta and meta["version"] == 1 and meta["accuracy"]["predicted"] == 0.9
+    with pytest.raises(ArtifactError, match="unknown metadata key 'acuracy'"):
+        update_metadata(tmp_path, acuracy=1.0)
+    assert read_metadata(tmp_path) == meta  # a refused change writes nothing
+
+
 def test_pack_keeps_best_records_and_unpack_restores(tmp_path):
-    from tvm_ofa.compiler.store import RECORD_FILE, WORKLOAD_FILE, pack, unpack
-    from tvm_ofa.compiler.store import has_logs
+    from tvm_ofa.compiler.store import RECORD_FILE, WORKLOAD_FILE, has_logs, pack, unpack
 
     wl = ['["111", {"m": 1}]', '["222", {"m": 2}]', '["333", {"m": 3}]']
     rec = [[2, [["t"], [3e-3]]], [2, [["t"], [1e-3]]], [2, [["t"], [2e-3]]], [2, [["t"], [1e10]]],

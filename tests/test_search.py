@@ -17,13 +17,13 @@ GEN = 30
 def synth_latency(genes):
     """Monotone in every gene: ms = 0.5 + (r/48)^2 * sum over active slots of k^2 e / 100."""
     ks, e, d, r = genes
-    act = pop.active_mask(SPACE, d)
+    act = SPACE.active_mask(d)
     return 0.5 + (r / 48.0) ** 2 * ((ks * ks * e) * act).sum(1) / 100.0
 
 
 def synth_accuracy(genes):
     ks, e, d, r = genes
-    act = pop.active_mask(SPACE, d)
+    act = SPACE.active_mask(d)
     return np.log1p((ks * e * act).sum(1)) + r / 48.0 + 0.01 * (ks[:, 0] == 5)
 
 
@@ -94,7 +94,7 @@ def test_unique_detects_equal_networks():
     genes = pop.sample(SPACE, 50, rng)
     # same networks with different junk in skipped slots
     junk = tuple(g.copy() for g in genes)
-    skipped = ~pop.active_mask(SPACE, junk[2])
+    skipped = ~SPACE.active_mask(junk[2])
     junk[0][skipped] = 7
     doubled = pop.canonicalize(SPACE, pop.concat([genes, junk]))
     uniq, first = pop.unique(doubled)

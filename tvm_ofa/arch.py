@@ -352,13 +352,19 @@ class SearchSpace:
             self.validate(arch)
         return self.encode_arrays(*archs_to_arrays(archs))
 
+    def active_mask(self, d: np.ndarray) -> np.ndarray:
+        """``(N, n_blocks)`` booleans from depths ``d (N, n_stages)``: which block slots run (a
+        stage of depth ``d`` runs its first ``d`` slots)."""
+        d = np.asarray(d)
+        return np.tile(np.arange(self.max_depth), self.n_stages)[None, :] < np.repeat(d, self.max_depth, axis=1)
+
     def encode_arrays(self, ks: np.ndarray, e: np.ndarray, d: np.ndarray, r: np.ndarray) -> np.ndarray:
         """``encode`` for a batch held as integer arrays ``ks (N, n_blocks)``, ``e (N, n_blocks)``,
         ``d (N, n_stages)``, ``r (N,)`` (the form searches work on); values are assumed valid."""
         ks, e, d, r = (np.asarray(a) for a in (ks, e, d, r))
         n, nb = ks.shape
         nk, ne = len(self.ks_choices), len(self.e_choices)
-        active = np.tile(np.arange(self.max_depth), self.n_stages)[None, :] < np.repeat(d, self.max_depth, axis=1)
+        active = self.active_mask(d)
         k_idx = np.searchsorted(self.ks_choices, ks)
         e_idx = np.searchsorted(self.e_choices, e)
         r_idx = np.searchsorted(self.resolutions, r)

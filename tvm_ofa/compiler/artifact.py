@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, TypedDict
 
 import numpy as np
 
@@ -25,6 +25,47 @@ METADATA = "metadata.json"
 
 class ArtifactError(TvmOfaError):
     """A folder that is not a readable tvm-ofa artifact."""
+
+
+class Tuning(TypedDict):
+    """How much of the subnet's work the target's records covered when it was built."""
+
+    coverage: float
+    tuned_workloads: int
+    total_workloads: int
+    log_dir: str
+    note: Optional[str]
+
+
+class ArtifactMetadata(TypedDict, total=False):
+    """``metadata.json`` (docs/COMPILER.md, "Artifact contract"): every key an artifact may hold.
+
+    ``emit`` writes all but ``specialize``; ``specialize`` fills in the prediction it chose the
+    subnet by (:func:`update_metadata`). ``latency`` is :meth:`Latency.to_dict` of
+    ``tvm_ofa.compiler.measure``, or None with ``latency_note`` saying why."""
+
+    format: str
+    version: int
+    target: dict[str, Any]
+    arch: dict[str, Any]
+    arch_id: str
+    input_shape: list[int]
+    input_dtype: str
+    output_shape: list[int]
+    entry: str
+    weights: str
+    lowering: dict[str, Any]
+    tir_pipeline: str
+    weights_sha256: str
+    device_code: Optional[str]
+    tvm_version: str
+    cpu: Optional[dict[str, Any]]
+    tuning: Tuning
+    latency: Optional[dict[str, Any]]
+    latency_note: Optional[str]
+    predicted_latency_ms: Optional[float]
+    accuracy: Optional[dict[str, Any]]
+    specialize: dict[str, Any]
 
 
 def export(executable: Any, out_dir: str | os.PathLike, cc: str | None = None) -> Path:
@@ -46,7 +87,11 @@ def export(executable: Any, out_dir: str | os.PathLike, cc: str | None = None) -
     return path
 
 
-def write_metadata(out_dir: str | os.PathLike, meta: dict) -> Path:
+def write_metadata(out_dir: str | os.PathLike, meta: ArtifactMetadata) -> Path:
+    """Write ``metadata.json`` atomically; a key the contract does not define is refused."""
+    unknown = sorted(set(meta) - set(ArtifactMetadata.__annotations__))
+    if unknown:
+        raise ArtifactError(f"{Path(out_dir) / METADATA}: unknown metadata key {unknown[0]!r}")
     meta = {"format": FORMAT, "version": VERSION, **meta}
     path = Path(out_dir) / METADATA
     tmp = path.with_suffix(".json.tmp")
@@ -55,7 +100,16 @@ def write_metadata(out_dir: str | os.PathLike, meta: dict) -> Path:
     return path
 
 
-def read_metadata(path: str | os.PathLike) -> dict:
+def update_metadata(path: str | os.PathLike, **fields: Any) -> ArtifactMetadata:
+    """Set ``fields`` in an artifact's metadata (the one way to amend it after ``emit``)."""
+    meta = read_metadata(path)
+    meta.update(fields)  # type: ignore[typeddict-item]
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    write_metadata(folder, meta)
+    return meta
+
+
+def read_metadata(path: str | os.PathLike) -> ArtifactMetadata:
     """Metadata of an artifact folder (or of its metadata.json / model.so)."""
     p = Path(path)
     if not p.exists():

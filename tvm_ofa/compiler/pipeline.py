@@ -57,7 +57,7 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
     import tvm
 
     from tvm_ofa.compiler import tir_pipeline
-    from tvm_ofa.compiler.artifact import export, load_artifact, write_metadata
+    from tvm_ofa.compiler.artifact import ArtifactMetadata, export, load_artifact, write_metadata
     from tvm_ofa.compiler.build import build, cuda_kernels_compiled
     from tvm_ofa.compiler.store import schedule_database
     from tvm_ofa.compiler.intrin import family, register_light
@@ -90,7 +90,7 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
     export(executable, out, cc=cfg.cc if cfg.is_cross else None)
 
     prov = host_provenance(cfg)
-    meta: dict[str, Any] = {
+    meta: ArtifactMetadata = {
         "target": {"name": cfg.name, "config": str(cfg.path), "resolved": cfg.resolved_target()},
         "arch": arch.to_dict(),
         "arch_id": arch.id,

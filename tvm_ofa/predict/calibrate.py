@@ -160,7 +160,7 @@ def calibration_set(space: SearchSpace, source: LatencyPredictor, n: int, seed: 
     if len(pool) <= 2:
         return pool[:n]
     ks, e, d, r = (np.asarray(a, dtype=np.float64) for a in _arrays(pool))
-    active = _active_mask(d.astype(int), space)
+    active = space.active_mask(d.astype(int)).astype(np.float64)
     lat = np.log(source.predict(pool))
     feats = np.stack([d.mean(1), (e * active).sum(1) / active.sum(1), (ks * active).sum(1) / active.sum(1),
                       r, lat], axis=1)
@@ -199,12 +199,6 @@ def _arrays(archs: Sequence[ArchConfig]) -> tuple[np.ndarray, ...]:
     from tvm_ofa.predict.workloads import WorkloadTable
 
     return WorkloadTable.arrays(archs)
-
-
-def _active_mask(d: np.ndarray, space: SearchSpace) -> np.ndarray:
-    pos = np.tile(np.arange(space.max_depth), space.n_stages)
-    stage = np.repeat(np.arange(space.n_stages), space.max_depth)
-    return (pos[None, :] < d[:, stage]).astype(np.float64)
 
 
 def read_measurements(log_dir: Path) -> list[dict]:

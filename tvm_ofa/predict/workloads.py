@@ -426,8 +426,6 @@ class WorkloadTable:
         # value -> choice index lookups (-1 outside the space)
         self._res_lut = self._lut(res)
         self._k_lut, self._e_lut, self._d_lut = self._lut(ks), self._lut(es), self._lut(space.d_choices)
-        self._slot_pos = np.tile(np.arange(space.max_depth), space.n_stages)
-        self._slot_stage = np.repeat(np.arange(space.n_stages), space.max_depth)
 
     def _id(self, w: Workload) -> int:
         key = w.key
@@ -482,7 +480,7 @@ class WorkloadTable:
             self._raise_first_invalid(archs, ks, e, d, r)
         r_i, d_i = self._lookup(self._res_lut, r), self._lookup(self._d_lut, d)
         k_i, e_i = self._lookup(self._k_lut, ks), self._lookup(self._e_lut, e)
-        active = self._slot_pos[None, :] < d[:, self._slot_stage]
+        active = sp.active_mask(d)
         bad = (r_i < 0) | (d_i < 0).any(1) | (active & ((k_i < 0) | (e_i < 0))).any(1)
         if bad.any():
             self._raise_first_invalid(archs, ks, e, d, r, int(np.flatnonzero(bad)[0]))

@@ -119,16 +119,10 @@ def unique(genes: Genes) -> tuple[Genes, np.ndarray]:
 def contains(space: SearchSpace, genes: Genes) -> np.ndarray:
     """Whether each row lies in the space (active slots, depths and resolution in their choices)."""
     ks, e, d, r = genes
-    active = active_mask(space, d)
+    active = space.active_mask(d)
     ok_k = np.isin(ks, space.ks_choices) | ~active
     ok_e = np.isin(e, space.e_choices) | ~active
     return ok_k.all(1) & ok_e.all(1) & np.isin(d, space.d_choices).all(1) & np.isin(r, space.resolutions)
-
-
-def active_mask(space: SearchSpace, d: np.ndarray) -> np.ndarray:
-    """``(N, n_blocks)`` booleans: which block slots run."""
-    pos = np.tile(np.arange(space.max_depth), space.n_stages)
-    return pos[None, :] < np.repeat(d, space.max_depth, axis=1)
 
 
 def encode(space: SearchSpace, genes: Genes) -> np.ndarray:

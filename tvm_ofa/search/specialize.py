@@ -92,7 +92,7 @@ def specialize(cfg: Any, supernet: Any, latency_predictor: Any, accuracy_predict
     list of Specialized
         In the order of ``budgets_ms``.
     """
-    from tvm_ofa.compiler.artifact import read_metadata, write_metadata
+    from tvm_ofa.compiler.artifact import update_metadata
     from tvm_ofa.compiler.pipeline import emit
     from tvm_ofa.search.budget import check_budgets, latency_floor
     from tvm_ofa.search.evolution import evolution_search
@@ -132,12 +132,10 @@ def specialize(cfg: Any, supernet: Any, latency_predictor: Any, accuracy_predict
             folder = emit(cfg, arch, module, log_root=log_root, out_root=out_root,
                           trials_per_task=trials_per_task, trials_per_round=trials_per_round,
                           progress=tune_progress, warmup=warmup, repeats=repeats)
-            meta = read_metadata(folder)
-            meta["predicted_latency_ms"] = float(winner.latency_ms)
-            meta["accuracy"] = {"predicted": float(winner.accuracy), "measured": None}
-            meta["specialize"] = {"budget_ms": float(budget), "search_budget_ms": search_budget,
-                                  "attempt": attempt + 1}
-            write_metadata(folder, meta)
+            meta = update_metadata(
+                folder, predicted_latency_ms=float(winner.latency_ms),
+                accuracy={"predicted": float(winner.accuracy), "measured": None},
+                specialize={"budget_ms": float(budget), "search_budget_ms": search_budget, "attempt": attempt + 1})
             lat = meta.get("latency") or {}
             measured = lat.get("median_ms")
             record = {"arch_id": arch.id, "search_budget_ms": search_budget,
