@@ -354,3 +354,46 @@ def test_one_predictor_per_network_in_a_cpu_folder(tiny_space, tmp_path):
     here = tmp_path / "host-cpu" / "newcpu"
     assert find_source(here, prov, {"n_classes": 7}) == folder
     assert find_source(here, prov, {"n_classes": 1000}) is None
+
+
+def test_a_predictor_answers_at_resolutions_it_was_not_fitted_at_and_flags_extrapolation(tmp_path):
+    """Fitted at 32 and 48 px, it predicts 40 px (new shapes, from their descriptors) between the
+    two, predicts 56 px and names it an extrapolation; a calibrated one refuses what its source
+    never predicted."""
+    from tvm_ofa.arch import SearchSpace
+    from tvm_ofa.predict.latency import CalibratedPredictor, LatencyPredictorError, fit_predictor, load_predictor
+
+    fitted = SearchSpace(resolutions=(32, 48))
+    data, meas, *_ = _synthetic(fitted, np.random.default_rng(3))
+    prov = {"target": "host-cpu", "cpu": "znver4", "cpu_features": ["avx2"], "threads": 2,
+            "tvm_version": "0.27.0.post1"}
+    fit_predictor("xgboost", data, meas[:20], fitted, NET).save(tmp_path, prov)
+    wide = SearchSpace(resolutions=(32, 36, 40, 44, 48, 56))
+    pred = load_predictor(tmp_path, prov, {"space": wide, "n_classes": NET.n_classes, "width_mult": NET.width_mult})
+    assert pred.space == wide and pred.fitted_resolutions == (32, 48)
+    p32, p40, p48, p56 = pred.predict([wide.largest(r) for r in (32, 40, 48, 56)])
+    assert 0.9 * p32 <= p40 <= 1.1 * p48 and p56 > 0
+    assert pred.extrapolated([40, 44]) == [] and pred.extrapolated([40, 56]) == [56]
+    # a resolution named alone widens the space it answers for
+    assert 44 in load_predictor(tmp_path, prov, {"resolutions": [44]}).space.resolutions
+    with pytest.raises(LatencyPredictorError, match="source's resolutions only"):
+        CalibratedPredictor.from_source(pred.for_space(fitted)).for_space(wide)
+
+
+def test_the_predictor_of_the_network_is_found_without_flags(tiny_space, tmp_path):
+    """Two networks' predictors in one folder: a resolution picks the one whose range covers it,
+    else the nearest range; only an equal distance to two ranges asks."""
+    from tvm_ofa.arch import SearchSpace
+    from tvm_ofa.predict.latency import LatencyPredictorError, find_predictor, fit_predictor
+
+    data, meas, *_ = _synthetic(tiny_space, np.random.default_rng(4))
+    prov = {"target": "host-cpu", "cpu": "znver4", "tvm_version": "0.27.0.post1"}
+    fit_predictor("macs", data, (), tiny_space, NET).save(tmp_path, prov)
+    big_net = NetConfig(width_mult=NET.width_mult, n_classes=1000)
+    fit_predictor("macs", data, (), SearchSpace(resolutions=(64, 72)), big_net).save(tmp_path, prov)
+    small, big = (find_predictor(tmp_path, {"resolutions": [r]}).name for r in (44, 80))
+    assert "-r32-48" in small and "1000c" in big and "-r64-72" in big
+    assert "1000c" in find_predictor(tmp_path, {"space": SearchSpace(resolutions=(60, 64, 68, 72)),
+                                                "n_classes": 1000}).name
+    with pytest.raises(LatencyPredictorError, match="more than one latency predictor"):
+        find_predictor(tmp_path, {"resolutions": [56]})

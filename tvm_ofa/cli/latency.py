@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -150,6 +151,7 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from tvm_ofa.arch import ArchConfig
     from tvm_ofa.cli._common import network_match, print_json, resolve_arch
     from tvm_ofa.errors import ArchError
     from tvm_ofa.predict.latency import load_predictor
@@ -157,23 +159,37 @@ def _predict(args: argparse.Namespace) -> int:
     if not args.arch:
         raise ArchError("latency predict: --arch is required")
     cfg, log_dir, prov = _setup(args)
+    match = network_match(args) or {}
+    if args.arch not in ("smallest", "largest") and not args.arch.startswith("random"):
+        # the arch names its resolution: that picks the network's predictor and its space
+        match.setdefault("resolutions", [ArchConfig.from_json(args.arch).resolution])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pred = load_predictor(log_dir, prov, network_match(args))
+        pred = load_predictor(log_dir, prov, match or None)
     for w in caught:
-        print(f"tvm-ofa latency: warning: {w.message}")
+        print(f"tvm-ofa latency: warning: {w.message}", file=sys.stderr)
     arch = resolve_arch(args.arch, pred.space)
     ms = float(pred.predict([arch])[0])
     ops, n_ops = pred.op_sum_ms([arch])
+    untuned = float(pred.untuned_ms([arch])[0])
+    outside = pred.extrapolated([arch.resolution])
+    fitted = pred.fitted_resolutions
     info = {"arch_id": arch.id, "arch": arch.to_dict(), "target": cfg.name, "cpu": prov.get("cpu"),
             "predicted_ms": ms, "tasks": int(n_ops[0]), "task_sum_ms": float(ops[0]),
-            "net": pred.net.to_dict()}
+            "untuned_task_ms": untuned, "extrapolated": bool(outside),
+            "fitted_resolutions": list(fitted), "net": pred.net.to_dict()}
+    if outside:
+        print(f"tvm-ofa latency: note: resolution {arch.resolution} is outside the measured range "
+              f"{min(fitted)}..{max(fitted)} px: an extrapolation", file=sys.stderr)
     if args.json:
         print_json(info)
     else:
         print(f"subnet      {arch.id}")
         print(f"target      {cfg.name} ({prov.get('cpu')})")
         print(f"predicted   {ms:.3f} ms  ({int(n_ops[0])} tasks, {float(ops[0]):.3f} ms of task time)")
+        if untuned > 0:
+            print(f"untuned     {untuned:.3f} ms of the task time ({100 * untuned / max(float(ops[0]), 1e-12):.0f} %) "
+                  "is predicted for workloads with no record here: built now, they run TVM's default schedule (far slower) until tuned")
     return 0
 
 

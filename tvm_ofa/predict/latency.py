@@ -21,6 +21,7 @@ space (one model call), so ``predict`` on a batch of archs is integer gathers an
 """
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 import warnings
@@ -111,6 +112,46 @@ class LatencyPredictor:
         """``(sum of task latencies, number of tasks)`` per arch, before calibration."""
         ids = self.table.ids(archs, arrays=arrays)
         return self._table_ms()[ids].sum(axis=1), (ids >= 0).sum(axis=1)
+
+    @property
+    def fitted_resolutions(self) -> tuple[int, ...]:
+        """The resolutions of the space it was fitted for (its measurements' and records')."""
+        return tuple(self.meta.get("fitted_resolutions") or self.space.resolutions)
+
+    def for_space(self, space: SearchSpace) -> "LatencyPredictor":
+        """This predictor answering for ``space``: the same network and choices, other resolutions.
+
+        The per-workload model reads analytic descriptors, so a resolution it was not fitted at
+        is one more set of shapes: between the fitted ones an interpolation, outside them an
+        extrapolation (:meth:`extrapolated` names those)."""
+        if (space.ks_choices, space.e_choices, space.d_choices, space.n_stages) != \
+                (self.space.ks_choices, self.space.e_choices, self.space.d_choices, self.space.n_stages):
+            raise LatencyPredictorError(
+                f"the latency predictor was fitted for kernel {list(self.space.ks_choices)}, expand "
+                f"{list(self.space.e_choices)}, depth {list(self.space.d_choices)}; this space differs")
+        if space == self.space:
+            return self
+        out = copy.copy(self)
+        out.meta = {**self.meta, "fitted_resolutions": list(self.fitted_resolutions)}
+        out.space, out._table, out._op_ms = space, None, None
+        return out
+
+    def recorded(self, key: str) -> bool:
+        """Whether the workload ``key`` had a tuning record here when the predictor was fitted."""
+        return False
+
+    def untuned_ms(self, archs: Sequence[ArchConfig]) -> np.ndarray:
+        """Per arch, the part of its task sum (before calibration) from workloads without a
+        record: what runs TVM's default schedule until those workloads are tuned."""
+        ids = self.table.ids(archs)
+        op_ms = self._table_ms()
+        untuned = np.array([not self.recorded(w.key) for w in self.table.workloads] + [False])
+        return np.where(untuned[ids], op_ms[ids], 0.0).sum(axis=1)
+
+    def extrapolated(self, resolutions: Sequence[int]) -> list[int]:
+        """Those of ``resolutions`` outside the range the predictor was fitted over."""
+        lo, hi = min(self.fitted_resolutions), max(self.fitted_resolutions)
+        return sorted({int(r) for r in resolutions if not lo <= r <= hi})
 
     def predict(self, archs: Sequence[ArchConfig] | None = None, *, arrays: tuple | None = None) -> np.ndarray:
         """Predicted end-to-end latency, ms, of each arch.
@@ -207,7 +248,7 @@ class XGBoostPredictor(LatencyPredictor):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.booster: Any = None
-        self.tuned: dict[str, float] = {}
+        self.tuned: dict[str, float] = {}  # workload key -> its record's seconds, shrunk
         self.shrink = 0.0
         self._measured: dict[str, float] = {}
         self._cross: dict[str, float] = {}
@@ -264,6 +305,9 @@ class XGBoostPredictor(LatencyPredictor):
             self.meta["shrink_cv_mape"] = round(100 * best[0], 3)
         LatencyPredictor.calibrate(self, measurements)
         self.meta["shrink"] = self.shrink
+
+    def recorded(self, key: str) -> bool:
+        return key in self.tuned
 
     def _predict_ops_s(self, workloads: Sequence[Workload]) -> np.ndarray:
         out = self._trees_s(self.booster, workloads)
@@ -408,6 +452,18 @@ class CalibratedPredictor(LatencyPredictor):
                         if k in self.source_ms and k not in self.local_ms}
         self._op_ms = None
 
+    def recorded(self, key: str) -> bool:
+        return key in self.local_ms
+
+    def for_space(self, space: SearchSpace) -> "LatencyPredictor":
+        # every workload is predicted from the source's value of it: only the source's space
+        outside = sorted(set(space.resolutions) - set(self.space.resolutions))
+        if outside:
+            raise LatencyPredictorError(
+                f"a calibrated predictor answers at its source's resolutions only "
+                f"({', '.join(map(str, self.space.resolutions))}), not {', '.join(map(str, outside))}")
+        return super().for_space(space)
+
     def _timed_here_ms(self, key: str) -> float | None:
         """The workload's time taken on this machine (own record first), before ``local_factor``."""
         return self.local_ms.get(key, self.here_ms.get(key))
@@ -542,15 +598,36 @@ def _read_doc(path: Path) -> dict[str, Any]:
         raise LatencyPredictorError(f"{path}: not a latency predictor file (unreadable JSON); refit it") from None
 
 
-def _describes(doc: dict[str, Any], match: dict[str, Any]) -> bool:
-    have = {**(doc.get("net") or {}), "space": doc.get("space"),
-            "resolutions": tuple((doc.get("space") or {}).get("resolutions") or ())}
-    want = dict(match)
-    if isinstance(want.get("space"), SearchSpace):
-        want["space"] = want["space"].to_dict()
-    if "resolutions" in want:
-        want["resolutions"] = tuple(sorted(want["resolutions"]))
-    return all(have.get(k) == v for k, v in want.items())
+def _wanted_resolutions(match: dict[str, Any]) -> tuple[int, ...]:
+    space = match.get("space")
+    res = space.resolutions if isinstance(space, SearchSpace) else match.get("resolutions") or ()
+    return tuple(sorted(int(r) for r in res))
+
+
+def _fit_score(doc: dict[str, Any], match: dict[str, Any]) -> tuple[int, int, int] | None:
+    """How well the predictor in ``doc`` serves the network ``match`` describes: None when its
+    network differs (classes, width, stem stride, batch, or the space's kernel, expand and depth
+    choices); else (whether its fitted resolution range covers every wanted one, how many of them
+    it was fitted at, minus how far they lie outside that range). Resolutions alone never exclude a
+    predictor: it answers for any."""
+    space = doc.get("space") or {}
+    fitted = tuple(space.get("resolutions") or ())
+    net = doc.get("net") or {}
+    for k, v in match.items():
+        if k == "space" and isinstance(v, SearchSpace):
+            mine = {f: space.get(f) for f in ("ks_choices", "e_choices", "d_choices", "n_stages")}
+            theirs = {f: v.to_dict().get(f) for f in mine}
+            if mine != theirs:
+                return None
+        elif k not in ("space", "resolutions") and net.get(k) != v:
+            return None
+    want = _wanted_resolutions(match)
+    if not want or not fitted:
+        return (1, len(fitted), 0)
+    covered = min(fitted) <= want[0] and want[-1] <= max(fitted)
+    # outside every range: the nearest one extrapolates least
+    distance = max(0, min(fitted) - want[0]) + max(0, want[-1] - max(fitted))
+    return (int(covered), len(set(want) & set(fitted)), -distance)
 
 
 def find_predictor(folder: str | Path, match: dict[str, Any] | None = None,
@@ -575,7 +652,9 @@ def find_predictor(folder: str | Path, match: dict[str, Any] | None = None,
                 f"{folder}: latency predictors for several networks ({', '.join(p.name for p in files)}); "
                 "say which with --n-classes / --resolutions")
         return files[0]
-    hits = [p for p in files if _describes(_read_doc(p), match)]
+    scored = [(score, p) for p in files if (score := _fit_score(_read_doc(p), match)) is not None]
+    best = max((score for score, _ in scored), default=None)
+    hits = [p for score, p in scored if score == best]
     if len(hits) != 1:
         what = ", ".join(f"{k}={v.resolutions if isinstance(v, SearchSpace) else v}" for k, v in match.items())
         raise LatencyPredictorError(
@@ -624,6 +703,12 @@ def load_predictor(folder: str | Path, provenance: dict[str, Any],
     pred.meta = {k: doc.get(k) for k in ("n_workloads", "n_records", "n_measurements", "date", "cpu",
                                           "cpu_features", "threads", "tvm_version", "target")}
     pred._load_state(doc.get("state") or {}, folder)
+    if match and isinstance(match.get("space"), SearchSpace):
+        return pred.for_space(match["space"])
+    want = _wanted_resolutions(match or {})
+    if want and not set(want) <= set(pred.space.resolutions):
+        resolutions = tuple(sorted(set(pred.space.resolutions) | set(want)))
+        return pred.for_space(SearchSpace.from_dict({**pred.space.to_dict(), "resolutions": resolutions}))
     return pred
 
 
