@@ -14,6 +14,11 @@ def test_help_lists_the_verbs_quickly():
     assert time.perf_counter() - start < 5  # no torch/tvm import for --help
     for verb in ("subnet", "demo"):
         assert verb in out.stdout
+    version = subprocess.run([sys.executable, "-m", "tvm_ofa.cli", "--version"], capture_output=True, text=True,
+                             check=True)
+    from tvm_ofa import __version__
+
+    assert version.stdout.strip() == f"tvm-ofa {__version__}"
 
 
 def test_subnet_prints_params_macs_and_shape(tiny_supernet, tmp_path, capsys):

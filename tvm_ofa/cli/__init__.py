@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tvm-ofa",
         description="Once-for-All supernets specialized per hardware target with Apache TVM.",
     )
+    from tvm_ofa import __version__
+
+    parser.add_argument("--version", action="version", version=f"tvm-ofa {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
     sub.required = True
     for verb, module_name in VERBS.items():
