@@ -71,3 +71,43 @@ def test_measure_appends_resumes_and_survives_a_torn_line(tiny_supernet, tiny_sp
     records, skipped = read_records(out)
     assert len(records) == 3 and skipped == 1
     assert json.loads(out.read_text().splitlines()[0])["arch_id"] == archs[0].id
+
+
+def test_once_for_alls_accuracy_predictor_loads_and_predicts_as_the_official_package(tmp_path):
+    """A checkpoint in the official layout (random weights) gives the official predictions; the
+    arch dicts once-for-all writes are read as they are, and ``to_ofa`` writes that form."""
+    import torch
+
+    from ofa_oracle import import_official_ofa
+    from tvm_ofa.arch import ArchConfig, SearchSpace
+    from tvm_ofa.errors import ArchError
+    from tvm_ofa.predict.accuracy import AccuracyPredictor, AccuracyPredictorError
+
+    if import_official_ofa() is None:
+        pytest.skip("the official once-for-all package is not installed (make install adds it)")
+    from ofa.nas.accuracy_predictor import AccuracyPredictor as Official, MobileNetArchEncoder
+
+    space = SearchSpace()
+    torch.manual_seed(0)
+    official = Official(MobileNetArchEncoder(image_size_list=list(space.resolutions)), device="cpu")
+    with torch.no_grad():
+        for p in official.parameters():
+            p.normal_(0.0, 0.05)
+        official.base_acc.fill_(0.78)
+    path = tmp_path / "acc_predictor.pth"
+    torch.save({"state_dict": official.state_dict()}, path)
+
+    ours = AccuracyPredictor.load(path, space)
+    archs = space.sample_many(64, rng=0)
+    with torch.no_grad():
+        want = official.predict_acc([{**a.to_ofa(), "image_size": a.resolution} for a in archs]).numpy()
+    np.testing.assert_allclose(ours.predict(archs), want, atol=1e-5)
+    with pytest.raises(AccuracyPredictorError, match="layers.0.0.weight: its 145 inputs encode 25 resolutions"):
+        AccuracyPredictor.load(path, SearchSpace(resolutions=(128, 160)))
+
+    arch = archs[0]
+    assert arch.to_ofa() == {"wid": None, "ks": list(arch.ks), "e": list(arch.e), "d": list(arch.d),
+                             "r": [arch.resolution]}
+    assert ArchConfig.from_dict(arch.to_ofa()) == arch
+    with pytest.raises(ArchError, match="wid = 1: this supernet has a single width"):
+        ArchConfig.from_dict({**arch.to_ofa(), "wid": 1})

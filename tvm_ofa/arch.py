@@ -122,20 +122,32 @@ class ArchConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"ks": list(self.ks), "e": list(self.e), "d": list(self.d), "resolution": self.resolution}
 
+    def to_ofa(self) -> dict[str, Any]:
+        """once-for-all's arch dict (``{"wid": None, "ks", "e", "d", "r": [resolution]}``), as its
+        ``OFAMobileNetV3.set_active_subnet(**...)`` and its search write it."""
+        return {"wid": None, "ks": list(self.ks), "e": list(self.e), "d": list(self.d), "r": [self.resolution]}
+
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "arch") -> "ArchConfig":
-        """Build from a mapping; accepts once-for-all's ``r`` (an int or a one-element list) for
-        the resolution."""
+        """Build from a mapping; accepts once-for-all's forms as they are written: ``r`` (an int
+        or a one-element list) or ``image_size`` for the resolution, and ``wid: null``."""
         if not isinstance(data, dict):
             raise ArchError(f"{source}: expected a JSON object with ks, e, d, resolution")
         data = dict(data)
-        if "resolution" not in data and "r" in data:
-            r = data.pop("r")
+        if "wid" in data:
+            # once-for-all writes the width index of a multi-width supernet; ours have one width
+            wid = data.pop("wid")
+            if wid is not None:
+                raise ArchError(f"{source}: wid = {wid!r}: this supernet has a single width, so once-for-all "
+                                "writes wid as null; an arch of a multi-width supernet does not apply")
+        if "resolution" not in data and ("r" in data or "image_size" in data):
+            r = data.pop("r", data.pop("image_size", None))
             data["resolution"] = r[0] if isinstance(r, (list, tuple)) and len(r) == 1 else r
         data.pop("r", None)
+        data.pop("image_size", None)
         unknown = sorted(set(data) - _ARCH_KEYS)
         if unknown:
             raise ArchError(f"{source}: unknown key(s) {', '.join(unknown)}; expected ks, e, d, resolution")

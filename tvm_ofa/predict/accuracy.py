@@ -119,7 +119,13 @@ class AccuracyPredictor:
 
     @classmethod
     def load(cls, path: str | Path, space: SearchSpace | None = None) -> "AccuracyPredictor":
+        """A predictor saved by :meth:`save`, or once-for-all's own checkpoint
+        (:meth:`from_ofa`, recognised as a PyTorch file)."""
+        import zipfile
+
         path = Path(path)
+        if path.is_file() and zipfile.is_zipfile(path):
+            return cls.from_ofa(path, space or SearchSpace())
         try:
             doc = json.loads(path.read_text())
         except OSError:
@@ -136,6 +142,46 @@ class AccuracyPredictor:
         pred.model = _MODELS[doc["kind"]][3](doc["model"])
         pred.info = doc.get("info", {})
         pred.info["metrics"] = doc.get("metrics", {})
+        return pred
+
+
+    @classmethod
+    def from_ofa(cls, path: str | Path, space: SearchSpace) -> "AccuracyPredictor":
+        """once-for-all's accuracy predictor checkpoint (``ofa/nas/accuracy_predictor``: an MLP of
+        ``Linear``+``ReLU`` layers and a bias-free output, plus ``base_acc``, on its arch encoder's
+        one-hot features) as a predictor of ``space``, giving the official predictions.
+
+        The official encoder orders its features resolution, then kernel per block slot, then
+        expand per slot; :meth:`SearchSpace.encode` orders kernel, expand, resolution, so the first
+        layer's columns are permuted once here."""
+        from tvm_ofa.nn.checkpoint import read_checkpoint
+
+        state = read_checkpoint(path)
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        keys = sorted(k for k in (state if isinstance(state, dict) else {}) if k.startswith("layers."))
+        if not keys or "base_acc" not in state:
+            raise AccuracyPredictorError(f"{path}: not once-for-all's accuracy predictor (expected "
+                                         "layers.*.weight and base_acc)")
+        hidden = sorted({int(k.split(".")[1]) for k in keys})
+        weights, biases = [], []
+        for i in hidden[:-1]:
+            weights.append(state[f"layers.{i}.0.weight"].float().numpy())
+            biases.append(state[f"layers.{i}.0.bias"].float().numpy())
+        weights.append(state[f"layers.{hidden[-1]}.weight"].float().numpy())
+        biases.append(None)
+        nb, nk, ne = space.n_blocks, len(space.ks_choices), len(space.e_choices)
+        n_r = weights[0].shape[1] - nb * (nk + ne)
+        if n_r != len(space.resolutions):
+            raise AccuracyPredictorError(
+                f"{path}: layers.0.0.weight: its {weights[0].shape[1]} inputs encode {n_r} resolutions, "
+                f"the supernet's space has {len(space.resolutions)} ({min(space.resolutions)}.."
+                f"{max(space.resolutions)} px)")
+        order = np.concatenate([np.arange(n_r, n_r + nb * (nk + ne)), np.arange(n_r)])
+        weights[0] = np.ascontiguousarray(weights[0][:, order])
+        pred = cls(space, "mlp")
+        pred.model = {"base": float(state["base_acc"].reshape(-1)[0]), "weights": weights, "biases": biases}
+        pred.info = {"source": f"once-for-all checkpoint {path}"}
         return pred
 
 
