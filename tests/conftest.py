@@ -12,6 +12,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _user_data_folder(tmp_path_factory):
+    """Every test, and every process it starts, writes default logs into a scratch user folder,
+    never into the user's own (``tvm_ofa.compiler.store.default_log_root``)."""
+    os.environ["TVM_OFA_HOME"] = str(tmp_path_factory.mktemp("tvm-ofa-home"))
+    os.environ.pop("TVM_OFA_LOG_ROOT", None)
+
+
 @pytest.fixture(scope="session")
 def tiny_space():
     from tvm_ofa.arch import SearchSpace

@@ -171,6 +171,38 @@ def test_cli_fit_predict_eval(synthetic_db, tmp_path, capsys):
     assert not list((tmp_path / "none").rglob("database_*.json"))
 
 
+def test_a_default_run_writes_to_the_users_folder_and_never_changes_what_shipped(synthetic_db, tmp_path,
+                                                                                   monkeypatch, capsys):
+    """Without --log-root, logs are read from and written to the user's data folder, which starts
+    as a copy of the shipped logs: fitting a predictor leaves the shipped files byte-identical."""
+    import shutil
+
+    from tvm_ofa.cli import main
+    from tvm_ofa.compiler import store
+    from tvm_ofa.targets import load_target
+
+    target = tmp_path / "t.yaml"
+    target.write_text("name: t\ntarget: {kind: llvm, mcpu: native}\n")
+    cpu = load_target(target).host_cpu()
+    shipped = tmp_path / "shipped"
+    database = shutil.ignore_patterns("latency_predictor*")  # another test may have fitted one there
+    shutil.copytree(synthetic_db[0], shipped / "t" / cpu, ignore=database)
+    shutil.copytree(synthetic_db[0], shipped / "t" / "othercpu", ignore=database)
+    monkeypatch.setattr(store, "SHIPPED_LOG_ROOT", shipped)
+    monkeypatch.setenv("TVM_OFA_HOME", str(tmp_path / "home"))
+    before = {p: p.read_bytes() for p in shipped.rglob("*") if p.is_file()}
+    assert main(["latency", "fit", "--target", str(target), "--width-mult", "0.35", "--n-classes", "10"]) == 0
+    capsys.readouterr()
+    user = tmp_path / "home" / "tuning_logs" / "t"
+    assert list((user / cpu).glob("latency_predictor.*.json")) and (user / "othercpu").is_dir()
+    assert {p: p.read_bytes() for p in shipped.rglob("*") if p.is_file()} == before
+    assert not list(shipped.rglob("latency_predictor.*"))
+    # maintainers write to the shipped folder itself by naming it
+    monkeypatch.setenv("TVM_OFA_LOG_ROOT", str(shipped))
+    assert main(["latency", "fit", "--target", str(target), "--width-mult", "0.35", "--n-classes", "10"]) == 0
+    assert list((shipped / "t" / cpu).glob("latency_predictor.*.json"))
+
+
 def test_no_logs_is_a_one_line_error(tmp_path):
     from tvm_ofa.errors import TvmOfaError
     from tvm_ofa.predict.dataset import build_dataset

@@ -35,7 +35,6 @@ from tvm_ofa.errors import ConfigError
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
-DEFAULT_LOG_ROOT = Path("tuning_logs")
 
 
 def _err(path: str, fld: str, msg: str) -> ConfigError:
@@ -218,9 +217,14 @@ class TargetConfig:
             first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"{self.path}: target: TVM rejects it: {first}") from None
 
-    def log_dir(self, root: str | os.PathLike = DEFAULT_LOG_ROOT) -> Path:
-        """``<root>/<name>/<cpu>/`` for native targets, ``<root>/<name>/`` otherwise."""
-        base = Path(root) / self.name
+    def log_dir(self, root: str | os.PathLike | None = None) -> Path:
+        """``<root>/<name>/<cpu>/`` for native targets, ``<root>/<name>/`` otherwise. Without a
+        root, the default one (``tvm_ofa.compiler.store.default_log_root``: the user's data folder,
+        filled from the shipped logs on first use)."""
+        from tvm_ofa.compiler import store
+
+        base = Path(root) / self.name if root is not None else \
+            store.target_folder(store.default_log_root(), self.name)
         return base / self.host_cpu() if self.is_native else base  # type: ignore[operator]
 
 

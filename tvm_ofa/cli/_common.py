@@ -17,6 +17,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, arch_required: bool = T
     parser.add_argument("--resolution", type=int, help="override the arch's input resolution")
 
 
+LOG_ROOT_HELP = ("root of the per-target tuning logs (default: $TVM_OFA_LOG_ROOT, else tuning_logs in the "
+                 "user's data folder, ~/.local/share/tvm-ofa or $TVM_OFA_HOME, which starts as a copy of "
+                 "the shipped logs: a run never changes what shipped)")
+
+
 def load_model(args: argparse.Namespace) -> tuple[Any, str]:
     """The supernet named by ``--checkpoint`` (or the embedded default) and a description of it."""
     from tvm_ofa.defaults import default_checkpoint

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-from tvm_ofa.cli._common import add_model_arguments
+from tvm_ofa.cli._common import LOG_ROOT_HELP, add_model_arguments
 
 
 def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +14,7 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, metavar="N", help="trials per task (default: the "
                         "target's tuning.trials_per_task; 0 with --seed-from: seed only)")
     parser.add_argument("--trials-per-round", type=int, metavar="N")
-    parser.add_argument("--log-root", default="tuning_logs", metavar="DIR")
+    parser.add_argument("--log-root", metavar="DIR", help=LOG_ROOT_HELP)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seed-from", metavar="DIR|CPU",
                         help="start from another CPU's schedules: time the best records of this "

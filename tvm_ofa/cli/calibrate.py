@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from tvm_ofa.cli._common import add_network_args, network_match
+from tvm_ofa.cli._common import LOG_ROOT_HELP, add_network_args, network_match
 
 HELP = "calibrate the latency predictor on a machine whose CPU has no logs (minutes, resumable)"
 DESCRIPTION = """Make this machine (or the RPC device of the target) usable for search in minutes:
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-tune", action="store_true", help="measure and fit only; tune nothing here")
     parser.add_argument("--trials", type=int, metavar="N",
                         help="tuning trials per workload (default: half the target's, at least 8)")
-    parser.add_argument("--log-root", default="tuning_logs", metavar="DIR")
+    parser.add_argument("--log-root", metavar="DIR", help=LOG_ROOT_HELP)
     parser.add_argument("--seed", type=int, default=0)
     add_network_args(parser, "the source's predictor to carry over, when its folder holds several")
 

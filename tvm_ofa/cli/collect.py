@@ -97,7 +97,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     """The collector's options alone (tests and scripts); the CLI adds them to ``latency collect``."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", default="host-cpu", help="target config (path or shipped name)")
-    p.add_argument("--log-root", default="tuning_logs", help="root of the per-target logs")
+    p.add_argument("--log-root", help="root of the per-target logs (default: the user's data folder)")
     add_arguments(p)
     return p.parse_args(argv)
 

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         from tvm_ofa.cli._common import supernet_match
         from tvm_ofa.cli.calibrate import ensure_predictor
 
-        lat = ensure_predictor(cfg, "tuning_logs", args.calibrate_minutes, supernet_match(net))
+        lat = ensure_predictor(cfg, None, args.calibrate_minutes, supernet_match(net))
     except TvmOfaError as err:
         missing.append(f"latency predictor: {err}")
     if ckpt is not None:

@@ -8,6 +8,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from tvm_ofa.cli._common import LOG_ROOT_HELP
+
 HELP = "predict a subnet's tuned latency on a target from its tuning logs (collect / retime / fit / predict / eval)"
 DESCRIPTION = """Learn the latency of tuned subnets from a target's tuning logs
 (tuning_logs/<target>/<cpu>/) and predict it for subnets never compiled.
@@ -54,8 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--target", default="host-cpu", metavar="YAML",
                        help="target config (a path or a shipped name; default: host-cpu)")
-        p.add_argument("--log-root", default="tuning_logs", metavar="DIR",
-                       help="root of the per-target tuning logs (default: tuning_logs)")
+        p.add_argument("--log-root", metavar="DIR", help=LOG_ROOT_HELP)
         if name == "collect":
             collect.add_arguments(p)
         else:

@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from tvm_ofa.cli._common import add_network_args, network_match
+from tvm_ofa.cli._common import LOG_ROOT_HELP, add_network_args, network_match
 from tvm_ofa.errors import TvmOfaError
 
 HELP = "find the most accurate subnet under each latency budget on a target (evolution or Pareto)"
@@ -41,8 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--population", type=int, default=100, help="population size (default 100)")
     parser.add_argument("--generations", type=int, default=500, help="generations (default 500)")
-    parser.add_argument("--log-root", default="tuning_logs", metavar="DIR",
-                        help="root of the per-target tuning logs (default: tuning_logs)")
+    parser.add_argument("--log-root", metavar="DIR", help=LOG_ROOT_HELP)
     parser.add_argument("--out", metavar="JSON", help="write winners (and the front) as JSON")
     parser.add_argument("--plot", metavar="PNG", help="plot the front, the winners and the budgets")
 

@@ -5,6 +5,7 @@ import argparse
 import hashlib
 from pathlib import Path
 
+from tvm_ofa.cli._common import LOG_ROOT_HELP
 from tvm_ofa.errors import TvmOfaError
 
 HELP = "search, tune, build and measure the best subnet for each latency budget on a target"
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--generations", type=int, default=500)
     parser.add_argument("--max-attempts", type=int, default=3, help="searches per budget when measurements miss")
     parser.add_argument("--trials", type=int, metavar="N", help="tuning trials per task (default: the target's)")
-    parser.add_argument("--log-root", default="tuning_logs", metavar="DIR")
+    parser.add_argument("--log-root", metavar="DIR", help=LOG_ROOT_HELP)
     parser.add_argument("--out", default="artifacts", metavar="DIR", help="artifact root")
     parser.add_argument("--plot", metavar="PNG", help="default: <out>/<target>/pareto.png")
     parser.add_argument("--repeats", type=int, default=50, help="timed runs per measurement")
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 def specialize_and_report(target: str, latency_ms: list[float], *, checkpoint: str | None = None,
                           accuracy_predictor: str | None = None, seed: int = 0, population: int = 100,
                           generations: int = 500, max_attempts: int = 3, trials: int | None = None,
-                          log_root: str = "tuning_logs", out: str = "artifacts", plot: str | None = None,
+                          log_root: str | None = None, out: str = "artifacts", plot: str | None = None,
                           repeats: int = 50, calibrate_minutes: float = 5.0) -> list:
     """Specialize for each budget of ``latency_ms`` on ``target`` (the options as the CLI's flags),
     print the progress and the summary, return the results."""

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from tvm_ofa.targets import DEFAULT_LOG_ROOT, TargetConfig
+from tvm_ofa.targets import TargetConfig
 
 DEFAULT_ARTIFACT_ROOT = Path("artifacts")
 
@@ -19,7 +19,7 @@ def artifact_dir(cfg: TargetConfig, arch_id: str, root: str | os.PathLike = DEFA
 
 
 def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
-         log_root: str | os.PathLike = DEFAULT_LOG_ROOT,
+         log_root: str | os.PathLike | None = None,
          out_root: str | os.PathLike = DEFAULT_ARTIFACT_ROOT, tune_first: bool = True,
          trials_per_task: int | None = None, trials_per_round: int | None = None,
          progress: Optional[Any] = None, measure: bool = True, warmup: int = 10,

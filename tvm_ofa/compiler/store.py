@@ -25,6 +25,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -50,6 +51,12 @@ PREDICTOR_FILE = "latency_predictor.json"  # the prefix of every predictor file 
 MODEL_SUFFIX = ".xgb.ubj"  # a predictor's XGBoost model, beside its JSON
 # MetaSchedule stores failed candidates with a huge run time
 FAILED_SECS = 1e9
+# where the logs live when no --log-root is given (see log_root)
+LOG_ROOT_ENV = "TVM_OFA_LOG_ROOT"
+HOME_ENV = "TVM_OFA_HOME"
+# the logs this checkout ships: read, copied into the user's folder, never written by a default run
+SHIPPED_LOG_ROOT = Path(__file__).resolve().parents[2] / "tuning_logs"
+_SHIPPED_SUFFIXES = (".xz", ".json", ".jsonl", ".ubj", ".md")
 
 
 class DatabaseWarning(UserWarning):
@@ -102,6 +109,62 @@ def _parse(line: str) -> Any | None:
         return json.loads(line)
     except ValueError:
         return None
+
+
+def user_home() -> Path:
+    """The user's tvm-ofa data folder: ``$TVM_OFA_HOME``, else ``$XDG_DATA_HOME/tvm-ofa``, else
+    ``~/.local/share/tvm-ofa``."""
+    if os.environ.get(HOME_ENV):
+        return Path(os.environ[HOME_ENV])
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "tvm-ofa"
+
+
+def default_log_root() -> Path:
+    """Where tuning logs go when no root is named: ``$TVM_OFA_LOG_ROOT`` (the maintainers' scripts
+    set it to the checkout's ``tuning_logs`` to update what ships), else ``tuning_logs`` in the
+    user's data folder, which :func:`target_folder` fills from the shipped logs on first use."""
+    env = os.environ.get(LOG_ROOT_ENV)
+    return Path(env) if env else user_home() / "tuning_logs"
+
+
+def _ships(f: Path) -> bool:
+    """Whether ``f`` is a file of a log folder that ships (a plain database only where its
+    compressed copy does not exist: otherwise it is a working copy, unpacked on first use)."""
+    if not f.is_file() or not f.name.endswith(_SHIPPED_SUFFIXES) or f.name == REJECTED_FILE:
+        return False
+    return f.name not in (WORKLOAD_FILE, RECORD_FILE) or not f.with_name(f.name + PACKED_SUFFIX).exists()
+
+
+def target_folder(root: Path, target: str) -> Path:
+    """``<root>/<target>``, with every folder of the shipped logs of ``target`` it lacks copied in
+    first (the shipped files only: compressed databases, provenance, measurements, predictors),
+    so that tuning, calibration and fitting write to the copy and what shipped stays as it was.
+    Nothing is copied when ``root`` is the shipped root itself."""
+    folder = root / target
+    shipped = SHIPPED_LOG_ROOT / target
+    if not shipped.is_dir() or shipped.resolve() == folder.resolve():
+        return folder
+    for src in [shipped, *sorted(p for p in shipped.iterdir() if p.is_dir())]:
+        files = [f for f in src.iterdir() if _ships(f)]
+        dst = folder / src.relative_to(shipped)
+        if not files or dst.exists() and src != shipped:
+            continue
+        if src == shipped and any((dst / f.name).exists() for f in files):
+            continue
+        tmp = dst.with_name(dst.name + f".copying-{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copy2(f, tmp / f.name)
+        if src == shipped:  # the target's own files, beside its CPU folders
+            for f in files:
+                os.replace(tmp / f.name, dst / f.name)
+            tmp.rmdir()
+        else:
+            try:
+                os.rename(tmp, dst)
+            except OSError:  # another process copied it first
+                shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 def json_lines(path: str | os.PathLike) -> Iterator[Any]:

@@ -20,7 +20,7 @@ from tvm_ofa.compiler.seed import check_source, seed_tasks
 from tvm_ofa.compiler.store import (PROVENANCE_FILE, calibration_source, open_database, schedule_database,
                                    writer_lock)
 from tvm_ofa.errors import TvmOfaError
-from tvm_ofa.targets import DEFAULT_LOG_ROOT, TargetConfig, host_provenance
+from tvm_ofa.targets import TargetConfig, host_provenance
 
 
 class TuningError(TvmOfaError):
@@ -146,7 +146,7 @@ def _estimate(state: dict) -> float | None:
 
 
 def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | None = None,
-         trials_per_round: int | None = None, log_root: str | Path = DEFAULT_LOG_ROOT,
+         trials_per_round: int | None = None, log_root: str | Path | None = None,
          progress: Optional[ProgressFn] = None, min_repeat_ms: int = 40, seed: int | None = None,
          builder: Any = None, runner: Any = None, strategy: str = "evolutionary",
          only: Optional[Collection[str]] = None, seed_from: str | Path | None = None,
@@ -342,7 +342,7 @@ def _seed(report: TuneReport, state: dict, tasks: list, tdb: Any, source: Path, 
     report.seeded_tasks, report.seed_measured, report.seed_source = rep.seeded, rep.measured, str(source)
 
 
-def coverage(cfg: TargetConfig, lowered: LoweredModel, log_root: str | Path = DEFAULT_LOG_ROOT
+def coverage(cfg: TargetConfig, lowered: LoweredModel, log_root: str | Path | None = None
              ) -> tuple[int, int]:
     """``(workloads with a schedule, total workloads)`` of ``lowered``: the machine's own records
     or, after ``tvm-ofa calibrate``, those it borrows from its source machine."""

@@ -258,7 +258,7 @@ def important_workloads(pred: LatencyPredictor, n_archs: int = 512, seed: int = 
     return [(pred.table.workloads[i].key, float(weight[i])) for i in order if weight[i] > 0]
 
 
-def calibrate(cfg: Any, *, minutes: float, log_root: str | Path = "tuning_logs",
+def calibrate(cfg: Any, *, minutes: float, log_root: str | Path | None = None,
               source_dir: str | Path | None = None, n_subnets: int = 16, seed: int = 0,
               repeats: int = 30, tune: bool = True, trials_per_task: int | None = None,
               tune_rounds: int | None = None, progress: Optional[Callable[[CalibrationEvent], None]] = None,

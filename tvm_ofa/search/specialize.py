@@ -64,7 +64,7 @@ def _save_state(path: Path, state: dict[str, Any]) -> None:
 
 def specialize(cfg: Any, supernet: Any, latency_predictor: Any, accuracy_predictor: Any,
                budgets_ms: Sequence[float], *, out_root: str | os.PathLike = "artifacts",
-               log_root: str | os.PathLike = "tuning_logs", seed: int = 0, population_size: int = 100,
+               log_root: str | os.PathLike | None = None, seed: int = 0, population_size: int = 100,
                generations: int = 500, max_attempts: int = 3, trials_per_task: int | None = None,
                trials_per_round: int | None = None, warmup: int = 10, repeats: int = 50,
                run_key: str = "", progress: Progress | None = None, tune_progress: Any = None,
