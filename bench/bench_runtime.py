@@ -113,7 +113,9 @@ def _load_runtime(spec: dict):
     if kind == OPENVINO:
         import openvino as ov
 
-        req = ov.Core().compile_model(spec["onnx"], "CPU", {"INFERENCE_NUM_THREADS": threads}).create_infer_request()
+        # fp32 like the others: on CPUs with AMX or AVX512-BF16 OpenVINO's default precision is bf16
+        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
+        req = ov.Core().compile_model(spec["onnx"], "CPU", config).create_infer_request()
         return lambda: next(iter(req.infer({0: x}).values()))
     from tvm_ofa import load_artifact
 
