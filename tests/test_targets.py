@@ -48,6 +48,7 @@ def test_bare_name_finds_shipped_config():
     ({"cc": ""}, "cc"),
     ({"prepack": "yes"}, "prepack"),
     ({"nchwc": 12}, "nchwc"),
+    ({"target": {"kind": "fpga9000"}}, "target.kind"),
 ])
 def test_errors_name_file_and_field(patch, field):
     with pytest.raises(ConfigError) as info:
@@ -113,7 +114,18 @@ def test_native_resolves_to_host_cpu():
 
 def test_tvm_rejects_target_one_line():
     pytest.importorskip("tvm")
-    cfg = parse_target({"name": "x", "target": {"kind": "no-such-kind"}}, "x.yaml")
+    cfg = parse_target({"name": "x", "target": {"kind": "llvm", "no-such-attribute": 1}}, "x.yaml")
     with pytest.raises(ConfigError, match=r"^x.yaml: target: TVM rejects it") as info:
         cfg.tvm_target()
     assert "\n" not in str(info.value)
+
+
+def test_target_kinds_are_tvms_and_a_binary_file_is_one_line(tmp_path):
+    tvm = pytest.importorskip("tvm")
+    from tvm_ofa.targets import TVM_TARGET_KINDS, load_target
+
+    assert TVM_TARGET_KINDS == set(tvm.target.Target.list_kinds())
+    bad = tmp_path / "bin.yaml"
+    bad.write_bytes(b"name: x\n\xff\xfe\x00target")
+    with pytest.raises(ConfigError, match=r"bin.yaml: not a YAML text file \(byte 8 is not UTF-8\)$"):
+        load_target(bad)

@@ -34,6 +34,10 @@ import yaml
 from tvm_ofa.errors import ConfigError
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+# tvm.target.Target.list_kinds() of TVM 0.27, kept here so that validating a config needs no
+# tvm import (5 s); tests/test_targets.py checks it against the installed TVM
+TVM_TARGET_KINDS = frozenset({"c", "composite", "cuda", "cuda_host", "ext_dev", "hexagon", "llvm", "metal",
+                              "nvptx", "opencl", "rocm", "test", "trn", "vulkan", "webgpu"})
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 
 
@@ -74,6 +78,9 @@ def _check_tvm_target(path: str, fld: str, v: Any) -> dict:
     d = _check_keys(path, fld, v, allowed=set(map(str, v)) if isinstance(v, Mapping) else set(),
                     required={"kind"})
     _check_str(path, f"{fld}.kind", d["kind"])
+    if d["kind"] not in TVM_TARGET_KINDS:
+        raise _err(path, f"{fld}.kind", f"{d['kind']!r} is not a target kind TVM knows "
+                                        f"(it knows: {', '.join(sorted(TVM_TARGET_KINDS))})")
     for k, val in d.items():
         if not isinstance(val, (str, int, float, bool, list)):
             raise _err(path, f"{fld}.{k}", f"expected a scalar or list, got {type(val).__name__}")
@@ -250,6 +257,8 @@ def load_target(path: str | os.PathLike) -> TargetConfig:
         text = p.read_text()
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read target config: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not a YAML text file (byte {exc.start} is not UTF-8)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
