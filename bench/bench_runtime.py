@@ -205,14 +205,6 @@ def timed_load(specs: dict, rounds: int, repeats: int, tmp: str, reference) -> d
             w.close()
 
 
-def export_onnx(module, x, tmp: str) -> str:
-    import torch
-
-    path = os.path.join(tmp, "model.onnx")
-    torch.onnx.export(module, (torch.from_numpy(x),), path, input_names=["x"], output_names=["y"])
-    return path
-
-
 def build_net(checkpoint: str | None, resolutions: list[int]):
     """The supernet the rows come from, and a description of it: ``checkpoint`` (or the embedded
     one); where that space lacks one of ``resolutions``, the untrained ImageNet-shaped supernet with
@@ -331,6 +323,7 @@ def main(argv=None) -> int:
 
     from tvm_ofa.compiler.artifact import read_metadata
     from tvm_ofa.compiler.pipeline import emit
+    from tvm_ofa.nn.export import export_onnx
     from tvm_ofa.targets import host_provenance, load_target
 
     args = parse_args(argv)
@@ -359,7 +352,7 @@ def main(argv=None) -> int:
                   file=sys.stderr, flush=True)
         x = np.random.default_rng(0).standard_normal((1, 3, res, res)).astype("float32")
         with tempfile.TemporaryDirectory() as tmp:
-            onnx_path = export_onnx(module, x, tmp)
+            onnx_path = str(export_onnx(module, x.shape, os.path.join(tmp, "model.onnx")))
             np.save(os.path.join(tmp, "x.npy"), x)
             common = {"input": os.path.join(tmp, "x.npy"), "threads": args.threads, "onnx": onnx_path,
                       "checkpoint": args.checkpoint, "resolutions": args.resolutions, "arch": arch.to_dict()}

@@ -57,3 +57,24 @@ def test_bench_runtime_refuses_a_resolution_outside_the_checkpoint_in_one_line(t
     assert run.stderr.strip().splitlines() == [
         f"{ckpt}: its space has no resolution [160] (it has [32, 40, 48]); pass --resolutions from those"]
     assert not (tmp_path / "b.md").exists()
+
+
+def test_subnet_exports_onnx_that_onnx_runtime_runs_as_pytorch_does(tiny_supernet, tmp_path, capsys):
+    import numpy as np
+    import pytest
+    import torch
+
+    ort = pytest.importorskip("onnxruntime")
+    ckpt = save_supernet(tiny_supernet, tmp_path / "net.pt")
+    arch_file, onnx_file = tmp_path / "arch.json", tmp_path / "model.onnx"
+    assert main(["subnet", "--arch", "random:2", "--checkpoint", str(ckpt), "--save-arch", str(arch_file),
+                 "--save-onnx", str(onnx_file)]) == 0
+    assert "wrote ONNX model" in capsys.readouterr().out
+    from tvm_ofa.arch import ArchConfig
+
+    arch = ArchConfig.from_json(arch_file)
+    x = np.random.default_rng(0).standard_normal((1, 3, arch.resolution, arch.resolution)).astype("float32")
+    with torch.no_grad():
+        want = tiny_supernet.extract(arch).eval()(torch.from_numpy(x)).numpy()
+    got = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.abs(got - want).max() <= 1e-4

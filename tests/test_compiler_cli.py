@@ -47,9 +47,11 @@ def artifact(tmp_path_factory):
 def test_run_prints_top5(artifact, tmp_path, capsys):
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype("float32")
     np.save(tmp_path / "x.npy", x)
-    assert main(["run", str(artifact), "--input", str(tmp_path / "x.npy")]) == 0
+    assert main(["run", str(artifact), "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy")]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line[:2] in {f"{i}." for i in range(1, 6)}]
     assert len(lines) == 5
+    logits = np.load(tmp_path / "y.npy")
+    assert logits.shape[0] == 1 and np.isfinite(logits).all()
 
 
 def test_run_wrong_shape_one_line(artifact, tmp_path, capsys):

@@ -12,7 +12,8 @@ DESCRIPTION = """examples:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("artifact", help="artifact folder")
     parser.add_argument("--input", metavar="NPY", help="float32 NCHW input (default: random)")
-    parser.add_argument("--top", type=int, default=5)
+    parser.add_argument("--top", type=int, default=5, help="classes to print (default 5)")
+    parser.add_argument("--output", metavar="NPY", help="also write the logits here (.npy)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,7 +30,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         x = np.random.default_rng(0).standard_normal(art.input_shape).astype("float32")
         print(f"input       random {list(art.input_shape)}")
-    logits = art(x)[0]
+    out = art(x)
+    if args.output:
+        np.save(args.output, out)
+        print(f"wrote       {args.output} {list(out.shape)}")
+    logits = out[0]
     p = np.exp(logits - logits.max())
     p /= p.sum()
     for rank, c in enumerate(np.argsort(-logits)[: args.top], 1):

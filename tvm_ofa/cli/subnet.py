@@ -11,7 +11,8 @@ DESCRIPTION = """Extract a subnet from the supernet and print its size.
 examples:
   tvm-ofa subnet --arch smallest
   tvm-ofa subnet --arch arch.json --checkpoint ofa_mbv3_d234_e346_k357_w1.0
-  tvm-ofa subnet --arch random:3 --save-arch arch.json --save-module subnet.pt2"""
+  tvm-ofa subnet --arch random:3 --save-arch arch.json --save-module subnet.pt2
+  tvm-ofa subnet --arch arch.json --save-onnx model.onnx      # for ONNX Runtime, OpenVINO, TensorRT"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-arch", metavar="FILE", help="write the arch JSON here")
     parser.add_argument("--save-module", metavar="FILE",
                         help="write the static subnet as a torch.export program (.pt2)")
+    parser.add_argument("--save-onnx", metavar="FILE",
+                        help="write the static subnet as an ONNX model (input x: float32 NCHW, output y: logits)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
@@ -47,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
             f.write(arch.to_json(indent=2) + "\n")
     if args.save_module:
         torch.export.save(torch.export.export(sub, (x,)), args.save_module)
+    if args.save_onnx:
+        from tvm_ofa.nn.export import export_onnx
+
+        export_onnx(sub, tuple(x.shape), args.save_onnx)
     if args.json:
         print_json(info)
         return 0
@@ -58,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"params      {info['params'] / 1e6:.2f} M")
     print(f"MACs        {info['macs'] / 1e6:.1f} M")
     print(f"input       {info['input_shape']}  ->  output {info['output_shape']}")
-    for path, what in ((args.save_arch, "arch"), (args.save_module, "exported module")):
+    for path, what in ((args.save_arch, "arch"), (args.save_module, "exported module"),
+                       (args.save_onnx, "ONNX model")):
         if path:
             print(f"wrote {what} to {path}")
     return 0
