@@ -254,6 +254,43 @@ def test_reseeding_times_the_other_cpus_schedules_beside_this_ones(tuned, tmp_pa
 
 
 @pytest.mark.slow
+def test_a_workload_never_tuned_starts_from_its_neighbours_schedules(tuned, mini, tmp_path):
+    """The mini net tuned at 32 px; at 40 px every fused task is a new shape. Its tune first gives
+    each the nearest tuned workload's schedules with the tilings refitted, timed here, and the
+    library built with them computes what PyTorch does."""
+    from tvm import relax
+
+    from tvm_ofa.compiler.build import build
+    from tvm_ofa.compiler.lower import lower_module
+    from tvm_ofa.compiler.seed import _fit_tiles
+    from tvm_ofa.compiler.store import RECORD_FILE, WORKLOAD_FILE, open_database
+    from tvm_ofa.compiler.tune import coverage, tune
+
+    # inner (vector, register) tiles are kept where they divide; the outermost takes the rest
+    assert _fit_tiles([1, 10, 2, 8], 320) == [2, 10, 2, 8]
+    assert _fit_tiles([2, 5, 4], 12) == [3, 1, 4] and _fit_tiles([1, 7, 8], 11) == [11, 1, 1]
+    cfg, _, root, first, _ = tuned
+    own = cfg.log_dir(tmp_path)
+    own.mkdir(parents=True)
+    for f in (WORKLOAD_FILE, RECORD_FILE):
+        shutil.copy(cfg.log_dir(root) / f, own / f)
+    low = lower_module(mini, (1, 3, 40, 40))
+    covered, total = coverage(cfg, low, tmp_path)  # the SE and classifier shapes do not depend on it
+    assert covered < total
+    rep = tune(cfg, low, log_root=tmp_path, trials_per_task=1, trials_per_round=1, min_repeat_ms=5,
+               strategy="replay-trace")
+    # every new convolution gets one (a reduction's block names differ between modules: it may not)
+    assert rep.transferred_tasks >= total - covered - 1 and rep.transfer_measured >= rep.transferred_tasks
+    x = np.random.default_rng(0).standard_normal((1, 3, 40, 40)).astype("float32")
+    lib = build(low.mod, cfg.tvm_target(), open_database(own).db)
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    assert np.abs(vm["main"](tvm.runtime.tensor(x)).numpy() - _torch_out(mini, x)).max() <= 1e-4
+    # without a neighbour (an empty folder), nothing is transferred
+    assert tune(cfg, low, log_root=tmp_path / "empty", trials_per_task=1, trials_per_round=1,
+                min_repeat_ms=5, strategy="replay-trace").transferred_tasks == 0
+
+
+@pytest.mark.slow
 def test_prepacked_target_tunes_its_own_records_and_packs_weights_at_build(mini, tmp_path):
     """A ``prepack: true`` target: its functions carry the layout-free mark (other workloads than
     the plain lowering's), tuned schedules store the weights in their own layout, and the build

@@ -40,7 +40,7 @@ def tqdm_progress() -> tuple[Callable[[Any], None], Callable[[], None]]:
         b.total = max(p.trials_budget, p.trials)
         b.n = p.trials
         best = f"{p.best_ms:.3f} ms" if p.best_ms is not None else "-"
-        b.set_description_str("seeding" if p.task_name == "seeding" else "tuning")
+        b.set_description_str(p.task_name if p.task_name in ("seeding", "neighbours") else "tuning")
         b.set_postfix_str(f"tasks {p.tasks_done}/{p.tasks_total}  est. {best}")
         b.refresh()
 

@@ -1,7 +1,10 @@
 """Seeding a CPU's tuning database with another CPU's schedules, timed here.
 
 A machine whose CPU has no records starts MetaSchedule's search from random schedules, and a few
-dozen trials per task then rarely reach what hours of tuning found on a neighbouring CPU. A
+dozen trials per task then rarely reach what hours of tuning found on a neighbouring CPU. The same
+holds for a workload no CPU has tuned (another resolution, another width): it starts from the
+best schedules of its nearest tuned neighbour, the same operator at the closest shape, with the
+loop tilings refitted to its extents (:func:`transfer_tasks`). A
 schedule is valid TIR on any CPU of the same ISA, so the best records of another CPU's folder
 (same target, same lowering) are rebuilt for this CPU, timed here, and committed as this
 machine's own records, with this machine's times. The build then uses them like any record,
@@ -11,6 +14,7 @@ than the borrowed schedule.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,10 +88,6 @@ def seed_tasks(tasks: Sequence[Any], own_db: Any, source_db: Any, target: Any, b
     -------
     SeedReport
     """
-    from tvm.s_tir.meta_schedule.database import TuningRecord
-
-    from tvm_ofa.compiler.runners import build_records, run_built
-
     todo = []  # (task, record to time here)
     for task in tasks:
         mod = task.dispatched[0]
@@ -98,6 +98,19 @@ def seed_tasks(tasks: Sequence[Any], own_db: Any, source_db: Any, target: Any, b
             for rec in db.get_top_k(db.commit_workload(mod), top_k):
                 if rec.run_secs and min(float(s) for s in rec.run_secs) < 1e9:
                     todo.append((task, rec))
+    seeded, measured, failed = _time_and_commit(todo, own_db, target, builder, runner, batch, progress)
+    return SeedReport(workloads=len(tasks), seeded=seeded, measured=measured, failed=failed)
+
+
+def _time_and_commit(todo: Sequence[tuple[Any, Any]], own_db: Any, target: Any, builder: Any, runner: Any,
+                     batch: int, progress: Optional[Callable[[int, int], None]]) -> tuple[int, int, int]:
+    """Build and time each ``(task, record)`` here, in batches, and commit the ones that ran as
+    records of the task's workload with this machine's times. Returns ``(tasks that got a
+    record, schedules timed, schedules that failed)``."""
+    from tvm.s_tir.meta_schedule.database import TuningRecord
+
+    from tvm_ofa.compiler.runners import build_records, run_built
+
     dev_type = "cuda" if target.kind.name == "cuda" else "cpu"
     seeded, measured, failed = set(), 0, 0  # seeded: ids of the tasks
     for i in range(0, len(todo), batch):
@@ -114,5 +127,116 @@ def seed_tasks(tasks: Sequence[Any], own_db: Any, source_db: Any, target: Any, b
             measured += 1
         if progress is not None:
             progress(min(i + batch, len(todo)), len(todo))
-    return SeedReport(workloads=len(tasks), seeded=len(seeded), measured=measured,
-                      failed=failed)
+    return len(seeded), measured, failed
+
+
+# -- schedules of a neighbouring workload ------------------------------------------------------
+
+def _fit_tiles(decision: Sequence[int], extent: int) -> list[int]:
+    """A perfect tiling of ``extent`` as close to ``decision`` (one tiling of another extent) as
+    divisibility allows: from the innermost factor outwards, each keeps what it shares with what
+    is left, and the outermost takes the rest. Inner factors (vector and register tiles) are what
+    a schedule's speed rests on, so they are kept first."""
+    rest, out = int(extent), [0] * len(decision)
+    for i in range(len(decision) - 1, 0, -1):
+        out[i] = math.gcd(int(decision[i]), rest)
+        rest //= out[i]
+    out[0] = rest
+    return out
+
+
+def adapt_schedule(trace: Any, mod: Any, postprocs: Sequence[Any]) -> Any | None:
+    """``trace`` (a tuned schedule of a neighbouring workload: same operator and epilogue, other
+    shape) replayed on ``mod``, its loop tilings refitted to ``mod``'s extents
+    (:func:`_fit_tiles`) and every other decision kept, then ``postprocs`` applied. None when the
+    schedule does not carry over (another block structure, a postprocessor refusing it)."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(mod)
+
+    def decide(inst: Any, inputs: Any, attrs: Any, decision: Any) -> Any:
+        if inst.kind.name == "SamplePerfectTile" and decision is not None:
+            extent = int(sch.get(inputs[0]).extent)
+            factors = [int(v) for v in decision]
+            if math.prod(factors) != extent:
+                return _fit_tiles(factors, extent)
+        return decision
+
+    try:
+        trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=decide)
+        if not all(p.apply(sch) for p in postprocs):
+            return None
+    except Exception:  # a TVM error: the neighbour's structure does not fit this workload
+        return None
+    return sch
+
+
+def _neighbour_distance(a: Any, b: Any) -> float | None:
+    """How far workload ``b``'s shape is from ``a``'s (sum of log ratios of input channels,
+    output channels and input size); None unless both are the same operator with the same
+    epilogue, kernel, stride and batch (a schedule carries over only between those)."""
+    if (a.kind, a.epilogue, a.k, a.s, a.n) != (b.kind, b.epilogue, b.k, b.s, b.n):
+        return None
+    return sum(abs(math.log(max(x, 1) / max(y, 1))) for x, y in ((a.cin, b.cin), (a.cout, b.cout), (a.h, b.h)))
+
+
+def neighbour_records(tasks: Sequence[Any], dbs: Sequence[Any], target: Any, *, neighbours: int = 3,
+                      top_k: int = 2, per_task: int = 4) -> list[tuple[Any, Any]]:
+    """For each of ``tasks``, untimed records made from the best schedules of its nearest tuned
+    neighbours in ``dbs`` (:func:`adapt_schedule`): up to ``per_task`` of them, from the
+    ``neighbours`` nearest workloads' ``top_k`` best records each. Tasks that are not network
+    operators (``workload_from_mod`` does not know them) get none."""
+    from tvm.s_tir.meta_schedule import TuneContext
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from tvm.s_tir.meta_schedule.database import TuningRecord, Workload
+
+    from tvm_ofa.predict.workloads import workload_from_mod
+
+    index: dict[str, tuple[Any, Any, Any]] = {}  # workload key -> (descriptor, db, mod)
+    for db in dbs:
+        for rec in db.get_all_tuning_records():
+            if not rec.run_secs or min(float(s) for s in rec.run_secs) >= 1e9:
+                continue
+            desc = workload_from_mod(rec.workload.mod)
+            if desc is not None and desc.key not in index:
+                index[desc.key] = (desc, db, rec.workload.mod)
+    out = []
+    for task in tasks:
+        mod = task.dispatched[0]
+        want = workload_from_mod(mod)
+        if want is None:
+            continue
+        near = sorted((d, key) for key, (desc, _, _) in index.items()
+                      if key != want.key and (d := _neighbour_distance(want, desc)) is not None)
+        postprocs = None
+        made = 0
+        for _, key in near[:neighbours]:
+            _, db, nb_mod = index[key]
+            for rec in db.get_top_k(db.commit_workload(nb_mod), top_k):
+                if postprocs is None:
+                    ctx = TuneContext(mod=mod, target=target, space_generator="post-order-apply",
+                                      task_name=task.task_name).clone()
+                    postprocs = list(ctx.space_generator.postprocs)
+                sch = adapt_schedule(rec.trace, mod, postprocs)
+                if sch is None:
+                    continue
+                out.append((task, TuningRecord(sch.trace, Workload(mod), target=target,
+                                               args_info=ArgInfo.from_entry_func(sch.mod, True))))
+                made += 1
+                if made >= per_task:
+                    break
+            if made >= per_task:
+                break
+    return out
+
+
+def transfer_tasks(tasks: Sequence[Any], own_db: Any, other_dbs: Sequence[Any], target: Any, builder: Any,
+                   runner: Any, *, batch: int = 16, progress: Optional[Callable[[int, int], None]] = None,
+                   **kwargs: Any) -> SeedReport:
+    """Give each of ``tasks`` (workloads with no record anywhere) schedules made from its nearest
+    tuned neighbours' (:func:`neighbour_records`) in ``own_db`` and ``other_dbs``, timed here and
+    committed to ``own_db``: a workload never tuned starts from a good schedule instead of TVM's
+    default loop nest, and a tune that follows starts its search from them."""
+    todo = neighbour_records(tasks, [own_db, *other_dbs], target, **kwargs)
+    seeded, measured, failed = _time_and_commit(todo, own_db, target, builder, runner, batch, progress)
+    return SeedReport(workloads=len(tasks), seeded=seeded, measured=measured, failed=failed)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Optional
 
 from tvm_ofa.compiler.lower import LoweredModel
-from tvm_ofa.compiler.seed import check_source, seed_tasks
+from tvm_ofa.compiler.seed import check_source, seed_tasks, transfer_tasks
 from tvm_ofa.compiler.store import (PROVENANCE_FILE, calibration_source, open_database, schedule_database,
                                    writer_lock)
 from tvm_ofa.errors import TvmOfaError
@@ -54,6 +54,8 @@ class TuneReport:
     seeded_tasks: int = 0  # tasks given another CPU's schedules, timed here, before tuning
     seed_measured: int = 0  # those schedules timed
     seed_source: str | None = None
+    transferred_tasks: int = 0  # tasks never tuned anywhere, given their nearest neighbours' schedules
+    transfer_measured: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -150,7 +152,7 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
          progress: Optional[ProgressFn] = None, min_repeat_ms: int = 40, seed: int | None = None,
          builder: Any = None, runner: Any = None, strategy: str = "evolutionary",
          only: Optional[Collection[str]] = None, seed_from: str | Path | None = None,
-         seed_top_k: int = 3, reseed: bool = False) -> TuneReport:
+         seed_top_k: int = 3, reseed: bool = False, transfer: bool = True) -> TuneReport:
     """Tune the workloads of ``lowered`` that the target's database does not cover yet.
 
     Parameters
@@ -185,6 +187,10 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
         this machine's own ``seed_top_k`` best records beside them in the same run, so that the
         build takes whichever is fastest here now. For records timed before a change of
         lowering (the TIR pipeline) or taken on another CPU whose schedules may beat them.
+    transfer : bool
+        Give each task that no record covers (here or in the seed source) the schedules of its
+        nearest tuned neighbour, refitted and timed here (:func:`tvm_ofa.compiler.seed.transfer_tasks`),
+        before tuning it.
 
     Returns
     -------
@@ -277,10 +283,16 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
             if to_seed:
                 _seed(report, state, [tasks[i] for i in to_seed], tdb, seed_src, target, builder,
                       runner, seed_top_k, progress, own_too=reseed)
-                for i in to_seed:
-                    secs = tdb.best_seconds(tasks[i].dispatched[0], target)
-                    if secs is not None:
-                        state["best"][names[i]] = secs
+            # what neither this machine nor the seed source has a record of starts from the
+            # schedules of its nearest tuned neighbour
+            untuned = [i for i in pending if tdb.best_seconds(tasks[i].dispatched[0], target) is None]
+            if untuned and transfer:
+                _transfer(report, state, [tasks[i] for i in untuned], tdb, seed_src, target, builder,
+                          runner, progress)
+            for i in set(to_seed) | set(untuned):
+                secs = tdb.best_seconds(tasks[i].dispatched[0], target)
+                if secs is not None:
+                    state["best"][names[i]] = secs
             if pending and budget > 0:
                 _run_tuner(cfg, [tasks[i] for i in pending], state, tdb, builder, runner, budget,
                            per_round, strategy, seed, progress)
@@ -340,6 +352,17 @@ def _seed(report: TuneReport, state: dict, tasks: list, tdb: Any, source: Path, 
         lines = str(exc).strip().splitlines()
         raise TuningError(f"{source}: seeding failed: {lines[-1] if lines else type(exc).__name__}") from exc
     report.seeded_tasks, report.seed_measured, report.seed_source = rep.seeded, rep.measured, str(source)
+
+
+def _transfer(report: TuneReport, state: dict, tasks: list, tdb: Any, source: Path | None, target: Any,
+              builder: Any, runner: Any, progress: Optional[ProgressFn]) -> None:
+    def step(done: int, total: int) -> None:
+        if progress is not None:
+            progress(TuneProgress(state["skipped"], state["total"], done, total, None, "neighbours"))
+
+    others = [open_database(source).db] if source is not None else []
+    rep = transfer_tasks(tasks, tdb.db, others, target, builder, runner, progress=step)
+    report.transferred_tasks, report.transfer_measured = rep.seeded, rep.measured
 
 
 def coverage(cfg: TargetConfig, lowered: LoweredModel, log_root: str | Path | None = None
