@@ -149,8 +149,8 @@ def train_supernet(cfg: TrainConfig, progress: Progress | None = None) -> TrainR
         torch.manual_seed(cfg.seed)
         net = OFAMobileNetV3(n_classes=n_classes, width_mult=cfg.width_mult, space=space,
                              dropout_rate=cfg.dropout_rate, stem_stride=cfg.stem_stride)
-    # channels-last: the 2-core CPU trains the largest network at 161 images/s in it against 63
-    # in NCHW (batch 128 vs 64, 40 px); bf16 autocast was slower on both layouts (AMX CPU)
+    # channels-last: the 2-core CPU trains the largest network at 209 images/s in it against 68
+    # in NCHW (batch 128, 40 px, bench/train_speed.py); bf16 autocast was slower in both layouts
     net.to(device, memory_format=torch.channels_last)
     dist_utils.broadcast_module(net, world)
     teacher = (load_supernet(run.teacher).to(device, memory_format=torch.channels_last).eval()
