@@ -111,3 +111,23 @@ def test_once_for_alls_accuracy_predictor_loads_and_predicts_as_the_official_pac
     assert ArchConfig.from_dict(arch.to_ofa()) == arch
     with pytest.raises(ArchError, match="wid = 1: this supernet has a single width"):
         ArchConfig.from_dict({**arch.to_ofa(), "wid": 1})
+
+
+def test_measure_named_subnets_on_the_test_split(tiny_supernet, tmp_path, capsys):
+    """`accuracy measure --arch ... --split test`: the final figures of named subnets, on the
+    10,000 test images (one line per subnet), never mixed into the validation data."""
+    from tvm_ofa import save_supernet
+    from tvm_ofa.cli import main
+    from tvm_ofa.data import FASHION_MNIST_DIR
+
+    if not FASHION_MNIST_DIR.is_dir():
+        pytest.skip("apt-get install dataset-fashion-mnist (make test does it as root)")
+    ckpt = save_supernet(tiny_supernet, tmp_path / "net.pt")
+    out = tmp_path / "test.jsonl"
+    assert main(["accuracy", "measure", "--checkpoint", str(ckpt), "--arch", "smallest", "largest",
+                 "--split", "test", "--max-val-batches", "1", "--calib-batches", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2 and all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
+    assert "fashion-mnist:test" in printed.out
+    assert sum(line.startswith("r") and ": " in line for line in (printed.out + printed.err).splitlines()) == 2

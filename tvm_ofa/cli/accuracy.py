@@ -23,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--checkpoint", help="supernet checkpoint (default: the embedded one)")
     m.add_argument("--config", help="training config naming the dataset (default: the checkpoint's)")
     m.add_argument("--n", type=int, default=1000, help="subnets to sample (default 1000)")
+    m.add_argument("--arch", nargs="+", metavar="ARCH",
+                   help="measure these subnets instead of sampling (smallest, largest or arch JSON files)")
+    m.add_argument("--split", choices=("val", "test"), default="val",
+                   help="val: the images held out of the training split (default; what predictors are "
+                        "fitted on); test: Fashion-MNIST's 10,000 test images, for final figures only")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--out", required=True, help="JSONL file to append to")
     m.add_argument("--calib-batches", type=int, default=8)
@@ -71,13 +76,26 @@ def _measure(args: argparse.Namespace) -> int:
     keep = ("dataset", "image_size", "val_fraction", "seed", "batch_size")
     cfg = load_train_config(args.config, **{k: v for k, v in meta_cfg.items() if k in keep and args.config is None})
     train, val = load_datasets(cfg)
-    archs = net.space.sample_many(args.n, args.seed)
+    if args.split == "test":
+        from tvm_ofa.data import DatasetError, load_fashion_mnist
+
+        if cfg.dataset != "fashion-mnist":
+            raise DatasetError(f"--split test: {cfg.dataset} has no separate test split here")
+        val = load_fashion_mnist("test")
+    if args.arch:
+        from tvm_ofa.cli._common import resolve_arch
+
+        archs = [resolve_arch(a, net.space) for a in args.arch]
+    else:
+        archs = net.space.sample_many(args.n, args.seed)
     with tqdm(total=len(archs), unit="subnet", desc="measuring") as bar:
         before = bar.n
         for rec in measure_accuracies(net, archs, train, val, args.out, args.calib_batches,
                                       cfg.batch_size, "cpu", args.max_val_batches):
             bar.update(1)
             bar.set_postfix(last=f"{rec.accuracy:.3f}")
+            if args.arch:
+                bar.write(f"{rec.arch.id}: {rec.accuracy:.4f}")
         skipped = len(archs) - (bar.n - before)
     used = len(val) if args.max_val_batches is None else min(len(val), args.max_val_batches * cfg.batch_size)
     print(f"{args.out}: measured on {used} images of {val.name}; {skipped} already there")
