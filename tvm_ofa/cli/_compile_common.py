@@ -12,7 +12,8 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
                         help="target config file or shipped name (default: host-cpu)")
     add_model_arguments(parser)
     parser.add_argument("--trials", type=int, metavar="N", help="trials per task (default: the "
-                        "target's tuning.trials_per_task; 0 with --seed-from: seed only)")
+                        "target's tuning.trials_per_task; 0: no search, only schedules from --seed-from's "
+                        "records and from tuned neighbouring workloads, timed here)")
     parser.add_argument("--trials-per-round", type=int, metavar="N")
     parser.add_argument("--log-root", metavar="DIR", help=LOG_ROOT_HELP)
     parser.add_argument("--batch", type=int, default=1)

@@ -145,13 +145,48 @@ def _fit_tiles(decision: Sequence[int], extent: int) -> list[int]:
     return out
 
 
-def adapt_schedule(trace: Any, mod: Any, postprocs: Sequence[Any]) -> Any | None:
-    """``trace`` (a tuned schedule of a neighbouring workload: same operator and epilogue, other
-    shape) replayed on ``mod``, its loop tilings refitted to ``mod``'s extents
-    (:func:`_fit_tiles`) and every other decision kept, then ``postprocs`` applied. None when the
-    schedule does not carry over (another block structure, a postprocessor refusing it)."""
+def _block_names(mod: Any) -> list[str]:
+    """The names of ``mod``'s top-level blocks, in program order."""
     from tvm import s_tir
 
+    sch = s_tir.Schedule(mod)
+    return [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+
+
+def _rename_blocks(trace: Any, names: dict[str, str]) -> Any:
+    """``trace`` with the blocks it looks up by name renamed by ``names``, blocks a schedule
+    derived from them (``lv70_red_rf`` from ``lv70_red``) included. Relax names a reduction's
+    block after the variable it reduces, so two modules name the same operator differently."""
+    from tvm.s_tir.schedule import Instruction, Trace
+
+    by_length = sorted(names, key=len, reverse=True)
+    insts, decisions = [], {}
+    for inst in trace.insts:
+        new = inst
+        if inst.kind.name == "GetSBlock":
+            name = str(inst.attrs[0])
+            old = next((o for o in by_length if name == o or name.startswith(o + "_")), None)
+            if old is not None and names[old] != old:
+                new = Instruction(inst.kind, inst.inputs, [names[old] + name[len(old):], *inst.attrs[1:]],
+                                  inst.outputs)
+        insts.append(new)
+        if inst in trace.decisions:
+            decisions[new] = trace.decisions[inst]
+    return Trace(insts, decisions)
+
+
+def adapt_schedule(trace: Any, mod: Any, postprocs: Sequence[Any], source_mod: Any = None) -> Any | None:
+    """``trace`` (a tuned schedule of a neighbouring workload ``source_mod``: same operator and
+    epilogue, other shape) replayed on ``mod``, its loop tilings refitted to ``mod``'s extents
+    (:func:`_fit_tiles`), its blocks renamed to ``mod``'s (matched in program order) and every
+    other decision kept, then ``postprocs`` applied. None when the schedule does not carry over
+    (another block structure, a postprocessor refusing it)."""
+    from tvm import s_tir
+
+    if source_mod is not None:
+        ours, theirs = _block_names(mod), _block_names(source_mod)
+        if len(ours) == len(theirs) and ours != theirs:
+            trace = _rename_blocks(trace, dict(zip(theirs, ours)))
     sch = s_tir.Schedule(mod)
 
     def decide(inst: Any, inputs: Any, attrs: Any, decision: Any) -> Any:
@@ -171,13 +206,28 @@ def adapt_schedule(trace: Any, mod: Any, postprocs: Sequence[Any]) -> Any | None
     return sch
 
 
-def _neighbour_distance(a: Any, b: Any) -> float | None:
-    """How far workload ``b``'s shape is from ``a``'s (sum of log ratios of input channels,
-    output channels and input size); None unless both are the same operator with the same
-    epilogue, kernel, stride and batch (a schedule carries over only between those)."""
-    if (a.kind, a.epilogue, a.k, a.s, a.n) != (b.kind, b.epilogue, b.k, b.s, b.n):
-        return None
-    return sum(abs(math.log(max(x, 1) / max(y, 1))) for x, y in ((a.cin, b.cin), (a.cout, b.cout), (a.h, b.h)))
+def _signature(mod: Any) -> tuple[tuple, tuple[int, ...], str]:
+    """``(kind, sizes, key)`` of a workload: a schedule carries over between workloads of the same
+    kind, best to the one whose sizes are nearest. A network operator is described by
+    :func:`~tvm_ofa.predict.workloads.workload_from_mod` (operator, epilogue, kernel, stride and
+    batch; channels and input size); anything else (a layout change, a reduction it does not
+    know) by its blocks' names without the module's numbering and its buffers' ranks, and the
+    buffers' extents."""
+    from tvm_ofa.predict.workloads import script_parts, workload_from_script
+
+    script = mod["main"].script()
+    w = workload_from_script(script)
+    if w is not None:
+        return (w.kind, w.epilogue, w.k, w.s, w.n), (w.cin, w.cout, w.h), w.key
+    shapes, blocks = script_parts(script) or ([], [script])
+    kind = (tuple(blocks), tuple(len(s) for s in shapes))
+    sizes = tuple(x for s in shapes for x in s)
+    return kind, sizes, repr((kind, sizes))
+
+
+def _distance(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    """How far sizes ``b`` are from ``a``: the sum of their log ratios."""
+    return sum(abs(math.log(max(x, 1) / max(y, 1))) for x, y in zip(a, b))
 
 
 def neighbour_records(tasks: Sequence[Any], dbs: Sequence[Any], target: Any, *, neighbours: int = 3,
@@ -185,39 +235,39 @@ def neighbour_records(tasks: Sequence[Any], dbs: Sequence[Any], target: Any, *, 
     """For each of ``tasks``, untimed records made from the best schedules of its nearest tuned
     neighbours in ``dbs`` (:func:`adapt_schedule`): up to ``per_task`` of them, from the
     ``neighbours`` nearest workloads' ``top_k`` best records each. Tasks that are not network
-    operators (``workload_from_mod`` does not know them) get none."""
+    operators are matched on their blocks and buffer ranks (:func:`_signature`)."""
+    import tvm_ffi
     from tvm.s_tir.meta_schedule import TuneContext
     from tvm.s_tir.meta_schedule.arg_info import ArgInfo
     from tvm.s_tir.meta_schedule.database import TuningRecord, Workload
 
-    from tvm_ofa.predict.workloads import workload_from_mod
-
-    index: dict[str, tuple[Any, Any, Any]] = {}  # workload key -> (descriptor, db, mod)
+    index: dict[str, tuple[tuple, tuple, Any, Any]] = {}  # key -> (kind, sizes, db, mod)
+    seen: set[int] = set()  # workloads' structural hashes (printing each record's is slow)
     for db in dbs:
         for rec in db.get_all_tuning_records():
-            if not rec.run_secs or min(float(s) for s in rec.run_secs) >= 1e9:
+            if (not rec.run_secs or min(float(s) for s in rec.run_secs) >= 1e9
+                    or (h := tvm_ffi.structural_hash(rec.workload.mod)) in seen):
                 continue
-            desc = workload_from_mod(rec.workload.mod)
-            if desc is not None and desc.key not in index:
-                index[desc.key] = (desc, db, rec.workload.mod)
+            seen.add(h)
+            kind, sizes, key = _signature(rec.workload.mod)
+            if key not in index:
+                index[key] = (kind, sizes, db, rec.workload.mod)
     out = []
     for task in tasks:
         mod = task.dispatched[0]
-        want = workload_from_mod(mod)
-        if want is None:
-            continue
-        near = sorted((d, key) for key, (desc, _, _) in index.items()
-                      if key != want.key and (d := _neighbour_distance(want, desc)) is not None)
+        kind, sizes, key = _signature(mod)
+        near = sorted((_distance(sizes, theirs), k) for k, (their_kind, theirs, _, _) in index.items()
+                      if k != key and their_kind == kind)
         postprocs = None
         made = 0
-        for _, key in near[:neighbours]:
-            _, db, nb_mod = index[key]
+        for _, nb_key in near[:neighbours]:
+            _, _, db, nb_mod = index[nb_key]
             for rec in db.get_top_k(db.commit_workload(nb_mod), top_k):
                 if postprocs is None:
                     ctx = TuneContext(mod=mod, target=target, space_generator="post-order-apply",
                                       task_name=task.task_name).clone()
                     postprocs = list(ctx.space_generator.postprocs)
-                sch = adapt_schedule(rec.trace, mod, postprocs)
+                sch = adapt_schedule(rec.trace, mod, postprocs, nb_mod)
                 if sch is None:
                     continue
                 out.append((task, TuningRecord(sch.trace, Workload(mod), target=target,

@@ -160,7 +160,8 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
     cfg : TargetConfig
     lowered : LoweredModel
     trials_per_task, trials_per_round : int, optional
-        Defaults from ``cfg.tuning``. ``trials_per_task=0`` only seeds (``seed_from``).
+        Defaults from ``cfg.tuning``. ``trials_per_task=0`` runs no search: it only seeds
+        (``seed_from``) and gives untuned tasks their neighbours' schedules (``transfer``).
     log_root : path
         Root of the per-target log folders (``cfg.log_dir(log_root)``).
     progress : callable, optional
@@ -210,9 +211,9 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
     if reseed and seed_from is None:
         raise TuningError("reseed needs seed_from (--seed-from): another CPU's log folder to time "
                           "beside this one's")
-    if budget < 0 or (budget == 0 and seed_from is None):
-        raise TuningError(f"trials per task must be positive (0 only with a folder to seed from), "
-                          f"got {budget}")
+    if budget < 0 or (budget == 0 and seed_from is None and not transfer):
+        raise TuningError(f"trials per task must be positive (0 only with a folder to seed from or "
+                          f"neighbour schedules to transfer), got {budget}")
     seed_src = check_source(seed_from, log_dir) if seed_from is not None else None
     for opt, want in cfg.lowering.items():
         if lowered.lowering[opt] != want:

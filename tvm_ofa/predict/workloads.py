@@ -284,6 +284,18 @@ def _unblock(shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape
 
 
+def script_parts(script: str) -> tuple[list[tuple[int, ...]], list[str]] | None:
+    """The parameter buffers' shapes and the blocks' kinds (names without the module's
+    numbering) of a float32 PrimFunc's TVMScript; None for any other."""
+    sig = next((line for line in script.splitlines() if line.lstrip().startswith("def main(")), None)
+    if sig is None:
+        return None
+    buffers = _BUFFER_RE.findall(sig)
+    if not buffers or any(dtype != "float32" for _, dtype in buffers):
+        return None
+    return [_shape(s) for s, _ in buffers], [_block_kind(b) for b in _BLOCK_RE.findall(script) if b != "root"]
+
+
 def workload_from_script(script: str) -> Workload | None:
     """The :class:`Workload` of a PrimFunc's TVMScript, or None when it is not an operator this
     network produces (a foreign workload).
@@ -293,14 +305,10 @@ def workload_from_script(script: str) -> Workload | None:
     script : str
         ``primfunc.script()`` of the task's ``main``.
     """
-    sig = next((line for line in script.splitlines() if line.lstrip().startswith("def main(")), None)
-    if sig is None:
+    parts = script_parts(script)
+    if parts is None:
         return None
-    buffers = _BUFFER_RE.findall(sig)
-    if not buffers or any(dtype != "float32" for _, dtype in buffers):
-        return None
-    shapes = [_shape(s) for s, _ in buffers]
-    blocks = [_block_kind(b) for b in _BLOCK_RE.findall(script) if b != "root"]
+    shapes, blocks = parts
     try:
         return _PARSERS[_main_op(blocks)](shapes, blocks, script)
     except (KeyError, IndexError, ValueError):
