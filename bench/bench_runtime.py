@@ -42,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--target", nargs="+", default=["host-cpu"],
                    help="target configs; one TVM column each (they must run on this machine)")
     p.add_argument("--checkpoint", help="supernet checkpoint (default: the embedded one)")
-    p.add_argument("--subnets", nargs="+", default=["smallest", "middle", "largest"],
+    p.add_argument("--subnets", nargs="*", default=["smallest", "middle", "largest"],
                    choices=["smallest", "middle", "largest"])
     p.add_argument("--resolutions", nargs="+", type=int, default=[160, 224])
     p.add_argument("--arch", nargs="+", default=[], metavar="JSON",

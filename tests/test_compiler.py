@@ -254,6 +254,30 @@ def test_reseeding_times_the_other_cpus_schedules_beside_this_ones(tuned, tmp_pa
 
 
 @pytest.mark.slow
+def test_records_of_another_thread_count_are_timed_again_not_reused(tuned, tmp_path):
+    """Records timed with 2 threads live in ``<cpu>/``; the same target on 1 thread gets
+    ``<cpu>-1threads/``, and its first tune seeds every task from the 2-thread records, timed
+    on 1 thread, instead of building with them as they are."""
+    from tvm_ofa.compiler.store import RECORD_FILE, WORKLOAD_FILE, other_threads_folder, read_provenance
+    from tvm_ofa.compiler.tune import coverage, tune
+
+    cfg, low, root, first, _ = tuned
+    two = cfg.log_dir(tmp_path)
+    two.mkdir(parents=True)
+    for f in (WORKLOAD_FILE, RECORD_FILE, "provenance.json"):
+        shutil.copy(cfg.log_dir(root) / f, two / f)
+    one_cfg = host_cfg(threads=1)
+    one = one_cfg.log_dir(tmp_path)
+    assert two.name == cfg.host_cpu() and one.name == f"{cfg.host_cpu()}-1threads"
+    assert other_threads_folder(one) == two and other_threads_folder(two) is None
+    assert coverage(one_cfg, low, tmp_path)[0] == 0
+    rep = tune(one_cfg, low, log_root=tmp_path, trials_per_task=0, min_repeat_ms=5)
+    assert rep.seeded_tasks == first.tasks_total and rep.new_trials == 0
+    assert coverage(one_cfg, low, tmp_path) == (first.tasks_total, first.tasks_total)
+    assert read_provenance(one)["threads"] == 1 and read_provenance(two)["threads"] == 2
+
+
+@pytest.mark.slow
 def test_a_workload_never_tuned_starts_from_its_neighbours_schedules(tuned, mini, tmp_path):
     """The mini net tuned at 32 px; at 40 px every fused task is a new shape. Its tune first gives
     each the nearest tuned workload's schedules with the tilings refitted, timed here, and the
@@ -262,13 +286,16 @@ def test_a_workload_never_tuned_starts_from_its_neighbours_schedules(tuned, mini
 
     from tvm_ofa.compiler.build import build
     from tvm_ofa.compiler.lower import lower_module
-    from tvm_ofa.compiler.seed import _fit_tiles
+    from tvm_ofa.compiler.seed import _fit_tiles, _nearest_tiles
     from tvm_ofa.compiler.store import RECORD_FILE, WORKLOAD_FILE, open_database
     from tvm_ofa.compiler.tune import coverage, tune
 
     # inner (vector, register) tiles are kept where they divide; the outermost takes the rest
     assert _fit_tiles([1, 10, 2, 8], 320) == [2, 10, 2, 8]
     assert _fit_tiles([2, 5, 4], 12) == [3, 1, 4] and _fit_tiles([1, 7, 8], 11) == [11, 1, 1]
+    # at a prime extent the greedy fit leaves a scalar inner loop; the nearest fit keeps it wide
+    assert _nearest_tiles([1, 7, 8], 11) == [1, 1, 11] and _nearest_tiles([1, 7, 8], 11, 8) == [1, 11, 1]
+    assert _nearest_tiles([1, 10, 2, 8], 320) == [2, 10, 2, 8] and _nearest_tiles([4, 1, 32], 41) == [1, 1, 41]
     cfg, _, root, first, _ = tuned
     own = cfg.log_dir(tmp_path)
     own.mkdir(parents=True)

@@ -225,14 +225,18 @@ class TargetConfig:
             raise ConfigError(f"{self.path}: target: TVM rejects it: {first}") from None
 
     def log_dir(self, root: str | os.PathLike | None = None) -> Path:
-        """``<root>/<name>/<cpu>/`` for native targets, ``<root>/<name>/`` otherwise. Without a
+        """``<root>/<name>/<cpu>/`` for native targets (``<cpu>-<n>threads`` where ``<cpu>``'s
+        records were timed with another thread count: :func:`tvm_ofa.compiler.store.cpu_folder`),
+        ``<root>/<name>/`` otherwise. Without a
         root, the default one (``tvm_ofa.compiler.store.default_log_root``: the user's data folder,
         filled from the shipped logs on first use)."""
         from tvm_ofa.compiler import store
 
         base = Path(root) / self.name if root is not None else \
             store.target_folder(store.default_log_root(), self.name)
-        return base / self.host_cpu() if self.is_native else base  # type: ignore[operator]
+        if not self.is_native:
+            return base
+        return store.cpu_folder(base, self.host_cpu(), self.num_threads)  # type: ignore[arg-type]
 
 
 def parse_target(data: Any, path: str = "<memory>") -> TargetConfig:

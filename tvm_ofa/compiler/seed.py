@@ -132,17 +132,49 @@ def _time_and_commit(todo: Sequence[tuple[Any, Any]], own_db: Any, target: Any, 
 
 # -- schedules of a neighbouring workload ------------------------------------------------------
 
-def _fit_tiles(decision: Sequence[int], extent: int) -> list[int]:
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _fit_tiles(decision: Sequence[int], extent: int, max_innermost: int | None = None) -> list[int]:
     """A perfect tiling of ``extent`` as close to ``decision`` (one tiling of another extent) as
     divisibility allows: from the innermost factor outwards, each keeps what it shares with what
     is left, and the outermost takes the rest. Inner factors (vector and register tiles) are what
-    a schedule's speed rests on, so they are kept first."""
+    a schedule's speed rests on, so they are kept first. ``max_innermost`` holds by construction
+    (the innermost factor divides the decision's)."""
     rest, out = int(extent), [0] * len(decision)
     for i in range(len(decision) - 1, 0, -1):
         out[i] = math.gcd(int(decision[i]), rest)
         rest //= out[i]
     out[0] = rest
     return out
+
+
+def _nearest_tiles(decision: Sequence[int], extent: int, max_innermost: int | None = None) -> list[int]:
+    """The perfect tiling of ``extent`` nearest ``decision``: least sum of ``|log(f / d)|`` over
+    the factors, weighted by depth (the innermost most). Where ``extent`` shares little with the
+    decision's factors (a prime extent such as 41 px), :func:`_fit_tiles` leaves the inner tiles
+    at 1, a scalar loop; this keeps them near their size instead (41 where the decision had 32)."""
+    levels = len(decision)
+    weights = range(1, levels + 1)
+    # best[(level, rest)]: (cost, factors) of tiling ``rest`` over levels[:level + 1]
+    best: dict[int, tuple[float, list[int]]] = {int(extent): (0.0, [])}
+    for i in range(levels - 1, -1, -1):
+        nxt: dict[int, tuple[float, list[int]]] = {}
+        for rest, (cost, tail) in best.items():
+            choices = [rest] if i == 0 else _divisors(rest)
+            for f in choices:
+                if i == levels - 1 and max_innermost and f > max_innermost:
+                    continue
+                c = cost + weights[i] * abs(math.log(f / max(int(decision[i]), 1)))
+                key = rest // f
+                if key not in nxt or c < nxt[key][0]:
+                    nxt[key] = (c, [f, *tail])
+        best = nxt
+    return min(best.values(), key=lambda v: v[0])[1]
+
+
+FITS = (_fit_tiles, _nearest_tiles)
 
 
 def _block_names(mod: Any) -> list[str]:
@@ -175,10 +207,11 @@ def _rename_blocks(trace: Any, names: dict[str, str]) -> Any:
     return Trace(insts, decisions)
 
 
-def adapt_schedule(trace: Any, mod: Any, postprocs: Sequence[Any], source_mod: Any = None) -> Any | None:
+def adapt_schedule(trace: Any, mod: Any, postprocs: Sequence[Any], source_mod: Any = None,
+                   fit: Callable[..., list[int]] = _fit_tiles) -> Any | None:
     """``trace`` (a tuned schedule of a neighbouring workload ``source_mod``: same operator and
-    epilogue, other shape) replayed on ``mod``, its loop tilings refitted to ``mod``'s extents
-    (:func:`_fit_tiles`), its blocks renamed to ``mod``'s (matched in program order) and every
+    epilogue, other shape) replayed on ``mod``, its loop tilings refitted to ``mod``'s extents by
+    ``fit`` (:data:`FITS`), its blocks renamed to ``mod``'s (matched in program order) and every
     other decision kept, then ``postprocs`` applied. None when the schedule does not carry over
     (another block structure, a postprocessor refusing it)."""
     from tvm import s_tir
@@ -194,7 +227,7 @@ def adapt_schedule(trace: Any, mod: Any, postprocs: Sequence[Any], source_mod: A
             extent = int(sch.get(inputs[0]).extent)
             factors = [int(v) for v in decision]
             if math.prod(factors) != extent:
-                return _fit_tiles(factors, extent)
+                return fit(factors, extent, int(attrs[1]) if len(attrs) > 1 else None)
         return decision
 
     try:
@@ -231,10 +264,10 @@ def _distance(a: tuple[int, ...], b: tuple[int, ...]) -> float:
 
 
 def neighbour_records(tasks: Sequence[Any], dbs: Sequence[Any], target: Any, *, neighbours: int = 3,
-                      top_k: int = 2, per_task: int = 4) -> list[tuple[Any, Any]]:
+                      top_k: int = 2, per_task: int = 6) -> list[tuple[Any, Any]]:
     """For each of ``tasks``, untimed records made from the best schedules of its nearest tuned
-    neighbours in ``dbs`` (:func:`adapt_schedule`): up to ``per_task`` of them, from the
-    ``neighbours`` nearest workloads' ``top_k`` best records each. Tasks that are not network
+    neighbours in ``dbs`` (:func:`adapt_schedule`, each fit of :data:`FITS`): about ``per_task``
+    of them, from the ``neighbours`` nearest workloads' ``top_k`` best records each. Tasks that are not network
     operators are matched on their blocks and buffer ranks (:func:`_signature`)."""
     import tvm_ffi
     from tvm.s_tir.meta_schedule import TuneContext
@@ -267,12 +300,15 @@ def neighbour_records(tasks: Sequence[Any], dbs: Sequence[Any], target: Any, *, 
                     ctx = TuneContext(mod=mod, target=target, space_generator="post-order-apply",
                                       task_name=task.task_name).clone()
                     postprocs = list(ctx.space_generator.postprocs)
-                sch = adapt_schedule(rec.trace, mod, postprocs, nb_mod)
-                if sch is None:
-                    continue
-                out.append((task, TuningRecord(sch.trace, Workload(mod), target=target,
-                                               args_info=ArgInfo.from_entry_func(sch.mod, True))))
-                made += 1
+                fitted = []  # each fit's decisions: a fit that changes nothing is not timed twice
+                for fit in FITS:
+                    sch = adapt_schedule(rec.trace, mod, postprocs, nb_mod, fit)
+                    if sch is None or (key := [str(d) for d in sch.trace.decisions.values()]) in fitted:
+                        continue
+                    fitted.append(key)
+                    out.append((task, TuningRecord(sch.trace, Workload(mod), target=target,
+                                                   args_info=ArgInfo.from_entry_func(sch.mod, True))))
+                    made += 1
                 if made >= per_task:
                     break
             if made >= per_task:

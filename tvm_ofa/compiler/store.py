@@ -167,6 +167,30 @@ def target_folder(root: Path, target: str) -> Path:
     return folder
 
 
+def cpu_folder(base: Path, cpu: str, threads: int) -> Path:
+    """The folder of ``cpu``'s records under a target's folder ``base``: ``<cpu>``, unless its
+    records were timed with another thread count (its provenance says so), then
+    ``<cpu>-<threads>threads``. A schedule's parallel split and tiles were chosen for the threads
+    it was timed with: records for 2 threads are not reused for 64 unless timed again
+    (:func:`other_threads_folder` seeds from them)."""
+    folder = base / cpu
+    recorded = read_provenance(folder).get("threads")
+    if isinstance(recorded, int) and recorded != threads:
+        return base / f"{cpu}-{threads}threads"
+    return folder
+
+
+def other_threads_folder(log_dir: str | os.PathLike) -> Path | None:
+    """For a ``<cpu>-<n>threads`` folder (:func:`cpu_folder`), the ``<cpu>`` folder beside it
+    when it has records; None otherwise."""
+    log_dir = Path(log_dir)
+    cpu, sep, rest = log_dir.name.rpartition("-")
+    if not sep or not rest.endswith("threads") or not rest.removesuffix("threads").isdigit():
+        return None
+    other = log_dir.parent / cpu
+    return other if has_logs(other) else None
+
+
 def json_lines(path: str | os.PathLike) -> Iterator[Any]:
     """Parsed lines of a JSON-lines file (none when it is absent); unparsable lines come back as
     ``None``, blank ones are skipped."""
@@ -432,19 +456,14 @@ def open_database(log_dir: str | os.PathLike) -> TuningDatabase:
         warnings.warn(f"{log_dir}: {moved} tuning record(s) that MetaSchedule wrote but cannot read back "
                       f"were moved to {REJECTED_FILE}; the rest is intact", DatabaseWarning, stacklevel=2)
         db = load()
-    finished: dict[str, int] = {}
-    fin = _parse((log_dir / FINISHED_FILE).read_text()) if (log_dir / FINISHED_FILE).exists() else None
-    if isinstance(fin, dict):
-        finished = {str(k): int(v) for k, v in fin.items() if isinstance(v, int)}
+    finished = {str(k): int(v) for k, v in read_json(log_dir / FINISHED_FILE).items() if isinstance(v, int)}
     return TuningDatabase(log_dir=log_dir, db=db, skipped_lines=skipped, _finished=finished)
 
 
 def calibration_source(log_dir: str | os.PathLike) -> Path | None:
     """The log folder whose schedules ``log_dir`` borrows (written by ``tvm-ofa calibrate``),
     None when it has none or the folder is gone."""
-    doc = _parse((Path(log_dir) / CALIBRATION_FILE).read_text()) \
-        if (Path(log_dir) / CALIBRATION_FILE).is_file() else None
-    src = doc.get("source_dir") if isinstance(doc, dict) else None
+    src = read_json(Path(log_dir) / CALIBRATION_FILE).get("source_dir")
     if not src:
         return None
     path = Path(src)

@@ -7,7 +7,6 @@ so a killed tune loses at most the batch in flight and a rerun continues from th
 """
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import warnings
@@ -17,8 +16,8 @@ from typing import Any, Callable, Collection, Optional
 
 from tvm_ofa.compiler.lower import LoweredModel
 from tvm_ofa.compiler.seed import check_source, seed_tasks, transfer_tasks
-from tvm_ofa.compiler.store import (PROVENANCE_FILE, calibration_source, open_database, schedule_database,
-                                   writer_lock)
+from tvm_ofa.compiler.store import (PROVENANCE_FILE, calibration_source, open_database, other_threads_folder,
+                                   read_provenance, schedule_database, write_json, writer_lock)
 from tvm_ofa.errors import TvmOfaError
 from tvm_ofa.targets import TargetConfig, host_provenance
 
@@ -67,13 +66,8 @@ ProgressFn = Callable[[TuneProgress], None]
 def write_provenance(cfg: TargetConfig, log_dir: Path) -> dict:
     """Write ``provenance.json`` (CPU name and features, threads, TVM version) beside the logs."""
     info = host_provenance(cfg)
-    path = log_dir / PROVENANCE_FILE
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
-        old = None
-    if old != info:
-        path.write_text(json.dumps(info, indent=2) + "\n")
+    if read_provenance(log_dir) != info:
+        write_json(log_dir / PROVENANCE_FILE, info)
     return info
 
 
@@ -179,7 +173,8 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
         in it. Without it, tasks that the machine's calibration source has a schedule for count
         as covered (``tvm-ofa calibrate`` decides which of them are worth tuning here).
     seed_from : path, optional
-        Another CPU's log folder of this target: before tuning, the ``seed_top_k`` best records
+        Default: this CPU's records for another thread count, if ``log_dir`` is such a folder
+        (:func:`tvm_ofa.compiler.store.cpu_folder`). Another CPU's log folder of this target: before tuning, the ``seed_top_k`` best records
         of every task with no record here are timed here and committed as this machine's records
         (:mod:`tvm_ofa.compiler.seed`), and the search starts from them. Tasks it covers are
         tuned here. Without it, the calibration source (if any) seeds the tasks ``only`` names.
@@ -250,6 +245,9 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
                 pending = [i for i in pending if counts.get(keys[i], 0) == 0
                            and borrowed.query_tuning_record(tasks[i].dispatched[0], target,
                                                             tasks[i].task_name) is None]
+        if seed_src is None:
+            # records of this CPU timed with another thread count: timed again here, not reused
+            seed_src = other_threads_folder(log_dir)
         names = [t.task_name for t in tasks]
         state: dict[str, Any] = {
             "trials": 0, "task_trials": {}, "per_task_budget": budget,
