@@ -34,7 +34,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-START, END = "<!-- bench_runtime:start -->", "<!-- bench_runtime:end -->"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,7 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="target configs; one TVM column each (they must run on this machine)")
     p.add_argument("--checkpoint", help="supernet checkpoint (default: the embedded one)")
     p.add_argument("--subnets", nargs="*", default=["smallest", "middle", "largest"],
-                   choices=["smallest", "middle", "largest"])
+                   choices=["smallest", "middle", "largest"],
+                   help="benchmark rows at each --resolutions (none: only --arch and --random rows)")
     p.add_argument("--resolutions", nargs="+", type=int, default=[160, 224])
     p.add_argument("--arch", nargs="+", default=[], metavar="JSON",
                    help="more rows: subnets from arch files (e.g. the winners `tvm-ofa specialize` wrote)")
@@ -292,11 +292,14 @@ def table_rows(rows: list, tvm_columns: list[str], targets: list[str]) -> list[s
     return lines
 
 
-def write_table(path: Path, block: str) -> None:
+def write_table(path: Path, block: str, cpu: str) -> None:
+    """Put ``block`` between ``cpu``'s markers in ``path`` (replacing that CPU's last table, or
+    appended): each CPU keeps its own table."""
+    start, end = f"<!-- bench_runtime:{cpu}:start -->", f"<!-- bench_runtime:{cpu}:end -->"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{START}\n{block}\n{END}"
-    if START in text and END in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END):]
+    section = f"{start}\n{block}\n{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     path.write_text(text)
@@ -388,7 +391,7 @@ def main(argv=None) -> int:
         f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}.",
         "",
     ] + table_rows(rows, [column[c.name] for c in cfgs], [c.name for c in cfgs]) + [""] + summary
-    write_table(Path(args.out), "\n".join(lines))
+    write_table(Path(args.out), "\n".join(lines), str(prov.get("cpu")))
     print(f"wrote {args.out}")
     return 0
 
