@@ -378,9 +378,14 @@ def main(argv=None) -> int:
     ratios = {c: [r[4][c] / r[4][ORT] for r in rows] for c in column.values()}
     summary = [f"- {c}: median {statistics.median(v):.2f}x ONNX Runtime's time over {len(v)} rows, "
                f"{min(v):.2f}-{max(v):.2f}x; at most 1.0x on {sum(x <= 1 for x in v)} rows"
+               + "".join(f"; {other}: {min(w):.2f}-{max(w):.2f}x (median {statistics.median(w):.2f}x)"
+                         for other in (OPENVINO, TORCH)
+                         if (w := [r[4][c] / r[4][other] for r in rows]))
+               + (f"; random rows: median {statistics.median(rnd):.2f}x ONNX Runtime's"
+                  if (rnd := [r[4][c] / r[4][ORT] for r in rows if r[0] == "random"]) else "")
                for c, v in ratios.items() if v]
     lines = [
-        "### Runtime comparison (batch 1, fp32, one process per runtime)",
+        f"### Runtime comparison on {prov.get('cpu')} (batch 1, fp32, one process per runtime)",
         "",
         f"`{' '.join(['python', 'bench/bench_runtime.py'] + [shlex.quote(a) for a in (argv or sys.argv[1:])])}`"
         f" on {datetime.date.today()}, {prov.get('cpu')} ({os.uname().machine}), {args.threads} threads for "

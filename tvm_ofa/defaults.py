@@ -3,10 +3,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+PACKAGE = Path(__file__).resolve().parent
+ASSETS = PACKAGE / "assets"
 # trained by `tvm-ofa train` on the offline default dataset (see docs/TRAINING.md)
 DEFAULT_CHECKPOINT = ASSETS / "supernet.pt"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shipped(name: str) -> Path:
+    """A folder the project ships (``targets``, ``tuning_logs``): the checkout's where the package
+    runs from one, else the copy an installed wheel holds inside the package (``_shipped``)."""
+    checkout = PACKAGE.parent / name
+    return checkout if (PACKAGE.parent / "pyproject.toml").is_file() and checkout.is_dir() \
+        else PACKAGE / "_shipped" / name
 
 
 def default_checkpoint() -> Path | None:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
+from tvm_ofa.defaults import shipped
 from tvm_ofa.errors import ConfigError
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -38,7 +39,7 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 # tvm import (5 s); tests/test_targets.py checks it against the installed TVM
 TVM_TARGET_KINDS = frozenset({"c", "composite", "cuda", "cuda_host", "ext_dev", "hexagon", "llvm", "metal",
                               "nvptx", "opencl", "rocm", "test", "trn", "vulkan", "webgpu"})
-TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+TARGETS_DIR = shipped("targets")
 
 
 def _err(path: str, fld: str, msg: str) -> ConfigError:

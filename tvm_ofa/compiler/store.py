@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from tvm_ofa.defaults import shipped
 from tvm_ofa.errors import TvmOfaError
 
 WORKLOAD_FILE = "database_workload.json"
@@ -55,7 +56,7 @@ FAILED_SECS = 1e9
 LOG_ROOT_ENV = "TVM_OFA_LOG_ROOT"
 HOME_ENV = "TVM_OFA_HOME"
 # the logs this checkout ships: read, copied into the user's folder, never written by a default run
-SHIPPED_LOG_ROOT = Path(__file__).resolve().parents[2] / "tuning_logs"
+SHIPPED_LOG_ROOT = shipped("tuning_logs")
 _SHIPPED_SUFFIXES = (".xz", ".json", ".jsonl", ".ubj", ".md")
 
 
