@@ -369,7 +369,7 @@ def test_cli_calibrate_errors_are_one_line(tmp_path, capsys):
 
     target = tmp_path / "t.yaml"
     target.write_text("name: t\ntarget: {kind: llvm, mcpu: native}\n")
-    assert main(["calibrate", "--target", str(target), "--log-root", str(tmp_path), "--minutes", "3"]) == 2
+    assert main(["calibrate", "--target", str(target), "--log-root", str(tmp_path), "--minutes", "3"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--source" in err
 

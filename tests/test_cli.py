@@ -38,10 +38,10 @@ def test_user_errors_are_one_line(tiny_supernet, tmp_path, capsys):
     ckpt = save_supernet(tiny_supernet, tmp_path / "net.pt")
     bad = tmp_path / "arch.json"
     bad.write_text(json.dumps({"ks": [9] * 20, "e": [3] * 20, "d": [2] * 5, "resolution": 32}))
-    assert main(["subnet", "--arch", str(bad), "--checkpoint", str(ckpt)]) == 2
+    assert main(["subnet", "--arch", str(bad), "--checkpoint", str(ckpt)]) == 1
     err = capsys.readouterr().err.strip()
     assert err == "tvm-ofa subnet: error: arch.ks[0] = 9: allowed 3, 5, 7"
-    assert main(["subnet", "--arch", "smallest", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert main(["subnet", "--arch", "smallest", "--checkpoint", str(tmp_path / "missing.pt")]) == 1
     assert "missing.pt: no such checkpoint file" in capsys.readouterr().err
 
 

@@ -17,13 +17,13 @@ def test_targets_lists_shipped(capsys):
 def test_targets_bad_file_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ntarget: {kind: llvm}\nrunner: {kind: local, host: a}\n")
-    assert main(["targets", str(bad)]) == 2
+    assert main(["targets", str(bad)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and f"{bad}: runner.host: unknown key" in err
 
 
 def test_tune_unknown_target_one_line(capsys):
-    assert main(["tune", "--target", "/nonexistent.yaml", "--arch", "smallest"]) == 2
+    assert main(["tune", "--target", "/nonexistent.yaml", "--arch", "smallest"]) == 1
     assert "cannot read target config" in capsys.readouterr().err
 
 
@@ -56,7 +56,7 @@ def test_run_prints_top5(artifact, tmp_path, capsys):
 
 def test_run_wrong_shape_one_line(artifact, tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.zeros((1, 3, 8, 8), "float32"))
-    assert main(["run", str(artifact), "--input", str(tmp_path / "x.npy")]) == 2
+    assert main(["run", str(artifact), "--input", str(tmp_path / "x.npy")]) == 1
     assert "does not match" in capsys.readouterr().err
 
 
@@ -66,5 +66,5 @@ def test_bench(artifact, capsys):
 
 
 def test_run_missing_artifact(capsys):
-    assert main(["run", "/nonexistent/artifact"]) == 2
+    assert main(["run", "/nonexistent/artifact"]) == 1
     assert "no such artifact folder" in capsys.readouterr().err

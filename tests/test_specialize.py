@@ -120,3 +120,26 @@ def test_specialize_end_to_end_with_real_tuning(tiny_supernet, tmp_path):
     with torch.no_grad():
         expected = tiny_supernet.extract(arch)(torch.from_numpy(x)).numpy()
     assert np.abs(art(x) - expected).max() <= 1e-4
+
+
+def test_cli_exit_status_says_whether_every_budget_was_met(monkeypatch, capsys):
+    """0 when every budget is met, 3 when one is missed (the results are still written and
+    printed), 2 for a usage error; the top-level help says so."""
+    from types import SimpleNamespace
+
+    from tvm_ofa.cli import main
+    from tvm_ofa.cli import specialize as cli
+
+    statuses = {}
+    monkeypatch.setattr(cli, "specialize_and_report",
+                        lambda target, budgets, **kw: [SimpleNamespace(status=statuses[b]) for b in budgets])
+    statuses.update({2.0: "met", 4.0: "met"})
+    assert main(["specialize", "--latency-ms", "2", "4"]) == 0
+    statuses[4.0] = "missed"
+    assert main(["specialize", "--latency-ms", "2", "4"]) == 3
+    with pytest.raises(SystemExit) as usage:
+        main(["specialize", "--latency-ms", "two"])
+    assert usage.value.code == 2
+    from tvm_ofa.cli import build_parser
+
+    assert "exit status: 0 done; 1 an error" in " ".join(build_parser().format_help().split())

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tvm-ofa",
         description="Once-for-All supernets specialized per hardware target with Apache TVM.",
+        epilog="exit status: 0 done; 1 an error (one line naming the file or value); 2 a usage "
+               "error; 3 done, but a result misses what was asked (specialize: a latency budget); "
+               "130 interrupted (work written so far is kept)",
     )
     from tvm_ofa import __version__
 
@@ -50,13 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# exit status: 0 done; 1 an error, said in one line naming the file or value; 2 a usage error
+# (argparse); 3 done, but a result misses what was asked (specialize: a latency budget); 130 interrupted
+EXIT_ERROR, EXIT_MISSED = 1, 3
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except TvmOfaError as err:
         print(f"tvm-ofa {args.verb}: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"tvm-ofa {args.verb}: interrupted; work written so far is kept and a rerun resumes",
               file=sys.stderr)

@@ -161,15 +161,17 @@ def _predict(args: argparse.Namespace) -> int:
         raise ArchError("latency predict: --arch is required")
     cfg, log_dir, prov = _setup(args)
     match = network_match(args) or {}
-    if args.arch not in ("smallest", "largest") and not args.arch.startswith("random"):
+    given = None if args.arch in ("smallest", "largest") or args.arch.startswith("random") \
+        else ArchConfig.from_json(args.arch)
+    if given is not None:
         # the arch names its resolution: that picks the network's predictor and its space
-        match.setdefault("resolutions", [ArchConfig.from_json(args.arch).resolution])
+        match.setdefault("resolutions", [given.resolution])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pred = load_predictor(log_dir, prov, match or None)
     for w in caught:
         print(f"tvm-ofa latency: warning: {w.message}", file=sys.stderr)
-    arch = resolve_arch(args.arch, pred.space)
+    arch = pred.space.validate(given) if given is not None else resolve_arch(args.arch, pred.space)
     ms = float(pred.predict([arch])[0])
     ops, n_ops = pred.op_sum_ms([arch])
     untuned = float(pred.untuned_ms([arch])[0])
@@ -190,7 +192,8 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"predicted   {ms:.3f} ms  ({int(n_ops[0])} tasks, {float(ops[0]):.3f} ms of task time)")
         if untuned > 0:
             print(f"untuned     {untuned:.3f} ms of the task time ({100 * untuned / max(float(ops[0]), 1e-12):.0f} %) "
-                  "is predicted for workloads with no record here: built now, they run TVM's default schedule (far slower) until tuned")
+                  "is predicted for workloads with no record here: a compile gives them their tuned neighbours' "
+                  "schedules, slower than tuning them (tvm-ofa tune)")
     return 0
 
 

@@ -60,8 +60,10 @@ def _digest(paths: list[Path]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     options = {k: v for k, v in vars(args).items() if k not in ("verb", "_run", "target", "latency_ms")}
-    specialize_and_report(args.target, args.latency_ms, **options)
-    return 0
+    results = specialize_and_report(args.target, args.latency_ms, **options)
+    from tvm_ofa.cli import EXIT_MISSED
+
+    return EXIT_MISSED if any(r.status == "missed" for r in results) else 0
 
 
 def specialize_and_report(target: str, latency_ms: list[float], *, checkpoint: str | None = None,
@@ -134,7 +136,8 @@ def specialize_and_report(target: str, latency_ms: list[float], *, checkpoint: s
     missed = [r for r in results if r.status == "missed"]
     if missed:
         print(f"\n{len(missed)} budget(s) missed after {max_attempts} attempt(s): the measured "
-              "latency is reported as is; more tuning (`--trials`) or a refit predictor may close the gap")
+              "latency is reported as is; more tuning (`--trials`) or a refit predictor may close the gap "
+              "(exit status 3)")
     front = nsga2_search(lambda g: lat.predict(arrays=g), lambda g: acc.predict(arrays=g), net.space,
                          population_size=population, generations=min(generations, 150),
                          max_latency_ms=max(latency_ms) * 1.5, seed=seed, target=cfg.name)
