@@ -320,6 +320,29 @@ def test_a_workload_never_tuned_starts_from_its_neighbours_schedules(tuned, mini
 
 
 @pytest.mark.slow
+def test_a_lightly_tuned_workload_is_timed_beside_its_deeply_tuned_neighbours(mini, tmp_path):
+    """A sweep of the space tunes each workload a little; the benchmark subnets' workloads get
+    many more trials. A task tuned to fewer than half the target's trials gets, once, the
+    schedules of its nearest neighbours tuned to at least that many, timed beside its own."""
+    from tvm_ofa.compiler.lower import lower_module
+    from tvm_ofa.compiler.store import NEIGHBOURED_FILE, read_json
+    from tvm_ofa.compiler.tune import tune
+
+    cfg = host_cfg(tuning={"trials_per_task": 4, "trials_per_round": 2})
+    fast = dict(log_root=tmp_path, min_repeat_ms=5, strategy="replay-trace")
+    deep = tune(cfg, lower_module(mini, (1, 3, 32, 32)), **fast)  # 4 trials: tuned in depth
+    low = lower_module(mini, (1, 3, 40, 40))
+    light = tune(cfg, low, trials_per_task=1, trials_per_round=1, **fast)  # the new shapes at 1 trial
+    # the new shapes' first neighbours include those tuned in depth
+    assert deep.deepened_tasks == 0 and light.deepened_tasks == light.tasks_tuned > 0
+    rep = tune(cfg, low, trials_per_task=0, **fast)
+    assert rep.deepened_tasks == light.tasks_tuned > 0 and rep.new_trials == 0
+    assert 0 <= rep.deepened_faster <= rep.deepened_tasks
+    assert len(read_json(cfg.log_dir(tmp_path) / NEIGHBOURED_FILE)) == rep.deepened_tasks
+    assert tune(cfg, low, trials_per_task=0, **fast).deepened_tasks == 0  # once per workload
+
+
+@pytest.mark.slow
 def test_prepacked_target_tunes_its_own_records_and_packs_weights_at_build(mini, tmp_path):
     """A ``prepack: true`` target: its functions carry the layout-free mark (other workloads than
     the plain lowering's), tuned schedules store the weights in their own layout, and the build

@@ -264,11 +264,14 @@ def _distance(a: tuple[int, ...], b: tuple[int, ...]) -> float:
 
 
 def neighbour_records(tasks: Sequence[Any], dbs: Sequence[Any], target: Any, *, neighbours: int = 3,
-                      top_k: int = 2, per_task: int = 6) -> list[tuple[Any, Any]]:
+                      top_k: int = 2, per_task: int = 6, mods: Sequence[Any] | None = None
+                      ) -> list[tuple[Any, Any]]:
     """For each of ``tasks``, untimed records made from the best schedules of its nearest tuned
     neighbours in ``dbs`` (:func:`adapt_schedule`, each fit of :data:`FITS`): about ``per_task``
     of them, from the ``neighbours`` nearest workloads' ``top_k`` best records each. Tasks that are not network
-    operators are matched on their blocks and buffer ranks (:func:`_signature`)."""
+    operators are matched on their blocks and buffer ranks (:func:`_signature`). ``mods``: the
+    module each task's records are made for (default its own); a database keeps the first of
+    structurally equal modules, whose block names a record's trace must use."""
     import tvm_ffi
     from tvm.s_tir.meta_schedule import TuneContext
     from tvm.s_tir.meta_schedule.arg_info import ArgInfo
@@ -286,8 +289,7 @@ def neighbour_records(tasks: Sequence[Any], dbs: Sequence[Any], target: Any, *, 
             if key not in index:
                 index[key] = (kind, sizes, db, rec.workload.mod)
     out = []
-    for task in tasks:
-        mod = task.dispatched[0]
+    for task, mod in zip(tasks, mods if mods is not None else [t.dispatched[0] for t in tasks]):
         kind, sizes, key = _signature(mod)
         near = sorted((_distance(sizes, theirs), k) for k, (their_kind, theirs, _, _) in index.items()
                       if k != key and their_kind == kind)
@@ -318,11 +320,16 @@ def neighbour_records(tasks: Sequence[Any], dbs: Sequence[Any], target: Any, *, 
 
 def transfer_tasks(tasks: Sequence[Any], own_db: Any, other_dbs: Sequence[Any], target: Any, builder: Any,
                    runner: Any, *, batch: int = 16, progress: Optional[Callable[[int, int], None]] = None,
-                   **kwargs: Any) -> SeedReport:
+                   own_as_source: bool = True, **kwargs: Any) -> SeedReport:
     """Give each of ``tasks`` (workloads with no record anywhere) schedules made from its nearest
     tuned neighbours' (:func:`neighbour_records`) in ``own_db`` and ``other_dbs``, timed here and
     committed to ``own_db``: a workload never tuned starts from a good schedule instead of TVM's
-    default loop nest, and a tune that follows starts its search from them."""
-    todo = neighbour_records(tasks, [own_db, *other_dbs], target, **kwargs)
+    default loop nest, and a tune that follows starts its search from them. Without
+    ``own_as_source``, neighbours come from ``other_dbs`` only."""
+    # records are made for the module own_db keeps: Relax numbers a reduction's blocks per
+    # model, and a structurally equal module committed first keeps its own names
+    mods = [own_db.commit_workload(t.dispatched[0]).mod for t in tasks]
+    todo = neighbour_records(tasks, [own_db, *other_dbs] if own_as_source else list(other_dbs), target,
+                             mods=mods, **kwargs)
     seeded, measured, failed = _time_and_commit(todo, own_db, target, builder, runner, batch, progress)
     return SeedReport(workloads=len(tasks), seeded=seeded, measured=measured, failed=failed)

@@ -9,7 +9,9 @@ predictor and calibration read and write it only through the functions here.
   tuner can leave a torn last line, and ``JSONDatabase`` aborts on any line it cannot parse, so
   :func:`repair` drops unparsable lines (remapping record indices if a workload line goes)
   before the database is opened, and reports how many it dropped.
-- Bookkeeping beside it: ``finished_tasks.json`` (trial budgets completed), the writer lock,
+- Bookkeeping beside it: ``finished_tasks.json`` (trial budgets completed),
+  ``neighboured_tasks.json`` (lightly tuned workloads given their deeper-tuned neighbours'
+  schedules), the writer lock,
   records MetaSchedule cannot load back (``*.rejected.json``).
 - Re-timed overlays (:func:`read_retimed`, :func:`accepted_times`): ``retimed.json`` (this
   machine's best schedules timed again in one run) and ``borrowed_retimed.json`` (another
@@ -38,6 +40,8 @@ from tvm_ofa.errors import TvmOfaError
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 FINISHED_FILE = "finished_tasks.json"
+# lightly tuned workloads whose deeper-tuned neighbours' schedules were timed here (once each)
+NEIGHBOURED_FILE = "neighboured_tasks.json"
 # records MetaSchedule wrote but cannot read back, kept aside rather than lost
 REJECTED_FILE = "database_tuning_record.rejected.json"
 LOCK_FILE = ".tuning.lock"
@@ -397,6 +401,7 @@ class TuningDatabase:
     db: Any
     skipped_lines: int = 0
     _finished: dict[str, int] = field(default_factory=dict)
+    _neighboured: dict[str, int] = field(default_factory=dict)
 
     def workload_key(self, mod: Any) -> str:
         """The structural hash MetaSchedule keys the workload by (commits it if new)."""
@@ -416,6 +421,15 @@ class TuningDatabase:
     def finished_budget(self, key: str) -> int:
         """Trial budget a completed tune of this workload ran to (0 if none completed)."""
         return self._finished.get(key, 0)
+
+    def neighboured(self, key: str) -> bool:
+        """Whether this workload's deeper-tuned neighbours' schedules were timed here already."""
+        return key in self._neighboured
+
+    def mark_neighboured(self, keys: list[str], trials: int) -> None:
+        """Record that these workloads' neighbours tuned to at least ``trials`` were timed here."""
+        self._neighboured.update({k: trials for k in keys})
+        write_json(self.log_dir / NEIGHBOURED_FILE, self._neighboured)
 
     def mark_finished(self, keys: list[str], budget: int) -> None:
         """Record that the tuner finished these workloads at ``budget`` trials (a task whose
@@ -458,7 +472,9 @@ def open_database(log_dir: str | os.PathLike) -> TuningDatabase:
                       f"were moved to {REJECTED_FILE}; the rest is intact", DatabaseWarning, stacklevel=2)
         db = load()
     finished = {str(k): int(v) for k, v in read_json(log_dir / FINISHED_FILE).items() if isinstance(v, int)}
-    return TuningDatabase(log_dir=log_dir, db=db, skipped_lines=skipped, _finished=finished)
+    neighboured = {str(k): int(v) for k, v in read_json(log_dir / NEIGHBOURED_FILE).items() if isinstance(v, int)}
+    return TuningDatabase(log_dir=log_dir, db=db, skipped_lines=skipped, _finished=finished,
+                          _neighboured=neighboured)
 
 
 def calibration_source(log_dir: str | os.PathLike) -> Path | None:

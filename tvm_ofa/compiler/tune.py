@@ -55,6 +55,10 @@ class TuneReport:
     seed_source: str | None = None
     transferred_tasks: int = 0  # tasks never tuned anywhere, given their nearest neighbours' schedules
     transfer_measured: int = 0
+    # tasks tuned lightly or not at all, given the schedules of neighbours tuned in depth, and how
+    # many of them are faster for it
+    deepened_tasks: int = 0
+    deepened_faster: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -271,7 +275,12 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
             to_seed = []
         else:
             to_seed = selected if reseed else [i for i in pending if counts.get(keys[i], 0) == 0]
-        if pending or to_seed:
+        # a task tuned to fewer than half the target's trials (a sweep of the space at 16) has
+        # neighbours tuned in depth whose schedules often beat its own: timed once, beside them
+        deep = max(1, int(cfg.tuning["trials_per_task"]) // 2)
+        light = [i for i in selected if 0 < tdb.finished_budget(keys[i]) < deep
+                 and not tdb.neighboured(keys[i])] if transfer else []
+        if pending or to_seed or light:
             if runner is None:
                 ok, why = measurable(cfg)
                 if not ok:
@@ -288,7 +297,12 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
             if untuned and transfer:
                 _transfer(report, state, [tasks[i] for i in untuned], tdb, seed_src, target, builder,
                           runner, progress)
-            for i in set(to_seed) | set(untuned):
+            if light or (untuned and transfer):
+                # the nearest neighbours may have had a quick sweep only: those tuned in depth too
+                _deepen(report, state, [tasks[i] for i in light + untuned], tdb, deep, target, builder,
+                        runner, progress)
+                tdb.mark_neighboured([keys[i] for i in light], deep)
+            for i in set(to_seed) | set(untuned) | set(light):
                 secs = tdb.best_seconds(tasks[i].dispatched[0], target)
                 if secs is not None:
                     state["best"][names[i]] = secs
@@ -298,7 +312,7 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
                 tdb.mark_finished([keys[i] for i in pending], budget)
                 report.new_trials = state["trials"]
         finally:
-            if (pending or to_seed) and hasattr(builder, "shutdown"):
+            if (pending or to_seed or light) and hasattr(builder, "shutdown"):
                 builder.shutdown()  # the persistent pool's workers go with the tune
         report.estimated_ms = _estimate(state)
         return report
@@ -362,6 +376,32 @@ def _transfer(report: TuneReport, state: dict, tasks: list, tdb: Any, source: Pa
     others = [open_database(source).db] if source is not None else []
     rep = transfer_tasks(tasks, tdb.db, others, target, builder, runner, progress=step)
     report.transferred_tasks, report.transfer_measured = rep.seeded, rep.measured
+
+
+def _deepen(report: TuneReport, state: dict, tasks: list, tdb: Any, deep: int, target: Any,
+            builder: Any, runner: Any, progress: Optional[ProgressFn]) -> None:
+    """Time, for each of ``tasks`` (lightly tuned or not at all), the schedules of its nearest
+    neighbours tuned to at least ``deep`` trials, beside its own records: the build takes the
+    fastest."""
+    from tvm.s_tir.meta_schedule.database import MemoryDatabase, TuningRecord
+
+    def step(done: int, total: int) -> None:
+        if progress is not None:
+            progress(TuneProgress(state["skipped"], state["total"], done, total, None, "neighbours"))
+
+    deep_db, seen = MemoryDatabase(), set()
+    for rec in tdb.db.get_all_tuning_records():
+        key = str(rec.workload.as_json()[0])
+        if tdb.finished_budget(key) >= deep and rec.run_secs:
+            wl = deep_db.commit_workload(rec.workload.mod)
+            deep_db.commit_tuning_record(TuningRecord(rec.trace, wl, rec.run_secs, rec.target, rec.args_info))
+            seen.add(key)
+    before = [tdb.best_seconds(t.dispatched[0], target) for t in tasks]
+    if seen:
+        transfer_tasks(tasks, tdb.db, [deep_db], target, builder, runner, progress=step, own_as_source=False)
+    after = [tdb.best_seconds(t.dispatched[0], target) for t in tasks]
+    report.deepened_tasks = len(tasks) if seen else 0
+    report.deepened_faster = sum(a is not None and (b is None or a < b) for a, b in zip(after, before))
 
 
 def coverage(cfg: TargetConfig, lowered: LoweredModel, log_root: str | Path | None = None
