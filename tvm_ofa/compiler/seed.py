@@ -157,7 +157,7 @@ def _nearest_tiles(decision: Sequence[int], extent: int, max_innermost: int | No
     at 1, a scalar loop; this keeps them near their size instead (41 where the decision had 32)."""
     levels = len(decision)
     weights = range(1, levels + 1)
-    # best[(level, rest)]: (cost, factors) of tiling ``rest`` over levels[:level + 1]
+    # best[rest]: (cost, factors) of the levels tiled so far, innermost first, leaving ``rest``
     best: dict[int, tuple[float, list[int]]] = {int(extent): (0.0, [])}
     for i in range(levels - 1, -1, -1):
         nxt: dict[int, tuple[float, list[int]]] = {}
@@ -305,9 +305,9 @@ def neighbour_records(tasks: Sequence[Any], dbs: Sequence[Any], target: Any, *, 
                 fitted = []  # each fit's decisions: a fit that changes nothing is not timed twice
                 for fit in FITS:
                     sch = adapt_schedule(rec.trace, mod, postprocs, nb_mod, fit)
-                    if sch is None or (key := [str(d) for d in sch.trace.decisions.values()]) in fitted:
+                    if sch is None or (decisions := [str(d) for d in sch.trace.decisions.values()]) in fitted:
                         continue
-                    fitted.append(key)
+                    fitted.append(decisions)
                     out.append((task, TuningRecord(sch.trace, Workload(mod), target=target,
                                                    args_info=ArgInfo.from_entry_func(sch.mod, True))))
                     made += 1

@@ -471,10 +471,11 @@ def open_database(log_dir: str | os.PathLike) -> TuningDatabase:
         warnings.warn(f"{log_dir}: {moved} tuning record(s) that MetaSchedule wrote but cannot read back "
                       f"were moved to {REJECTED_FILE}; the rest is intact", DatabaseWarning, stacklevel=2)
         db = load()
-    finished = {str(k): int(v) for k, v in read_json(log_dir / FINISHED_FILE).items() if isinstance(v, int)}
-    neighboured = {str(k): int(v) for k, v in read_json(log_dir / NEIGHBOURED_FILE).items() if isinstance(v, int)}
-    return TuningDatabase(log_dir=log_dir, db=db, skipped_lines=skipped, _finished=finished,
-                          _neighboured=neighboured)
+    def trials(name: str) -> dict[str, int]:  # a {workload key: trials} bookkeeping file
+        return {str(k): int(v) for k, v in read_json(log_dir / name).items() if isinstance(v, int)}
+
+    return TuningDatabase(log_dir=log_dir, db=db, skipped_lines=skipped, _finished=trials(FINISHED_FILE),
+                          _neighboured=trials(NEIGHBOURED_FILE))
 
 
 def calibration_source(log_dir: str | os.PathLike) -> Path | None:

@@ -177,8 +177,9 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
         in it. Without it, tasks that the machine's calibration source has a schedule for count
         as covered (``tvm-ofa calibrate`` decides which of them are worth tuning here).
     seed_from : path, optional
-        Default: this CPU's records for another thread count, if ``log_dir`` is such a folder
-        (:func:`tvm_ofa.compiler.store.cpu_folder`). Another CPU's log folder of this target: before tuning, the ``seed_top_k`` best records
+        Another CPU's log folder of this target (default: this CPU's records for another thread
+        count, where ``log_dir`` is such a folder: :func:`tvm_ofa.compiler.store.cpu_folder`):
+        before tuning, the ``seed_top_k`` best records
         of every task with no record here are timed here and committed as this machine's records
         (:mod:`tvm_ofa.compiler.seed`), and the search starts from them. Tasks it covers are
         tuned here. Without it, the calibration source (if any) seeds the tasks ``only`` names.
