@@ -131,3 +131,24 @@ def test_measure_named_subnets_on_the_test_split(tiny_supernet, tmp_path, capsys
     assert len(rows) == 2 and all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
     assert "fashion-mnist:test" in printed.out
     assert sum(line.startswith("r") and ": " in line for line in (printed.out + printed.err).splitlines()) == 2
+
+
+def test_subnet_evaluator_matches_a_plain_evaluation_and_reuses_its_images(tiny_supernet, tiny_space):
+    """The cached channels-last evaluator gives the accuracy of the plain path (extract,
+    recalibrate on the same training batches, evaluate NCHW), for several subnets in a row."""
+    from tvm_ofa.data import elastic_batches
+    from tvm_ofa.train.evaluate import SubnetEvaluator, accuracy, recalibrate_bn
+
+    rng = np.random.default_rng(1)
+    data = ImageDataset(rng.integers(0, 255, (60, 3, 28, 28), dtype=np.uint8), rng.integers(0, 10, 60),
+                        tuple("abcdefghij"), "synthetic")
+    train, val = data.subset(np.arange(32)), data.subset(np.arange(32, 60))
+    evaluate = SubnetEvaluator(tiny_supernet, train, val, calib_batches=2, batch_size=8)
+    archs = tiny_space.sample_many(3, 2) + [tiny_space.largest(40)]
+    for arch in archs:
+        sub = tiny_supernet.extract(arch)
+        recalibrate_bn(sub, (x for x, _, _ in elastic_batches(train, 8, [arch.resolution], seed=1, augment=False,
+                                                              max_batches=2)))
+        assert evaluate(arch) == pytest.approx(accuracy(sub, val, arch.resolution, batch_size=8))
+    assert evaluate.n_images == 28
+    assert set(evaluate._cache) == {a.resolution for a in archs}

@@ -1033,3 +1033,21 @@ def test_canary_waits_for_the_machine_to_run_at_its_usual_speed(monkeypatch):
     assert c.wait_for_speed(slow=1.1) == pytest.approx(1.05) and len(slept) == 2
     # gives up after max_wait_s and says how slow it still was
     assert c.wait_for_speed(slow=1.1, max_wait_s=0.0) == pytest.approx(2.0)
+
+
+def test_library_accuracy_of_an_artifact_equals_pytorchs(tiny_sub, tmp_path):
+    """The demo's accuracy figure comes from the compiled library itself, one image per call;
+    it classifies exactly as the PyTorch subnet it was built from."""
+    from tvm_ofa import load_artifact
+    from tvm_ofa.compiler.pipeline import emit
+    from tvm_ofa.data import ImageDataset
+    from tvm_ofa.train.evaluate import accuracy, library_accuracy
+
+    arch, sub = tiny_sub
+    out = emit(host_cfg(), arch, sub, log_root=tmp_path / "logs", out_root=tmp_path, tune_first=False,
+               measure=False)
+    rng = np.random.default_rng(3)
+    data = ImageDataset(rng.integers(0, 255, (45, 3, 28, 28), dtype=np.uint8), rng.integers(0, 10, 45),
+                        tuple("abcdefghij"), "synthetic")
+    got = library_accuracy(load_artifact(out), data, arch.resolution, batch_size=16)
+    assert got == pytest.approx(accuracy(sub, data, arch.resolution, batch_size=16))

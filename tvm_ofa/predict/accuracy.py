@@ -54,8 +54,9 @@ def measure_accuracies(supernet: Any, archs: Sequence[ArchConfig], train: Any, v
                        max_val_batches: int | None = None) -> Iterator[AccuracyRecord]:
     """Measure each arch (BN recalibrated) and append it to ``out``; archs already there are
     skipped, so an interrupted run resumes. Yields the new records as they are written."""
-    from tvm_ofa.train.evaluate import evaluate_subnet
+    from tvm_ofa.train.evaluate import SubnetEvaluator
 
+    evaluate = SubnetEvaluator(supernet, train, val, calib_batches, batch_size, device, max_val_batches)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = {r.arch.id for r in read_records(out)[0]}
@@ -66,7 +67,7 @@ def measure_accuracies(supernet: Any, archs: Sequence[ArchConfig], train: Any, v
     for arch in archs:
         if arch.id in done:
             continue
-        acc = evaluate_subnet(supernet, arch, train, val, calib_batches, batch_size, device, max_val_batches)
+        acc = evaluate(arch)
         with out.open("a") as f:
             f.write(json.dumps({"arch_id": arch.id, "arch": arch.to_dict(), "accuracy": acc}) + "\n")
         done.add(arch.id)
