@@ -78,3 +78,36 @@ def test_subnet_exports_onnx_that_onnx_runtime_runs_as_pytorch_does(tiny_superne
         want = tiny_supernet.extract(arch).eval()(torch.from_numpy(x)).numpy()
     got = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert np.abs(got - want).max() <= 1e-4
+
+
+def test_json_on_every_reporting_verb_keeps_stdout_to_the_document(tiny_supernet, tmp_path, capsys):
+    """Every verb that reports takes --json: stdout carries one JSON document, the text report
+    goes to stderr, and a failure prints {"error": ...} with exit status 1."""
+    import argparse
+
+    from tvm_ofa.cli import build_parser
+
+    parser = build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    reporting = ("subnet", "targets", "compile", "run", "bench", "tune", "search", "specialize", "calibrate",
+                 "accuracy", "latency")
+    for verb in reporting:
+        sub = verbs[verb]
+        actions = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        parsers = list(actions[0].choices.values()) if actions else [sub]
+        for p in parsers:
+            assert any("--json" in a.option_strings for a in p._actions), f"{p.prog} has no --json"
+
+    assert main(["targets", "--json"]) == 0
+    out = capsys.readouterr()
+    names = {t["name"] for t in json.loads(out.out)["targets"]}
+    assert "host-cpu" in names and "host-cpu" in out.err  # the table still printed, to stderr
+
+    ckpt = save_supernet(tiny_supernet, tmp_path / "net.pt")
+    assert main(["subnet", "--arch", "smallest", "--checkpoint", str(ckpt), "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["output_shape"] == [1, 10] and "MACs" in out.err
+
+    assert main(["subnet", "--arch", str(tmp_path / "missing.json"), "--checkpoint", str(ckpt), "--json"]) == 1
+    out = capsys.readouterr()
+    assert "missing.json" in json.loads(out.out)["error"] and "error" in out.err

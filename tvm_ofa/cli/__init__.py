@@ -2,12 +2,16 @@
 
 Each verb lives in its own module under ``tvm_ofa.cli`` and exposes ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int``. Verb modules import torch/tvm inside ``run``
-only, so ``tvm-ofa --help`` stays fast.
+only, so ``tvm-ofa --help`` stays fast. A verb that reports a result sets ``REPORTS = True`` and
+returns a :class:`~tvm_ofa.cli._common.Result`: it then gets ``--json``, which prints that result
+as JSON on stdout and sends the text report to stderr.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import json
 import sys
 from typing import Sequence
 
@@ -31,6 +35,9 @@ VERBS: dict[str, str] = {
 }
 
 
+JSON_HELP = 'print the result as JSON on stdout (the text report goes to stderr; a failure prints {"error": ...})'
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tvm-ofa",
@@ -49,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(verb, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
+        if getattr(module, "REPORTS", False):
+            # on each action of a verb that has actions (`accuracy fit --json`), else on the verb
+            actions = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+            for q in actions[0].choices.values() if actions else [p]:
+                q.add_argument("--json", action="store_true", help=JSON_HELP)
         p.set_defaults(_run=module.run)
     return parser
 
@@ -59,16 +71,28 @@ EXIT_ERROR, EXIT_MISSED = 1, 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from tvm_ofa.cli._common import Result
+
     args = build_parser().parse_args(argv)
+    as_json = getattr(args, "json", False)
     try:
-        return int(args._run(args) or 0)
+        # under --json stdout carries the JSON document alone
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            out = args._run(args)
     except TvmOfaError as err:
         print(f"tvm-ofa {args.verb}: error: {err}", file=sys.stderr)
+        if as_json:
+            print(json.dumps({"error": str(err)}))
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"tvm-ofa {args.verb}: interrupted; work written so far is kept and a rerun resumes",
               file=sys.stderr)
         return 130
+    if isinstance(out, Result):
+        if as_json:
+            print(json.dumps(out.data, indent=2, default=str))
+        return out.status
+    return int(out or 0)
 
 
 if __name__ == "__main__":

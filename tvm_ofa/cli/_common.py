@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+from dataclasses import dataclass, field
 from typing import Any
 
 ARCH_HELP = ("the subnet: an arch JSON file, an inline JSON object, or one of "
@@ -64,8 +64,12 @@ def resolve_arch(spec: str, space: Any, resolution: int | None = None) -> Any:
     return space.validate(arch)
 
 
-def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2))
+@dataclass
+class Result:
+    """What a reporting verb returns: its result (printed by ``--json``) and its exit status."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    status: int = 0
 
 
 def add_network_args(parser: argparse.ArgumentParser, what: str) -> None:

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from tvm_ofa.cli._common import Result
+
+REPORTS = True
 HELP = "measure subnet accuracies, fit and evaluate the accuracy predictor"
 DESCRIPTION = """Accuracy predictor workflow:
   measure  sample subnets, recalibrate BN, evaluate on the validation split (appends to a JSONL
@@ -55,7 +58,9 @@ def _records(paths):
         records += r
         skipped += s
     if skipped:
-        print(f"warning: skipped {skipped} unreadable line(s) in {', '.join(paths)}")
+        import sys
+
+        print(f"warning: skipped {skipped} unreadable line(s) in {', '.join(paths)}", file=sys.stderr)
     return records
 
 
@@ -90,8 +95,10 @@ def _measure(args: argparse.Namespace) -> int:
         archs = net.space.sample_many(args.n, args.seed)
     with tqdm(total=len(archs), unit="subnet", desc="measuring") as bar:
         before = bar.n
+        new = []
         for rec in measure_accuracies(net, archs, train, val, args.out, args.calib_batches,
                                       cfg.batch_size, "cpu", args.max_val_batches):
+            new.append(rec)
             bar.update(1)
             bar.set_postfix(last=f"{rec.accuracy:.3f}")
             if args.arch:
@@ -99,7 +106,8 @@ def _measure(args: argparse.Namespace) -> int:
         skipped = len(archs) - (bar.n - before)
     used = len(val) if args.max_val_batches is None else min(len(val), args.max_val_batches * cfg.batch_size)
     print(f"{args.out}: measured on {used} images of {val.name}; {skipped} already there")
-    return 0
+    return Result({"out": args.out, "images": used, "split": val.name, "measured_now": len(new),
+                   "already_there": skipped, "accuracies": {r.arch.id: r.accuracy for r in new}})
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -115,7 +123,7 @@ def _fit(args: argparse.Namespace) -> int:
         mark = "  <- kept" if kind == pred.kind else ""
         print(f"{kind:<9} {m['rmse_pct']:>20.2f} {m['kendall_tau']:>12.3f}{mark}")
     print(f"fitted on {len(records)} subnets; wrote {args.out}")
-    return 0
+    return Result({"out": args.out, "kept": pred.kind, "subnets": len(records), "held_out": scores})
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -130,4 +138,4 @@ def _eval(args: argparse.Namespace) -> int:
     holdout = pred.info.get("metrics") or {}
     for kind, h in holdout.items():
         print(f"  fit-time held-out {kind}: RMSE {h['rmse_pct']:.2f} pts, tau {h['kendall_tau']:.3f}")
-    return 0
+    return Result({"predictor": args.predictor, "kind": pred.kind, **m, "fit_time_held_out": holdout})

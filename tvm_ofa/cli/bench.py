@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+REPORTS = True
 HELP = "time an emitted artifact locally or on an RPC device"
 DESCRIPTION = """examples:
   tvm-ofa bench artifacts/host-cpu/r160-d22222-1a2b3c4d --repeats 100
@@ -39,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
 
         lat = load_artifact(args.artifact, threads=args.threads).benchmark(
             args.warmup, args.repeats, min_seconds=args.min_seconds)
+    from tvm_ofa.cli._common import Result
+
     print(f"median {lat.median_ms:.3f} ms   p90 {lat.p90_ms:.3f} ms   "
           f"({lat.repeats} repeats after {lat.warmup} warmup, threads {lat.threads or 'default'})")
-    return 0
+    return Result({"artifact": str(args.artifact), "median_ms": lat.median_ms, "p90_ms": lat.p90_ms,
+                   "repeats": lat.repeats, "warmup": lat.warmup, "threads": lat.threads,
+                   "rpc": args.rpc})

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from tvm_ofa.cli._common import LOG_ROOT_HELP, add_network_args, network_match
 
+REPORTS = True
 HELP = "calibrate the latency predictor on a machine whose CPU has no logs (minutes, resumable)"
 DESCRIPTION = """Make this machine (or the RPC device of the target) usable for search in minutes:
 borrow the schedules of the closest CPU that has logs, measure a few deliberately chosen subnets
@@ -56,7 +58,14 @@ def run(args: argparse.Namespace) -> int:
     if report.fit_mape is not None:
         print(f"fit         MAPE {report.fit_mape:.1f} % on the calibration subnets (in-sample)")
     print(f"wrote       {report.predictor}")
-    return 0
+    from tvm_ofa.cli._common import Result
+
+    return Result({"target": cfg.name, "cpu": prov.get("cpu"), "log_dir": str(cfg.log_dir(args.log_root)),
+                   "source": str(report.source_dir), "source_cpu": report.source_cpu,
+                   "measured_subnets": report.measured, "measured_now": report.measured_now,
+                   "retimed_workloads": report.retimed_workloads, "tuned_workloads": report.tuned_workloads,
+                   "minutes": report.seconds / 60, "factors": report.factors, "fit_mape": report.fit_mape,
+                   "predictor": str(report.predictor)})
 
 
 def run_calibration(cfg, minutes: float, **kwargs):
@@ -120,5 +129,5 @@ def ensure_predictor(cfg, log_root: str, minutes: float, match: dict | None = No
         warnings.simplefilter("always")
         pred = load_predictor(log_dir, prov, match)
     for w in caught:
-        print(f"warning     {w.message}")
+        print(f"warning     {w.message}", file=sys.stderr)
     return pred

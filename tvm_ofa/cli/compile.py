@@ -5,6 +5,7 @@ import argparse
 
 from tvm_ofa.cli._compile_common import add_compile_arguments, tqdm_progress
 
+REPORTS = True
 HELP = "build a subnet into artifacts/<target>/<arch-id>/ (tunes missing workloads first)"
 DESCRIPTION = """Tune the workloads the target's database lacks (unless --no-tune), build with
 the tuned schedules, export model.so + metadata.json and measure it when possible.
@@ -53,4 +54,6 @@ def run(args: argparse.Namespace) -> int:
               f"({lat['threads']} threads)")
     else:
         print(f"latency     {meta.get('latency_note')}")
-    return 0
+    from tvm_ofa.cli._common import Result
+
+    return Result({"artifact": str(out), "metadata": meta})

@@ -8,8 +8,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tvm_ofa.cli._common import LOG_ROOT_HELP
+from tvm_ofa.cli._common import LOG_ROOT_HELP, Result
 
+REPORTS = True
 HELP = "predict a subnet's tuned latency on a target from its tuning logs (collect / retime / fit / predict / eval)"
 DESCRIPTION = """Learn the latency of tuned subnets from a target's tuning logs
 (tuning_logs/<target>/<cpu>/) and predict it for subnets never compiled.
@@ -80,7 +81,6 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fit: also use the held-out subnets' measurements (eval is then optimistic)")
     parser.add_argument("--plot", metavar="PNG", help="eval: scatter plot path "
                         "(default: latency_eval.png in the log folder)")
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
 def _net_config(args: argparse.Namespace, measurements: list) -> Any:
@@ -148,12 +148,14 @@ def _fit(args: argparse.Namespace) -> int:
               "are unreliable")
     print(f"space       resolutions {', '.join(map(str, space.resolutions))}")
     print(f"wrote       {path}")
-    return 0
+    return Result({"target": cfg.name, "cpu": prov.get("cpu"), "predictor": str(path),
+                   "measured_subnets": pred.meta["n_measurements"], "workloads": len(data),
+                   "resolutions": list(space.resolutions), "calibration": list(pred.calibration)})
 
 
 def _predict(args: argparse.Namespace) -> int:
     from tvm_ofa.arch import ArchConfig
-    from tvm_ofa.cli._common import network_match, print_json, resolve_arch
+    from tvm_ofa.cli._common import network_match, resolve_arch
     from tvm_ofa.errors import ArchError
     from tvm_ofa.predict.latency import load_predictor
 
@@ -184,17 +186,14 @@ def _predict(args: argparse.Namespace) -> int:
     if outside:
         print(f"tvm-ofa latency: note: resolution {arch.resolution} is outside the measured range "
               f"{min(fitted)}..{max(fitted)} px: an extrapolation", file=sys.stderr)
-    if args.json:
-        print_json(info)
-    else:
-        print(f"subnet      {arch.id}")
-        print(f"target      {cfg.name} ({prov.get('cpu')})")
-        print(f"predicted   {ms:.3f} ms  ({int(n_ops[0])} tasks, {float(ops[0]):.3f} ms of task time)")
-        if untuned > 0:
-            print(f"untuned     {untuned:.3f} ms of the task time ({100 * untuned / max(float(ops[0]), 1e-12):.0f} %) "
-                  "is predicted for workloads with no record here: a compile gives them their tuned neighbours' "
-                  "schedules, slower than tuning them (tvm-ofa tune)")
-    return 0
+    print(f"subnet      {arch.id}")
+    print(f"target      {cfg.name} ({prov.get('cpu')})")
+    print(f"predicted   {ms:.3f} ms  ({int(n_ops[0])} tasks, {float(ops[0]):.3f} ms of task time)")
+    if untuned > 0:
+        print(f"untuned     {untuned:.3f} ms of the task time ({100 * untuned / max(float(ops[0]), 1e-12):.0f} %) "
+              "is predicted for workloads with no record here: a compile gives them their tuned neighbours' "
+              "schedules, slower than tuning them (tvm-ofa tune)")
+    return Result(info)
 
 
 def _scatter(results: dict, path: Path) -> None:
@@ -222,7 +221,6 @@ def _eval(args: argparse.Namespace) -> int:
     import numpy as np
     from scipy.stats import kendalltau
 
-    from tvm_ofa.cli._common import print_json
     from tvm_ofa.predict.dataset import is_held_out, key_fold
     from tvm_ofa.predict.latency import (FITTABLE, LatencyPredictorError, cross_validate, evaluate,
                                          fit_predictor, repeatability)
@@ -280,9 +278,6 @@ def _eval(args: argparse.Namespace) -> int:
         raise LatencyPredictorError(
             f"{log_dir}: nothing to evaluate on: no held-out end-to-end measurements and too few "
             "workloads; run `tvm-ofa latency collect --measure-only` to measure subnets")
-    if args.json:
-        print_json(out)
-        return 0
     for section, title in (("unseen_workloads", "tasks never tuned (a quarter of the workloads, "
                                                  "hidden from the model)"),
                            ("subnets", f"held-out subnets end to end ({len(test)}, {out['test_confirmed']} "
@@ -309,7 +304,7 @@ def _eval(args: argparse.Namespace) -> int:
                       f"{100 * s['within_10pct']:>11.0f}%")
     if "plot" in out:
         print(f"\nplot        {out['plot']}")
-    return 0
+    return Result(out)
 
 
 # sub-verb -> handler
@@ -342,13 +337,19 @@ def _retime(args: argparse.Namespace) -> int:
         print(f"note        {rep.unaccepted} workloads were only timed while the machine ran slow: they keep "
               "their tuning-time records; rerun to try them again")
     print(f"wrote       {log_dir / RETIMED_FILE}")
-    return 0
+    return Result({"target": cfg.name, "log_dir": str(log_dir), "retimed_now": rep.retimed,
+                   "retimed_before": rep.already, "workloads": rep.workloads, "unaccepted": rep.unaccepted,
+                   "seconds": rep.seconds})
 
 
-def _collect(args: argparse.Namespace) -> int:
+def _collect(args: argparse.Namespace) -> Result:
     from tvm_ofa.cli import collect
+    from tvm_ofa.compiler.store import MEASUREMENTS_FILE
 
-    return collect.run(args)
+    status = collect.run(args)
+    cfg, log_dir, _ = _setup(args)
+    return Result({"target": cfg.name, "log_dir": str(log_dir),
+                   "measured_subnets": len(collect.measured_ids(log_dir / MEASUREMENTS_FILE))}, status)
 
 
 _ACTIONS = {"collect": _collect, "retime": _retime, "fit": _fit, "predict": _predict, "eval": _eval}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+REPORTS = True
 HELP = "run an emitted artifact on an input (.npy) and print the top-5 classes"
 DESCRIPTION = """examples:
   tvm-ofa run artifacts/host-cpu/r160-d22222-1a2b3c4d
@@ -30,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         x = np.random.default_rng(0).standard_normal(art.input_shape).astype("float32")
         print(f"input       random {list(art.input_shape)}")
+    from tvm_ofa.cli._common import Result
+
     out = art(x)
     if args.output:
         np.save(args.output, out)
@@ -37,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     logits = out[0]
     p = np.exp(logits - logits.max())
     p /= p.sum()
-    for rank, c in enumerate(np.argsort(-logits)[: args.top], 1):
-        print(f"{rank}. class {int(c):<5} logit {float(logits[c]):9.4f}  p {float(p[c]):.4f}")
-    return 0
+    top = [{"class": int(c), "logit": float(logits[c]), "p": float(p[c])} for c in np.argsort(-logits)[: args.top]]
+    for rank, t in enumerate(top, 1):
+        print(f"{rank}. class {t['class']:<5} logit {t['logit']:9.4f}  p {t['p']:.4f}")
+    return Result({"artifact": str(args.artifact), "output_shape": list(out.shape), "output": args.output,
+                   "top": top})

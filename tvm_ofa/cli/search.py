@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import warnings
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 from tvm_ofa.cli._common import LOG_ROOT_HELP, add_network_args, network_match
 from tvm_ofa.errors import TvmOfaError
 
+REPORTS = True
 HELP = "find the most accurate subnet under each latency budget on a target (evolution or Pareto)"
 DESCRIPTION = """Search the subnet with the best predicted accuracy under each latency budget,
 using the target's latency predictor (`tvm-ofa latency fit`) and an accuracy predictor
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         pred = load_predictor(cfg.log_dir(args.log_root), prov, network_match(args))
     for w in caught:
-        print(f"tvm-ofa search: warning: {w.message}")
+        print(f"tvm-ofa search: warning: {w.message}", file=sys.stderr)
     acc_fn, acc_source = _accuracy(args, pred)
     lat_fn = lambda genes: pred.predict(arrays=genes)  # noqa: E731
     budgets = list(args.latency_ms)
@@ -110,14 +112,14 @@ def run(args: argparse.Namespace) -> int:
     if front is not None:
         print(f"front       {len(front)} non-dominated subnets, {front.latency_ms.min():.3f}.."
               f"{front.latency_ms.max():.3f} ms")
+    doc: dict[str, Any] = {
+        "target": cfg.name, "cpu": prov.get("cpu"), "mode": "pareto" if args.pareto else "evolution",
+        "ranked_by": acc_source, "seed": args.seed, "params": stats.params,
+        "latency_floor_ms": stats.latency_floor_ms, "winners": [w.to_dict() for w in winners]}
+    if front is not None:
+        doc["front"] = [{"arch": a.to_dict(), "predicted_accuracy": float(x), "predicted_latency_ms": float(y)}
+                        for a, x, y in zip(pop.to_archs(front.genes), front.accuracy, front.latency_ms)]
     if args.out:
-        doc: dict[str, Any] = {
-            "target": cfg.name, "cpu": prov.get("cpu"), "mode": "pareto" if args.pareto else "evolution",
-            "ranked_by": acc_source, "seed": args.seed, "params": stats.params,
-            "latency_floor_ms": stats.latency_floor_ms, "winners": [w.to_dict() for w in winners]}
-        if front is not None:
-            doc["front"] = [{"arch": a.to_dict(), "predicted_accuracy": float(x), "predicted_latency_ms": float(y)}
-                            for a, x, y in zip(pop.to_archs(front.genes), front.accuracy, front.latency_ms)]
         Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
         print(f"wrote       {args.out}")
     if args.plot:
@@ -126,4 +128,6 @@ def run(args: argparse.Namespace) -> int:
         plot_front(Path(args.plot), winners, budgets, front, "MMACs (proxy, not accuracy)" if proxy else
               "predicted accuracy")
         print(f"plot        {args.plot}")
-    return 0
+    from tvm_ofa.cli._common import Result
+
+    return Result(doc)

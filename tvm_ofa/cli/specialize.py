@@ -8,6 +8,7 @@ from pathlib import Path
 from tvm_ofa.cli._common import LOG_ROOT_HELP
 from tvm_ofa.errors import TvmOfaError
 
+REPORTS = True
 HELP = "search, tune, build and measure the best subnet for each latency budget on a target"
 DESCRIPTION = """For each latency budget: search the subnet with the best predicted accuracy under
 it (latency predictor of the target, accuracy predictor of the supernet), tune its missing
@@ -59,11 +60,13 @@ def _digest(paths: list[Path]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    options = {k: v for k, v in vars(args).items() if k not in ("verb", "_run", "target", "latency_ms")}
+    options = {k: v for k, v in vars(args).items() if k not in ("verb", "_run", "target", "latency_ms", "json")}
     results = specialize_and_report(args.target, args.latency_ms, **options)
     from tvm_ofa.cli import EXIT_MISSED
+    from tvm_ofa.cli._common import Result
 
-    return EXIT_MISSED if any(r.status == "missed" for r in results) else 0
+    return Result({"target": args.target, "results": [r.to_dict() for r in results]},
+                  EXIT_MISSED if any(r.status == "missed" for r in results) else 0)
 
 
 def specialize_and_report(target: str, latency_ms: list[float], *, checkpoint: str | None = None,

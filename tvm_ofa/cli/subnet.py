@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from tvm_ofa.cli._common import add_model_arguments, load_model, print_json, resolve_arch
+from tvm_ofa.cli._common import Result, add_model_arguments, load_model, resolve_arch
 
+REPORTS = True
 HELP = "describe a subnet of the supernet: parameters, MACs, output shape"
 DESCRIPTION = """Extract a subnet from the supernet and print its size.
 
@@ -22,7 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the static subnet as a torch.export program (.pt2)")
     parser.add_argument("--save-onnx", metavar="FILE",
                         help="write the static subnet as an ONNX model (input x: float32 NCHW, output y: logits)")
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,9 +54,6 @@ def run(args: argparse.Namespace) -> int:
         from tvm_ofa.nn.export import export_onnx
 
         export_onnx(sub, tuple(x.shape), args.save_onnx)
-    if args.json:
-        print_json(info)
-        return 0
     print(f"subnet      {info['arch_id']}")
     print(f"supernet    {source}")
     print(f"depths      {list(arch.d)}   resolution {arch.resolution}")
@@ -69,4 +66,4 @@ def run(args: argparse.Namespace) -> int:
                        (args.save_onnx, "ONNX model")):
         if path:
             print(f"wrote {what} to {path}")
-    return 0
+    return Result(info)

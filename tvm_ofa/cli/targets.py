@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+REPORTS = True
 HELP = "list the target configs (targets/*.yaml) and validate them"
 DESCRIPTION = """List the shipped target configs, or validate the files given.
 
@@ -20,7 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tvm_ofa.targets import list_targets, load_target
 
+    from tvm_ofa.cli._common import Result
+
     paths = args.files or list_targets()
+    found = []
     for p in paths:
         cfg = load_target(p)  # raises ConfigError -> one line
         runner = cfg.runner["kind"]
@@ -30,4 +34,7 @@ def run(args: argparse.Namespace) -> int:
         if args.resolve:
             line += f"\n    resolved {cfg.resolved_target()}  logs {cfg.log_dir()}"
         print(line)
-    return 0
+        found.append({"name": cfg.name, "path": str(p), "kind": cfg.target.get("kind"), "runner": runner,
+                      **({"resolved": str(cfg.resolved_target()), "log_dir": str(cfg.log_dir())}
+                         if args.resolve else {})})
+    return Result({"targets": found})

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from tvm_ofa.cli._compile_common import add_compile_arguments, tqdm_progress
 
+REPORTS = True
 HELP = "tune a subnet with MetaSchedule into the target's tuning log (resumable)"
 DESCRIPTION = """Tune the workloads of one subnet that the target's database does not cover yet.
 Interrupt at any time: records are appended per batch and a rerun continues.
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         close()
     if rep.skipped_lines:
-        print(f"warning: skipped {rep.skipped_lines} unreadable line(s) in {rep.log_dir}")
+        print(f"warning: skipped {rep.skipped_lines} unreadable line(s) in {rep.log_dir}", file=sys.stderr)
     if rep.seed_source:
         print(f"seeded {rep.seeded_tasks} tasks with {rep.seed_measured} schedules from "
               f"{rep.seed_source}, timed here")
@@ -48,4 +50,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{arch.id} on {cfg.name}: {rep.tasks_total} tasks, {rep.tasks_skipped} already tuned, "
           f"{rep.tasks_tuned} tuned now with {rep.new_trials} trials; estimated {est}; "
           f"log {rep.log_dir}")
-    return 0
+    from dataclasses import asdict, is_dataclass
+
+    from tvm_ofa.cli._common import Result
+
+    data = asdict(rep) if is_dataclass(rep) else dict(vars(rep))
+    return Result({"arch_id": arch.id, "target": cfg.name, **data})
