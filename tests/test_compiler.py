@@ -613,7 +613,11 @@ def test_emit_load_fresh_process_and_rpc(tuned, mini, tmp_path, capsys):
     meta = read_metadata(out)
     assert meta["tuning"]["coverage"] == 1.0
     assert meta["tuning"]["tuned_workloads"] == meta["tuning"]["total_workloads"] > 0
-    assert meta["latency"]["median_ms"] > 0 and meta["latency"]["threads"] == 2
+    lat = meta["latency"]
+    assert lat["median_ms"] > 0 and lat["threads"] == 2
+    # timed as the predictor's truth is: two or three fresh loads, at least two windows each
+    assert len(lat["loads_ms"]) in (2, 3) and len(lat["passes_ms"]) >= 2 * len(lat["loads_ms"])
+    assert lat["latency_ms"] == min(lat["passes_ms"]) == min(lat["loads_ms"])
     for key in ("format", "version", "target", "arch", "arch_id", "input_shape", "input_dtype",
                 "output_shape", "entry", "tvm_version", "cpu", "weights_sha256",
                 "predicted_latency_ms", "accuracy"):
@@ -1051,3 +1055,16 @@ def test_library_accuracy_of_an_artifact_equals_pytorchs(tiny_sub, tmp_path):
                         tuple("abcdefghij"), "synthetic")
     got = library_accuracy(load_artifact(out), data, arch.resolution, batch_size=16)
     assert got == pytest.approx(accuracy(sub, data, arch.resolution, batch_size=16))
+
+
+def test_combine_loads_keeps_every_window_and_the_fastest_per_load():
+    from tvm_ofa.compiler.measure import Latency, combine_loads, load_wanted
+
+    a = Latency(2.1, 2.5, 50, 10, 2, passes_ms=(2.2, 2.1))
+    b = Latency(3.0, 3.4, 50, 10, 2, passes_ms=(3.1, 2.9, 3.0))
+    got = combine_loads([a, b])
+    assert got.passes_ms == (2.2, 2.1, 3.1, 2.9, 3.0) and got.loads_ms == (2.1, 2.9)
+    assert got.latency_ms == 2.1 and got.median_ms == pytest.approx(2.9) and got.repeats == 100
+    # the two loads disagree by more than 5 %: a third is wanted; after it, no more
+    assert load_wanted(got.loads_ms, 2) and not load_wanted((2.1, 2.9, 2.12), 2)
+    assert not load_wanted((2.1, 2.15), 2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 REPORTS = True
-HELP = "time an emitted artifact locally or on an RPC device"
+HELP = "time an emitted artifact locally (as compile does: fresh loads, several windows) or on an RPC device"
 DESCRIPTION = """examples:
   tvm-ofa bench artifacts/host-cpu/r160-d22222-1a2b3c4d --repeats 100
   tvm-ofa bench artifacts/arm-cortex-a72/r160-... --rpc 127.0.0.1:9190/rasp4"""
@@ -36,14 +36,14 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--rpc {args.rpc}: expected HOST:PORT/KEY") from None
         lat = measure_rpc(args.artifact, spec, args.warmup, args.repeats, args.min_seconds)
     else:
-        from tvm_ofa.compiler.artifact import load_artifact
+        from tvm_ofa.compiler.artifact import time_artifact
 
-        lat = load_artifact(args.artifact, threads=args.threads).benchmark(
-            args.warmup, args.repeats, min_seconds=args.min_seconds)
+        lat = time_artifact(args.artifact, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
+                            min_seconds=args.min_seconds)
     from tvm_ofa.cli._common import Result
 
-    print(f"median {lat.median_ms:.3f} ms   p90 {lat.p90_ms:.3f} ms   "
-          f"({lat.repeats} repeats after {lat.warmup} warmup, threads {lat.threads or 'default'})")
-    return Result({"artifact": str(args.artifact), "median_ms": lat.median_ms, "p90_ms": lat.p90_ms,
-                   "repeats": lat.repeats, "warmup": lat.warmup, "threads": lat.threads,
-                   "rpc": args.rpc})
+    loads = f", fastest window per load {', '.join(f'{v:.3f}' for v in lat.loads_ms)} ms" if lat.loads_ms else ""
+    print(f"latency {lat.latency_ms or lat.median_ms:.3f} ms (fastest window)   median {lat.median_ms:.3f} ms   "
+          f"p90 {lat.p90_ms:.3f} ms   ({lat.repeats} repeats after {lat.warmup} warmup, threads "
+          f"{lat.threads or 'default'}{loads})")
+    return Result({"artifact": str(args.artifact), "rpc": args.rpc, **lat.to_dict()})

@@ -50,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
           + (f" ({t['note']})" if t.get("note") else ""))
     lat = meta.get("latency")
     if lat:
-        print(f"latency     median {lat['median_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms "
-              f"({lat['threads']} threads)")
+        loads = lat.get("loads_ms") or ()
+        print(f"latency     {lat.get('latency_ms') or lat['median_ms']:.3f} ms (fastest window; median "
+              f"{lat['median_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms, {lat['threads']} threads"
+              + (f", {len(loads)} loads: {', '.join(f'{v:.3f}' for v in loads)} ms" if loads else "") + ")")
     else:
         print(f"latency     {meta.get('latency_note')}")
     from tvm_ofa.cli._common import Result

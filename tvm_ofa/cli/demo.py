@@ -121,7 +121,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"tuning      {t['tuned_workloads']}/{t['total_workloads']} workloads tuned"
           + ("" if t["tuned_workloads"] else " (untuned: the library runs TVM's default schedules)"))
     if lat_m:
-        print(f"latency     median {lat_m['median_ms']:.3f} ms, p90 {lat_m['p90_ms']:.3f} ms ({lat_m['threads']} threads)")
+        print(f"latency     {lat_m.get('latency_ms') or lat_m['median_ms']:.3f} ms (fastest window over "
+              f"{len(lat_m.get('loads_ms') or ()) or 1} loads; median {lat_m['median_ms']:.3f} ms, "
+              f"{lat_m['threads']} threads)")
     test = _test_split(dataset)
     if test is not None:
         from tvm_ofa import load_artifact

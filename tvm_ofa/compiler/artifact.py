@@ -207,6 +207,34 @@ class Artifact:
                             min_seconds, passes=passes, canary=canary, max_passes=max_passes)
 
 
+def time_artifact(path: str | os.PathLike, threads: int | None = None, warmup: int = 10, repeats: int = 50,
+                  x: np.ndarray | None = None, loads: int = 2, passes: int = 2, max_passes: int = 4,
+                  min_seconds: float = 1.0) -> Any:
+    """Time a library the way the latency predictor's truth is timed, so that the figure in its
+    metadata can be compared with a prediction.
+
+    On a shared VM every window of one load can run slow together, which no number of windows in
+    that load reveals; so the library is loaded ``loads`` times afresh (one more when the two
+    fastest loads disagree by more than 5 %), and each load is timed in ``passes`` windows, more up
+    to ``max_passes`` until its fastest is confirmed by a second.
+
+    Returns
+    -------
+    Latency
+        ``latency_ms`` the fastest window, ``loads_ms`` the fastest window of each load,
+        ``passes_ms`` every window, ``median_ms`` their median.
+    """
+    from tvm_ofa.compiler.measure import combine_loads, load_wanted
+
+    timed = []
+    while load_wanted([min(t.passes_ms or (t.median_ms,)) for t in timed], loads):
+        art = load_artifact(path, threads=threads)
+        timed.append(art.benchmark(warmup, repeats, x, min_seconds=min_seconds, passes=passes,
+                                   max_passes=max_passes))
+        del art
+    return combine_loads(timed)
+
+
 def load_artifact(path: str | os.PathLike, device: str | None = None, threads: int | None = None
                   ) -> Artifact:
     """Load ``artifacts/<target>/<arch-id>/`` as a callable on numpy arrays.

@@ -24,6 +24,11 @@ class Latency:
     other_cpu: float | None = None
     # medians of the separate timing windows, when there were several
     passes_ms: tuple[float, ...] = ()
+    # the fastest window of each fresh load, when the library was loaded several times
+    loads_ms: tuple[float, ...] = ()
+    # the figure to compare with a prediction: the fastest window, as the latency predictor's
+    # training truth is taken (None for a single window: its median is the figure)
+    latency_ms: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -164,6 +169,20 @@ def combine_windows(windows: list[Latency]) -> Latency:
                    repeats=sum(w.repeats for w in windows), warmup=windows[0].warmup,
                    threads=windows[0].threads, other_cpu=max(busy) if busy else None,
                    passes_ms=tuple(w.median_ms for w in windows))
+
+
+def combine_loads(loads: list[Latency]) -> Latency:
+    """One timing from several fresh loads of the same library, each of one or more windows:
+    every window kept (``passes_ms``), the fastest window of each load in ``loads_ms``, and
+    ``latency_ms`` the fastest window overall."""
+    windows = [Latency(w, 0.0, 0, 0, None) for load in loads for w in (load.passes_ms or (load.median_ms,))]
+    all_windows = combine_windows(windows) if len(windows) > 1 else loads[0]
+    return Latency(median_ms=all_windows.median_ms, p90_ms=float(np.median([l.p90_ms for l in loads])),
+                   repeats=sum(l.repeats for l in loads), warmup=loads[0].warmup, threads=loads[0].threads,
+                   other_cpu=max((l.other_cpu for l in loads if l.other_cpu is not None), default=None),
+                   passes_ms=tuple(w.median_ms for w in windows),
+                   loads_ms=tuple(min(l.passes_ms or (l.median_ms,)) for l in loads),
+                   latency_ms=min(w.median_ms for w in windows))
 
 
 def physical_cores() -> int:

@@ -137,7 +137,9 @@ def specialize(cfg: Any, supernet: Any, latency_predictor: Any, accuracy_predict
                 accuracy={"predicted": float(winner.accuracy), "measured": None},
                 specialize={"budget_ms": float(budget), "search_budget_ms": search_budget, "attempt": attempt + 1})
             lat = meta.get("latency") or {}
-            measured = lat.get("median_ms")
+            # the figure a prediction is compared with: the fastest window over fresh loads, as
+            # the latency predictor's truth is timed (metadata of older versions: the median)
+            measured = lat.get("latency_ms") or lat.get("median_ms")
             record = {"arch_id": arch.id, "search_budget_ms": search_budget,
                       "predicted_latency_ms": float(winner.latency_ms), "measured_latency_ms": measured}
             attempts.append(record)
