@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "fitted on); test: Fashion-MNIST's 10,000 test images, for final figures only")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--out", required=True, help="JSONL file to append to")
-    m.add_argument("--calib-batches", type=int, default=8)
+    m.add_argument("--calib-batches", type=int, default=16,
+                   help="training batches that recalibrate each subnet's batch norm (default 16, as every "
+                        "library built from the checkpoint is recalibrated)")
     m.add_argument("--max-val-batches", type=int, help="evaluate on at most this many batches")
     f = sub.add_parser("fit", help="fit the predictor")
     f.add_argument("--data", required=True, nargs="+", help="JSONL file(s) from `measure`")

@@ -50,7 +50,7 @@ def read_records(path: str | Path) -> tuple[list[AccuracyRecord], int]:
 
 
 def measure_accuracies(supernet: Any, archs: Sequence[ArchConfig], train: Any, val: Any, out: str | Path,
-                       calib_batches: int = 8, batch_size: int = 128, device: str = "cpu",
+                       calib_batches: int = 16, batch_size: int = 128, device: str = "cpu",
                        max_val_batches: int | None = None) -> Iterator[AccuracyRecord]:
     """Measure each arch (BN recalibrated) and append it to ``out``; archs already there are
     skipped, so an interrupted run resumes. Yields the new records as they are written."""

@@ -10,6 +10,11 @@ from torch import nn
 from tvm_ofa.arch import ArchConfig
 from tvm_ofa.data import ImageDataset, elastic_batches
 
+# The batch-norm recalibration every subnet gets, whether it is measured for the accuracy predictor
+# or built into a library: the same training images (seed 1), so the accuracy measured for an
+# arch is the accuracy of the library compiled from it.
+CALIB_BATCHES, CALIB_BATCH_SIZE = 16, 128
+
 
 @torch.no_grad()
 def recalibrate_bn(module: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
@@ -89,8 +94,8 @@ class SubnetEvaluator:
         Evaluate on at most this many batches of ``batch_size`` images.
     """
 
-    def __init__(self, supernet: nn.Module, train: ImageDataset, val: ImageDataset, calib_batches: int = 8,
-                 batch_size: int = 128, device: torch.device | str = "cpu", max_val_batches: int | None = None):
+    def __init__(self, supernet: nn.Module, train: ImageDataset, val: ImageDataset,
+                 calib_batches: int = CALIB_BATCHES, batch_size: int = CALIB_BATCH_SIZE, device: torch.device | str = "cpu", max_val_batches: int | None = None):
         self.supernet, self.train, self.val = supernet, train, val
         self.calib_batches, self.batch_size, self.device = calib_batches, batch_size, torch.device(device)
         self.max_val_batches = max_val_batches
@@ -126,7 +131,8 @@ class SubnetEvaluator:
 
 
 def evaluate_subnet(supernet: nn.Module, arch: ArchConfig, train: ImageDataset, val: ImageDataset,
-                    calib_batches: int = 8, batch_size: int = 128, device: torch.device | str = "cpu",
+                    calib_batches: int = CALIB_BATCHES, batch_size: int = CALIB_BATCH_SIZE,
+                    device: torch.device | str = "cpu",
                     max_val_batches: int | None = None) -> float:
     """Extract ``arch``, recalibrate its batch norm on training batches, return its val accuracy.
 
@@ -134,8 +140,8 @@ def evaluate_subnet(supernet: nn.Module, arch: ArchConfig, train: ImageDataset, 
     return SubnetEvaluator(supernet, train, val, calib_batches, batch_size, device, max_val_batches)(arch)
 
 
-def subnet_extractor(supernet: nn.Module, checkpoint: str | None, calib_batches: int = 16,
-                     batch_size: int = 64):
+def subnet_extractor(supernet: nn.Module, checkpoint: str | None, calib_batches: int = CALIB_BATCHES,
+                     batch_size: int = CALIB_BATCH_SIZE):
     """A function ``arch -> static subnet`` that recalibrates batch norm on the training data the
     checkpoint was trained on (named in its metadata).
 
