@@ -27,8 +27,10 @@ def _synthetic_records(space, n, seed=0):
 def test_fit_keeps_the_better_model_and_ranks_well(tiny_space, tmp_path):
     records = _synthetic_records(tiny_space, 300)
     pred, scores = fit_best(records, tiny_space, seed=0)
-    assert set(scores) == {"mlp", "xgboost"}
+    assert set(scores) == {"mlp", "xgboost", "mean"}
     assert pred.kind == min(scores, key=lambda k: scores[k]["rmse_pct"])
+    # every subnet is scored once, by the fold that held it out
+    assert all(m["n"] == 300 and m["folds"] == 5 for m in scores.values())
     assert scores[pred.kind]["kendall_tau"] > 0.6
     test = _synthetic_records(tiny_space, 100, seed=0)[:0] or _synthetic_records(tiny_space, 300, seed=0)[-50:]
     path = pred.save(tmp_path / "acc.json", metrics=scores)
@@ -37,6 +39,10 @@ def test_fit_keeps_the_better_model_and_ranks_well(tiny_space, tmp_path):
     assert np.allclose(loaded.predict(archs), pred.predict(archs), atol=1e-5)
     # the array path searches use gives the same numbers
     assert np.allclose(loaded.predict(arrays=archs_to_arrays(archs)), pred.predict(archs), atol=1e-5)
+    for kind in ("mlp", "xgboost", "mean"):
+        fitted = AccuracyPredictor(tiny_space, kind).fit(records[:100])
+        again = AccuracyPredictor.load(fitted.save(tmp_path / f"{kind}.json"), tiny_space)
+        assert again.kind == kind and np.allclose(again.predict(archs), fitted.predict(archs), atol=1e-5)
 
 
 def test_predictor_errors(tiny_space, tmp_path):

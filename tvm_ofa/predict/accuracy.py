@@ -273,10 +273,23 @@ def _xgb_from_state(state: str) -> Any:
     return booster
 
 
+def _fit_mean(x: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
+    # the two models err differently (the MLP smooth, the trees piecewise): their mean ranks noisy
+    # subnets better than either
+    return {"mlp": _fit_mlp(x, y, seed), "xgboost": _fit_xgb(x, y, seed)}
+
+
+def _predict_mean(model: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    return 0.5 * (_predict_mlp(model["mlp"], x) + _predict_xgb(model["xgboost"], x))
+
+
 # kind -> (fit, predict, to_state, from_state)
 _MODELS = {
     "mlp": (_fit_mlp, _predict_mlp, _mlp_state, _mlp_from_state),
     "xgboost": (_fit_xgb, _predict_xgb, _xgb_state, _xgb_from_state),
+    "mean": (_fit_mean, _predict_mean,
+             lambda m: {"mlp": _mlp_state(m["mlp"]), "xgboost": _xgb_state(m["xgboost"])},
+             lambda s: {"mlp": _mlp_from_state(s["mlp"]), "xgboost": _xgb_from_state(s["xgboost"])}),
 }
 
 
@@ -289,24 +302,29 @@ def metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     return {"rmse_pct": rmse, "kendall_tau": tau, "n": int(len(true))}
 
 
-def fit_best(records: Sequence[AccuracyRecord], space: SearchSpace, holdout: float = 0.2,
+def fit_best(records: Sequence[AccuracyRecord], space: SearchSpace, folds: int = 5,
              seed: int = 0) -> tuple[AccuracyPredictor, dict[str, dict[str, float]]]:
-    """Fit every model on a split, keep the one with the lowest held-out RMSE, refit it on all
-    records. Returns the predictor and the held-out metrics of each model."""
-    if len(records) < 10:
-        raise AccuracyPredictorError(f"need at least 10 measured subnets to fit, have {len(records)}")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(records))
-    n_test = max(2, int(round(len(records) * holdout)))
-    test = [records[i] for i in order[:n_test]]
-    train = [records[i] for i in order[n_test:]]
-    truth = np.array([r.accuracy for r in test])
-    scores = {}
-    for kind in _MODELS:
-        pred = AccuracyPredictor(space, kind).fit(train, seed)
-        scores[kind] = metrics(pred.predict([r.arch for r in test]), truth)
+    """Score every model by ``folds``-fold cross-validation (each subnet predicted by a model that
+    never saw it; RMSE and Kendall tau over all of them), keep the one with the lowest RMSE and
+    refit it on all records. Returns the predictor and each model's held-out metrics.
+
+    Pooling the held-out predictions of every fold scores each model on all measured subnets, not
+    on one fifth of them: on 100 subnets tau moves by about 0.04 from one split to the next."""
+    if len(records) < max(10, folds):
+        raise AccuracyPredictorError(f"need at least {max(10, folds)} measured subnets to fit, have {len(records)}")
+    fold_of = np.random.default_rng(seed).permutation(len(records)) % folds
+    x = space.encode_batch([r.arch for r in records])
+    y = np.array([r.accuracy for r in records], dtype=np.float32)
+    held = {kind: np.empty(len(records)) for kind in _MODELS}
+    for k in range(folds):
+        test = fold_of == k
+        # "mean" is fitted as its two parts are, so their fits serve it too
+        parts = _fit_mean(x[~test], y[~test], seed)
+        held["mlp"][test] = _predict_mlp(parts["mlp"], x[test])
+        held["xgboost"][test] = _predict_xgb(parts["xgboost"], x[test])
+        held["mean"][test] = _predict_mean(parts, x[test])
+    scores = {kind: {**metrics(held[kind], y), "folds": folds} for kind in _MODELS}
     best = min(scores, key=lambda k: scores[k]["rmse_pct"])
     final = AccuracyPredictor(space, best).fit(records, seed)
     final.info["holdout"] = scores
     return final, scores
-
