@@ -77,6 +77,11 @@ def test_measure_appends_resumes_and_survives_a_torn_line(tiny_supernet, tiny_sp
     records, skipped = read_records(out)
     assert len(records) == 3 and skipped == 1
     assert json.loads(out.read_text().splitlines()[0])["arch_id"] == archs[0].id
+    # one file never mixes two checkpoints (or splits): extending it with another is refused
+    with pytest.raises(AccuracyPredictorError, match="another checkpoint"):
+        list(measure_accuracies(tiny_supernet, archs, train, val, out, calib_batches=1, batch_size=8,
+                                checkpoint="0" * 64))
+    assert len(read_records(out)[0]) == 3
 
 
 def test_once_for_alls_accuracy_predictor_loads_and_predicts_as_the_official_package(tmp_path):

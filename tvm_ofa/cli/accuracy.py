@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from tvm_ofa.cli._common import Result
 
@@ -95,11 +96,17 @@ def _measure(args: argparse.Namespace) -> int:
         archs = [resolve_arch(a, net.space) for a in args.arch]
     else:
         archs = net.space.sample_many(args.n, args.seed)
+    import hashlib
+
+    ckpt_path = args.checkpoint or source
+    digest = hashlib.sha256(open(ckpt_path, "rb").read()).hexdigest() if str(ckpt_path).endswith((".pt", ".pth")) \
+        else None
+    start = time.monotonic()
     with tqdm(total=len(archs), unit="subnet", desc="measuring") as bar:
         before = bar.n
         new = []
         for rec in measure_accuracies(net, archs, train, val, args.out, args.calib_batches,
-                                      cfg.batch_size, "cpu", args.max_val_batches):
+                                      cfg.batch_size, "cpu", args.max_val_batches, checkpoint=digest):
             new.append(rec)
             bar.update(1)
             bar.set_postfix(last=f"{rec.accuracy:.3f}")
@@ -107,8 +114,11 @@ def _measure(args: argparse.Namespace) -> int:
                 bar.write(f"{rec.arch.id}: {rec.accuracy:.4f}")
         skipped = len(archs) - (bar.n - before)
     used = len(val) if args.max_val_batches is None else min(len(val), args.max_val_batches * cfg.batch_size)
-    print(f"{args.out}: measured on {used} images of {val.name}; {skipped} already there")
+    minutes = (time.monotonic() - start) / 60
+    rate = f"; {len(new) / minutes:.1f} subnets/min" if new and minutes > 0 else ""
+    print(f"{args.out}: measured {len(new)} subnets on {used} images of {val.name}{rate}; {skipped} already there")
     return Result({"out": args.out, "images": used, "split": val.name, "measured_now": len(new),
+                   "subnets_per_minute": len(new) / minutes if new and minutes > 0 else None,
                    "already_there": skipped, "accuracies": {r.arch.id: r.accuracy for r in new}})
 
 

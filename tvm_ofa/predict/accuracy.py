@@ -29,6 +29,9 @@ class AccuracyPredictorError(TvmOfaError):
 class AccuracyRecord:
     arch: ArchConfig
     accuracy: float
+    # what was measured: the checkpoint's sha256 and the split (None in files of older versions)
+    checkpoint: str | None = None
+    split: str | None = None
 
 
 def read_records(path: str | Path) -> tuple[list[AccuracyRecord], int]:
@@ -43,7 +46,8 @@ def read_records(path: str | Path) -> tuple[list[AccuracyRecord], int]:
             continue
         try:
             row = json.loads(line)
-            records.append(AccuracyRecord(ArchConfig.from_dict(row["arch"]), float(row["accuracy"])))
+            records.append(AccuracyRecord(ArchConfig.from_dict(row["arch"]), float(row["accuracy"]),
+                                          row.get("checkpoint"), row.get("split")))
         except (ValueError, KeyError, TypeError, TvmOfaError):
             skipped += 1
     return records, skipped
@@ -51,15 +55,26 @@ def read_records(path: str | Path) -> tuple[list[AccuracyRecord], int]:
 
 def measure_accuracies(supernet: Any, archs: Sequence[ArchConfig], train: Any, val: Any, out: str | Path,
                        calib_batches: int = 16, batch_size: int = 128, device: str = "cpu",
-                       max_val_batches: int | None = None) -> Iterator[AccuracyRecord]:
+                       max_val_batches: int | None = None, checkpoint: str | None = None
+                       ) -> Iterator[AccuracyRecord]:
     """Measure each arch (BN recalibrated) and append it to ``out``; archs already there are
-    skipped, so an interrupted run resumes. Yields the new records as they are written."""
+    skipped, so an interrupted run resumes. Yields the new records as they are written.
+
+    Each line names the checkpoint (``checkpoint``: its sha256) and the split measured; a file
+    holding another checkpoint's or split's measurements is refused rather than extended, so one
+    file never mixes two networks."""
     from tvm_ofa.train.evaluate import SubnetEvaluator
 
-    evaluate = SubnetEvaluator(supernet, train, val, calib_batches, batch_size, device, max_val_batches)
     out = Path(out)
+    existing = read_records(out)[0]
+    for r in existing:
+        if (r.checkpoint, r.split) != (checkpoint, val.name):
+            raise AccuracyPredictorError(
+                f"{out}: holds measurements of another checkpoint or split ({r.checkpoint or 'unnamed'}, "
+                f"{r.split or 'unnamed'}; measuring {checkpoint or 'unnamed'}, {val.name}): write to a new file")
+    evaluate = SubnetEvaluator(supernet, train, val, calib_batches, batch_size, device, max_val_batches)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = {r.arch.id for r in read_records(out)[0]}
+    done = {r.arch.id for r in existing}
     if out.is_file() and out.stat().st_size and not out.read_bytes().endswith(b"\n"):
         # a run killed mid-write left a torn line: close it so the next record stays intact
         with out.open("a") as f:
@@ -69,9 +84,10 @@ def measure_accuracies(supernet: Any, archs: Sequence[ArchConfig], train: Any, v
             continue
         acc = evaluate(arch)
         with out.open("a") as f:
-            f.write(json.dumps({"arch_id": arch.id, "arch": arch.to_dict(), "accuracy": acc}) + "\n")
+            f.write(json.dumps({"arch_id": arch.id, "arch": arch.to_dict(), "accuracy": acc,
+                                "checkpoint": checkpoint, "split": val.name}) + "\n")
         done.add(arch.id)
-        yield AccuracyRecord(arch, acc)
+        yield AccuracyRecord(arch, acc, checkpoint, val.name)
 
 
 class AccuracyPredictor:
