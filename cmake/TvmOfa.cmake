@@ -1,8 +1,8 @@
 # TvmOfa.cmake: use tvm-ofa artifacts from a CMake project.
 #
-#   list(APPEND CMAKE_MODULE_PATH /path/to/tvm-ofa/cmake)
-#   include(TvmOfa)
-#   tvm_ofa_add_model(NAME mbv3 TARGET targets/host-cpu.yaml ARCH arch.json CHECKPOINT ofa.pt)
+#   find_package(tvm_ofa REQUIRED)      # after `cmake --install` of tvm-ofa (tvm_ofaConfig.cmake)
+#   # or, from a checkout: list(APPEND CMAKE_MODULE_PATH /path/to/tvm-ofa/cmake) + include(TvmOfa)
+#   tvm_ofa_add_model(NAME mbv3 TARGET host-cpu ARCH arch.json CHECKPOINT ofa.pt)
 #   add_executable(app main.cc)
 #   target_link_libraries(app PRIVATE mbv3)   # runtime + <mbv3_model.h> + build order
 #
@@ -43,7 +43,7 @@ if(NOT TVM_OFA_CLI)
   set(TVM_OFA_CLI "${_cli}" CACHE STRING "tvm-ofa command (a CMake list) used by tvm_ofa_add_model")
 endif()
 
-# tvm_ofa_add_model(NAME <name> TARGET <target.yaml> ARCH <arch.json> [CHECKPOINT <file>]
+# tvm_ofa_add_model(NAME <name> TARGET <target.yaml or shipped name> ARCH <arch.json> [CHECKPOINT <file>]
 #                   [OUTPUT_DIR <dir>] [NO_TUNE] [EXTRA_ARGS <arg>...] [DEPENDS <file>...]
 #                   [WORKING_DIRECTORY <dir>])
 #
@@ -75,6 +75,10 @@ function(tvm_ofa_add_model)
   set(name "${ARG_NAME}")
 
   set(inputs)
+  if(ARG_TARGET MATCHES "^[a-z0-9][a-z0-9._-]*$" AND NOT ARG_TARGET MATCHES "\\.ya?ml$")
+    set(abs_TARGET "${ARG_TARGET}")  # a shipped target's name: tvm-ofa resolves it
+    set(ARG_TARGET)
+  endif()
   foreach(kind TARGET ARCH CHECKPOINT)
     if(ARG_${kind})
       get_filename_component(path "${ARG_${kind}}" ABSOLUTE BASE_DIR "${CMAKE_CURRENT_SOURCE_DIR}")

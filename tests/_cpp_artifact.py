@@ -55,7 +55,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--no-tune", action="store_true")
     args = parser.parse_args(argv)
-    for f in (args.target, args.arch) + ((args.checkpoint,) if args.checkpoint else ()):
+    # a target is a YAML file or a shipped target's name, as `tvm-ofa compile` takes it
+    target = (args.target,) if args.target.endswith((".yaml", ".yml")) or "/" in args.target else ()
+    for f in target + (args.arch,) + ((args.checkpoint,) if args.checkpoint else ()):
         if not Path(f).is_file():
             print(f"stand-in tvm-ofa: {f}: no such file", file=sys.stderr)
             return 2

@@ -49,13 +49,36 @@ def _cmake_build(src: Path, build: Path, *defs: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def runner(tmp_path_factory) -> Path:
+def cpp_build(tmp_path_factory) -> Path:
     _require_toolchain()
     build = tmp_path_factory.mktemp("cpp_build")
     _cmake_build(REPO, build)
-    exe = build / "tvm_ofa_run"
+    return build
+
+
+@pytest.fixture(scope="module")
+def runner(cpp_build) -> Path:
+    exe = cpp_build / "tvm_ofa_run"
     assert exe.is_file()
     return exe
+
+
+@pytest.fixture(scope="module")
+def installed(cpp_build, tmp_path_factory) -> Path:
+    """`cmake --install` of the checkout into a fresh prefix: what a C++ project finds with
+    find_package(tvm_ofa), with nothing of the checkout on its paths."""
+    prefix = tmp_path_factory.mktemp("prefix")
+    _run(["cmake", "--install", cpp_build, "--prefix", prefix])
+    assert (prefix / "lib" / "cmake" / "tvm_ofa" / "tvm_ofaConfig.cmake").is_file()
+    assert (prefix / "share" / "tvm_ofa" / "cpp" / "tvm_ofa_model.cc").is_file()
+    return prefix
+
+
+def _example(tmp_path: Path) -> Path:
+    """The example project copied out of the checkout, so that only the installed package serves it."""
+    src = tmp_path / "cpp_project"
+    shutil.copytree(REPO / "examples" / "cpp_project", src)
+    return src
 
 
 @pytest.fixture(scope="module")
@@ -178,15 +201,7 @@ def test_runner_errors_are_one_line_naming_the_file(runner, artifact, tmp_path):
     assert proc.returncode == 2 and "--repeat" in proc.stderr
 
 
-def _real_compile_verb() -> bool:
-    try:
-        from tvm_ofa.cli import VERBS
-    except ImportError:
-        return False
-    return "compile" in VERBS
-
-
-def test_example_project_with_tvm_ofa_add_model(tmp_path):
+def test_example_project_with_tvm_ofa_add_model(installed, tmp_path):
     """tvm_ofa_add_model compiles the artifact at build time; the example links and runs it.
 
     The compile step is the stand-in tests/_cpp_artifact.py (same flags as `tvm-ofa compile`),
@@ -199,7 +214,7 @@ def test_example_project_with_tvm_ofa_add_model(tmp_path):
     cli = f"{sys.executable};{TESTS / '_cpp_artifact.py'}"
     ckpt = tmp_path / "ckpt.pt"
     ckpt.write_bytes(b"stand-in")
-    _cmake_build(REPO / "examples" / "cpp_project", build, f"-DTVM_OFA_CLI={cli}",
+    _cmake_build(_example(tmp_path), build, f"-DCMAKE_PREFIX_PATH={installed}", f"-DTVM_OFA_CLI={cli}",
                  f"-DEXAMPLE_CHECKPOINT={ckpt}")
     art = build / "tvm_ofa" / "mbv3"
     assert (art / "model.so").is_file() and (art / "metadata.json").is_file()
@@ -222,27 +237,26 @@ def test_example_project_with_tvm_ofa_add_model(tmp_path):
     assert "tvm-ofa compile mbv3" in again.stdout
 
 
-@pytest.mark.skipif(not _real_compile_verb(), reason="tvm-ofa has no `compile` verb yet")
-def test_example_project_with_real_compile(tmp_path):
-    """The same project with the real `tvm-ofa compile --no-tune` on a random-init supernet."""
-    _require_toolchain()
-    pytest.importorskip("torch")
+def test_example_project_with_its_defaults_against_the_installed_package(installed, tmp_path, monkeypatch):
+    """The example as a user builds it: find_package(tvm_ofa) from the installed prefix, its
+    defaults (the embedded supernet's smallest subnet for host-cpu, the real `tvm-ofa compile`)."""
     pytest.importorskip("tvm")
-    import torch
+    from tvm_ofa.defaults import default_checkpoint
 
-    from tvm_ofa.nn.checkpoint import save_supernet
-    from tvm_ofa.nn.ofa_mbv3 import OFAMobileNetV3
-
-    torch.manual_seed(0)
-    ckpt = save_supernet(OFAMobileNetV3().eval(), tmp_path / "supernet.pt")
+    if default_checkpoint() is None:
+        pytest.skip("this checkout embeds no supernet")
     build = tmp_path / "example"
-    # the default TVM_OFA_CLI: the installed script, else this checkout's tvm_ofa.cli
-    _cmake_build(REPO / "examples" / "cpp_project", build, f"-DEXAMPLE_CHECKPOINT={ckpt}",
-                 "-DEXAMPLE_COMPILE_ARGS=--no-measure")
+    monkeypatch.delenv("TVM_OFA_PYTHON", raising=False)
+    # no TVM_OFA_PYTHON given: the installed config names the Python tvm-ofa was installed with
+    _run(["cmake", "-S", _example(tmp_path), "-B", build, "-DCMAKE_BUILD_TYPE=Release",
+          f"-DCMAKE_PREFIX_PATH={installed}", "-DEXAMPLE_COMPILE_ARGS=--no-measure"])
+    _run(["cmake", "--build", build, "-j2"])
     art = build / "tvm_ofa" / "mbv3"
+    meta = json.loads((art / "metadata.json").read_text())
+    assert meta["arch"]["resolution"] == 32 and meta["target"]["name"] == "host-cpu"
     proc = _run([build / "classify"])
-    x = np.full((1, 3, 128, 128), 0.5, dtype=np.float32)  # examples/cpp_project/arch.json: 128 px
+    x = np.full((1, 3, 32, 32), 0.5, dtype=np.float32)
     logits = _python_logits(art, x)
     m = re.search(r"classes=(\d+) argmax=(\d+) score=(\S+)", proc.stdout)
-    assert m and int(m.group(1)) == logits.size == 1000, proc.stdout
+    assert m and int(m.group(1)) == logits.size == 10, proc.stdout
     assert int(m.group(2)) == int(np.argmax(logits))
