@@ -111,3 +111,25 @@ def test_json_on_every_reporting_verb_keeps_stdout_to_the_document(tiny_supernet
     assert main(["subnet", "--arch", str(tmp_path / "missing.json"), "--checkpoint", str(ckpt), "--json"]) == 1
     out = capsys.readouterr()
     assert "missing.json" in json.loads(out.out)["error"] and "error" in out.err
+
+
+def test_search_defaults_to_the_embedded_supernet_and_its_predictors(tmp_path, capsys):
+    """`search` with no predictor flags ranks by the embedded supernet's accuracy predictor and
+    picks that network's latency predictor, as `specialize` does."""
+    import shutil
+
+    import pytest
+
+    from tvm_ofa.defaults import DEFAULT_CHECKPOINT, shipped
+    from tvm_ofa.targets import load_target
+
+    if not DEFAULT_CHECKPOINT.with_name("accuracy_predictor.json").is_file():
+        pytest.skip("this checkout embeds no accuracy predictor")
+    cpu = load_target("host-cpu").host_cpu()
+    # the embedded network's shipped logs, as if they had been taken on this CPU
+    shutil.copytree(shipped("tuning_logs") / "host-cpu" / "cascadelake", tmp_path / "host-cpu" / cpu)
+    assert main(["search", "--latency-ms", "2", "--log-root", str(tmp_path), "--population", "8",
+                 "--generations", "3", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ranked_by"].endswith("accuracy_predictor.json")
+    assert doc["winners"][0]["arch"]["resolution"] in (32, 40, 48)

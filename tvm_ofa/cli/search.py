@@ -15,12 +15,13 @@ REPORTS = True
 HELP = "find the most accurate subnet under each latency budget on a target (evolution or Pareto)"
 DESCRIPTION = """Search the subnet with the best predicted accuracy under each latency budget,
 using the target's latency predictor (`tvm-ofa latency fit`) and an accuracy predictor
-(`tvm-ofa accuracy fit`).
+(`tvm-ofa accuracy fit`; by default the embedded supernet's).
 
   default   once-for-all's evolutionary search, all budgets in one run
   --pareto  NSGA-II: the whole accuracy/latency Pareto front, each budget's pick read off it
 
 examples:
+  tvm-ofa search --latency-ms 1 2 3        # the embedded supernet, its accuracy predictor, host-cpu
   tvm-ofa search --target targets/host-cpu.yaml --latency-ms 2 4 8 --accuracy-predictor acc.json
   tvm-ofa search --target host-cpu --latency-ms 3 --pareto --plot pareto.png --accuracy-predictor acc.json
   tvm-ofa search --target host-cpu --latency-ms 3 --accuracy-proxy macs   # no accuracy predictor yet"""
@@ -31,13 +32,15 @@ class SearchError(TvmOfaError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", required=True, metavar="YAML",
-                        help="target config (a path or a shipped name such as host-cpu)")
+    parser.add_argument("--target", default="host-cpu", metavar="YAML",
+                        help="target config (a path or a shipped name; default: host-cpu)")
     parser.add_argument("--latency-ms", required=True, nargs="+", type=float, metavar="MS",
                         help="latency budget(s), milliseconds")
     add_network_args(parser, "the network to search, when the target's folder has predictors for several")
     parser.add_argument("--pareto", action="store_true", help="NSGA-II Pareto front instead of evolution")
-    parser.add_argument("--accuracy-predictor", metavar="JSON", help="predictor from `tvm-ofa accuracy fit`")
+    parser.add_argument("--accuracy-predictor", metavar="JSON",
+                        help="predictor from `tvm-ofa accuracy fit` (default: the embedded supernet's, and "
+                             "then that network's latency predictor)")
     parser.add_argument("--accuracy-proxy", choices=("macs",),
                         help="rank by MACs instead of predicted accuracy (no predictor needed; not an accuracy)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -75,9 +78,20 @@ def run(args: argparse.Namespace) -> int:
         raise SearchError("--population must be >= 4 and --generations >= 0")
     cfg = load_target(args.target)
     prov = host_provenance(cfg)
+    match = network_match(args)
+    if not args.accuracy_predictor and not args.accuracy_proxy:
+        # as specialize does: the embedded supernet's accuracy predictor, and its network's latency predictor
+        from tvm_ofa.cli._common import supernet_match
+        from tvm_ofa.defaults import default_checkpoint
+        from tvm_ofa.nn.checkpoint import load_supernet
+
+        ckpt = default_checkpoint()
+        if ckpt is not None and ckpt.with_name("accuracy_predictor.json").is_file():
+            args.accuracy_predictor = str(ckpt.with_name("accuracy_predictor.json"))
+            match = match or supernet_match(load_supernet(ckpt))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pred = load_predictor(cfg.log_dir(args.log_root), prov, network_match(args))
+        pred = load_predictor(cfg.log_dir(args.log_root), prov, match)
     for w in caught:
         print(f"tvm-ofa search: warning: {w.message}", file=sys.stderr)
     acc_fn, acc_source = _accuracy(args, pred)
