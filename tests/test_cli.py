@@ -133,3 +133,48 @@ def test_search_defaults_to_the_embedded_supernet_and_its_predictors(tmp_path, c
     doc = json.loads(capsys.readouterr().out)
     assert doc["ranked_by"].endswith("accuracy_predictor.json")
     assert doc["winners"][0]["arch"]["resolution"] in (32, 40, 48)
+
+
+def _documented_commands():
+    """Every `tvm-ofa ...` line of the README's and docs' code blocks, comments and the shell's
+    `&&` split off, optional `[...]` parts dropped and `<placeholders>` filled in."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    for doc in [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]:
+        in_code = False
+        for n, line in enumerate(doc.read_text().splitlines(), 1):
+            if line.lstrip().startswith("```"):
+                in_code = not in_code
+                continue
+            if not in_code:
+                continue
+            for part in line.split("#")[0].split("&&"):
+                part = part.strip()
+                if not part.startswith("tvm-ofa "):
+                    continue
+                while re.search(r"\[[^\[\]]*\]", part):
+                    part = re.sub(r"\s*\[[^\[\]]*\]", "", part)
+                part = re.sub(r"<[^<>]+>", "x", part)
+                yield f"{doc.name}:{n}", part
+
+
+def test_every_documented_command_parses_as_written():
+    """Each command the docs show is accepted by the CLI as written: flags and verbs that exist,
+    values of the right type (what it then does is covered by the tests of each verb)."""
+    import shlex
+
+    from tvm_ofa.cli import build_parser
+
+    parser = build_parser()
+    commands = list(_documented_commands())
+    assert len(commands) >= 30
+    for where, cmd in commands:
+        argv = shlex.split(cmd)[1:]
+        if argv in (["--help"], ["--version"]):
+            continue
+        try:
+            parser.parse_args(argv)
+        except SystemExit as exc:
+            raise AssertionError(f"{where}: `{cmd}` does not parse") from exc
