@@ -6,8 +6,8 @@ table docs/TRAINING.md quotes.
     python bench/training_report.py scratch --config configs/fmnist-cpu.yaml   # trains 4 nets alone
     python bench/training_report.py report  --config configs/fmnist-cpu.yaml --checkpoint tvm_ofa/assets/supernet.pt
 
-`scratch` resumes at the last finished epoch of the architecture in training (bench/out/scratch/)
-and keeps finished ones in <out_dir>/scratch.json; `--only NAME` trains one of them.
+`scratch` resumes at the last finished epoch of the architecture in training and keeps finished
+ones in bench/out/scratch/results.json; `--only NAME` trains one of them.
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def main() -> int:
     space = load_space(cfg)
     archs = four_archs(space)
     first = cfg.phases[0]
-    results_path = Path(cfg.out_dir) / "scratch.json"
+    results_path = STATE_DIR / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
 
     if args.step == "scratch":

@@ -163,3 +163,11 @@ def test_subnet_evaluator_matches_a_plain_evaluation_and_reuses_its_images(tiny_
         assert evaluate(arch) == pytest.approx(accuracy(sub, val, arch.resolution, batch_size=8))
     assert evaluate.n_images == 28
     assert set(evaluate._cache) == {a.resolution for a in archs}
+
+
+def test_a_fitted_predictor_names_the_checkpoint_it_was_measured_on(tiny_space, tmp_path):
+    records = [AccuracyRecord(r.arch, r.accuracy, "ab" * 32, "x:val") for r in _synthetic_records(tiny_space, 20)]
+    pred = AccuracyPredictor(tiny_space, "xgboost").fit(records)
+    assert AccuracyPredictor.load(pred.save(tmp_path / "p.json"), tiny_space).info["checkpoint"] == "ab" * 32
+    # records of unnamed or several checkpoints name none
+    assert "checkpoint" not in AccuracyPredictor(tiny_space, "xgboost").fit(_synthetic_records(tiny_space, 20)).info

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import hashlib
 from pathlib import Path
 
@@ -99,6 +100,14 @@ def specialize_and_report(target: str, latency_ms: list[float], *, checkpoint: s
     lat = ensure_predictor(cfg, log_root, calibrate_minutes, supernet_match(net))
     acc_path = _accuracy_path(accuracy_predictor, source)
     acc = AccuracyPredictor.load(acc_path, space=net.space)
+    fitted_for = acc.info.get("checkpoint")
+    if fitted_for and Path(source).is_file():
+        import hashlib
+
+        if hashlib.sha256(Path(source).read_bytes()).hexdigest() != fitted_for:
+            print(f"warning     {acc_path} was fitted on another checkpoint's measurements than {source}: its "
+                  "accuracies describe that network (`tvm-ofa accuracy measure` and `fit` make one for this)",
+                  file=sys.stderr)
     if lat.space != net.space:
         raise SpecializeError(f"{log_dir}: the latency predictor covers another search space than "
                               f"{source}; refit it with `tvm-ofa latency fit --target {cfg.name}`")

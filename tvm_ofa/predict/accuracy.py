@@ -116,6 +116,9 @@ class AccuracyPredictor:
         y = np.array([r.accuracy for r in records], dtype=np.float32)
         self.model = _MODELS[self.kind][0](x, y, seed)
         self.info = {"n_train": len(records), "seed": seed}
+        measured = {r.checkpoint for r in records}
+        if len(measured) == 1 and None not in measured:
+            self.info["checkpoint"] = measured.pop()  # the sha256 of the supernet it predicts
         return self
 
     def predict(self, archs: Sequence[ArchConfig] | None = None, *, arrays: tuple | None = None) -> np.ndarray:
