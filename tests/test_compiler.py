@@ -314,9 +314,34 @@ def test_a_workload_never_tuned_starts_from_its_neighbours_schedules(tuned, mini
     lib = build(low.mod, cfg.tvm_target(), open_database(own).db)
     vm = relax.VirtualMachine(lib, tvm.cpu())
     assert np.abs(vm["main"](tvm.runtime.tensor(x)).numpy() - _torch_out(mini, x)).max() <= 1e-4
+    # every transferred record marks where postprocessing begins, so an evolutionary search can
+    # start from it: without the mark its replay applied the postprocessors twice and the whole
+    # tune failed (old_outputs.size() == new_outputs.size())
+    from tvm_ofa.compiler.store import _marked, _parse
+
+    assert all(_marked(_parse(line)) for line in (own / RECORD_FILE).read_text().splitlines() if line.strip())
+    rep = tune(cfg, low, log_root=tmp_path, trials_per_task=4, trials_per_round=4, min_repeat_ms=5)
+    assert rep.new_trials > 0
     # without a neighbour (an empty folder), nothing is transferred
     assert tune(cfg, low, log_root=tmp_path / "empty", trials_per_task=1, trials_per_round=1,
                 min_repeat_ms=5, strategy="replay-trace").transferred_tasks == 0
+
+
+def test_records_without_the_postprocessing_mark_are_set_aside_when_a_folder_opens(tmp_path):
+    import json as _json
+
+    from tvm_ofa.compiler.store import REJECTED_FILE, RECORD_FILE, set_aside_unmarked
+
+    def record(kinds):
+        return _json.dumps([0, [[[[k, [], [], []] for k in kinds], []], [1e-5], None, []]])
+
+    marked = record(["GetBlock", "Split", "EnterPostproc", "Annotate"])
+    unmarked = record(["GetBlock", "Split", "Annotate"])
+    (tmp_path / RECORD_FILE).write_text(marked + "\n" + unmarked + "\n" + marked + "\n")
+    assert set_aside_unmarked(tmp_path) == 1
+    assert (tmp_path / RECORD_FILE).read_text().splitlines() == [marked, marked]
+    assert (tmp_path / REJECTED_FILE).read_text().splitlines() == [unmarked]
+    assert set_aside_unmarked(tmp_path) == 0
 
 
 @pytest.mark.slow

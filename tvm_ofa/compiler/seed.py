@@ -232,6 +232,10 @@ def adapt_schedule(trace: Any, mod: Any, postprocs: Sequence[Any], source_mod: A
 
     try:
         trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=decide)
+        # the mark where postprocessing begins, as MetaSchedule's own candidates carry it: a search
+        # that starts from this record replays its trace without the postprocessors' steps and
+        # applies them again; without the mark it would apply them twice and fail the whole tune
+        sch.enter_postproc()
         if not all(p.apply(sch) for p in postprocs):
             return None
     except Exception:  # a TVM error: the neighbour's structure does not fit this workload

@@ -385,6 +385,34 @@ def set_aside_unloadable(log_dir: Path) -> int:
     return len(rejected)
 
 
+def _marked(record: Any) -> bool:
+    """Whether a record line's trace marks where postprocessing begins (``EnterPostproc``), as
+    every candidate MetaSchedule measures does."""
+    try:
+        return any(inst[0] == "EnterPostproc" for inst in record[1][0][0])
+    except (TypeError, IndexError, KeyError):
+        return True  # not a trace this check can read: the loader decides
+
+
+def set_aside_unmarked(log_dir: Path) -> int:
+    """Move the records whose trace lacks the mark where postprocessing begins to
+    :data:`REJECTED_FILE`; returns how many moved.
+
+    Neighbour schedules of earlier versions were committed without it. A search seeded with one
+    replays it with the postprocessors' steps included and applies the postprocessors again, and
+    the whole tune fails (``old_outputs.size() == new_outputs.size()``); such a record is a
+    schedule carried over from a neighbouring workload, which a later tune can carry over again."""
+    kept, unmarked = [], []
+    for line in _read_lines(log_dir / RECORD_FILE):
+        if line.strip():
+            (kept if _marked(_parse(line)) else unmarked).append(line)
+    if unmarked:
+        with open(log_dir / REJECTED_FILE, "a") as f:
+            f.write("".join(line + "\n" for line in unmarked))
+        write_lines(log_dir / RECORD_FILE, kept)
+    return len(unmarked)
+
+
 @dataclass
 class TuningDatabase:
     """A repaired, opened JSON database and the bookkeeping tuning needs.
@@ -457,6 +485,11 @@ def open_database(log_dir: str | os.PathLike) -> TuningDatabase:
     log_dir.mkdir(parents=True, exist_ok=True)
     unpack(log_dir)
     skipped = repair(log_dir)
+    unmarked = set_aside_unmarked(log_dir)
+    if unmarked:
+        warnings.warn(f"{log_dir}: {unmarked} tuning record(s) of an earlier version (neighbour schedules "
+                      f"without MetaSchedule's postprocessing mark) were moved to {REJECTED_FILE}; the rest is "
+                      "intact", DatabaseWarning, stacklevel=2)
 
     def load() -> Any:
         return JSONDatabase(path_workload=str(log_dir / WORKLOAD_FILE),
