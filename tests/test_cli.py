@@ -178,3 +178,22 @@ def test_every_documented_command_parses_as_written():
             parser.parse_args(argv)
         except SystemExit as exc:
             raise AssertionError(f"{where}: `{cmd}` does not parse") from exc
+
+
+def test_every_flag_of_every_verb_has_help():
+    import argparse
+
+    from tvm_ofa.cli import build_parser
+
+    missing = []
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, path + [name])
+            elif action.option_strings and not action.help and action.dest != "help":
+                missing.append(f"{' '.join(path)} {action.option_strings[0]}")
+
+    walk(build_parser(), ["tvm-ofa"])
+    assert not missing, missing

@@ -14,9 +14,9 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, metavar="N", help="trials per task (default: the "
                         "target's tuning.trials_per_task; 0: no search, only schedules from --seed-from's "
                         "records and from tuned neighbouring workloads, timed here)")
-    parser.add_argument("--trials-per-round", type=int, metavar="N")
+    parser.add_argument("--trials-per-round", type=int, metavar="N", help="candidates measured per round (default: the target's)")
     parser.add_argument("--log-root", metavar="DIR", help=LOG_ROOT_HELP)
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=1, help="batch size the library is built for (default 1)")
     parser.add_argument("--seed-from", metavar="DIR|CPU",
                         help="start from another CPU's schedules: time the best records of this "
                         "log folder (or of this CPU's folder beside this machine's, e.g. znver4) "

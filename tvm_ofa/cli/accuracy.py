@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--split", choices=("val", "test"), default="val",
                    help="val: the images held out of the training split (default; what predictors are "
                         "fitted on); test: Fashion-MNIST's 10,000 test images, for final figures only")
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--seed", type=int, default=0, help="seed of the sampled subnets (default 0)")
     m.add_argument("--out", required=True, help="JSONL file to append to")
     m.add_argument("--calib-batches", type=int, default=16,
                    help="training batches that recalibrate each subnet's batch norm (default 16, as every "
@@ -42,10 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f.add_argument("--data", required=True, nargs="+", help="JSONL file(s) from `measure`")
     f.add_argument("--checkpoint", help="supernet whose space the predictor covers (default: embedded)")
     f.add_argument("--out", required=True, help="predictor JSON to write")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--seed", type=int, default=0, help="seed of the folds and the models (default 0)")
     e = sub.add_parser("eval", help="evaluate a predictor on measured subnets")
-    e.add_argument("--predictor", required=True)
-    e.add_argument("--data", required=True, nargs="+")
+    e.add_argument("--predictor", required=True, help="predictor JSON from `fit`")
+    e.add_argument("--data", required=True, nargs="+", help="JSONL file(s) from `measure` to score it on")
 
 
 def run(args: argparse.Namespace) -> int:

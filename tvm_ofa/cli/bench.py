@@ -12,7 +12,7 @@ DESCRIPTION = """examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("artifact", help="artifact folder")
-    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=10, help="untimed calls first (default 10)")
     parser.add_argument("--repeats", type=int, default=50,
                         help="timed calls at least (default 50); more, up to 20x, to span --min-seconds")
     parser.add_argument("--min-seconds", type=float, default=1.0,

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, metavar="N",
                         help="tuning trials per workload (default: half the target's, at least 8)")
     parser.add_argument("--log-root", metavar="DIR", help=LOG_ROOT_HELP)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the calibration subnets (default 0)")
     add_network_args(parser, "the source's predictor to carry over, when its folder holds several")
 
 

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_compile_arguments(parser)
     parser.add_argument("--no-tune", action="store_true", help="build with the records there are")
     parser.add_argument("--out", default="artifacts", metavar="DIR", help="artifact root")
-    parser.add_argument("--no-measure", action="store_true")
+    parser.add_argument("--no-measure", action="store_true", help="do not time the library after building it")
 
 
 def run(args: argparse.Namespace) -> int:

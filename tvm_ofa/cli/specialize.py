@@ -29,13 +29,13 @@ class SpecializeError(TvmOfaError):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", default="host-cpu", metavar="YAML",
                         help="target config file or shipped name (default: host-cpu)")
-    parser.add_argument("--latency-ms", required=True, nargs="+", type=float, metavar="MS")
+    parser.add_argument("--latency-ms", required=True, nargs="+", type=float, metavar="MS", help="latency budget(s), milliseconds")
     parser.add_argument("--checkpoint", metavar="FILE", help="supernet (default: the embedded one)")
     parser.add_argument("--accuracy-predictor", metavar="JSON",
                         help="default: accuracy_predictor.json beside the checkpoint")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--population", type=int, default=100)
-    parser.add_argument("--generations", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the search (default 0)")
+    parser.add_argument("--population", type=int, default=100, help="population size (default 100)")
+    parser.add_argument("--generations", type=int, default=500, help="generations (default 500)")
     parser.add_argument("--max-attempts", type=int, default=3, help="searches per budget when measurements miss")
     parser.add_argument("--trials", type=int, metavar="N", help="tuning trials per task (default: the target's)")
     parser.add_argument("--log-root", metavar="DIR", help=LOG_ROOT_HELP)
