@@ -335,11 +335,12 @@ def test_records_without_the_postprocessing_mark_are_set_aside_when_a_folder_ope
     def record(kinds):
         return _json.dumps([0, [[[[k, [], [], []] for k in kinds], []], [1e-5], None, []]])
 
-    marked = record(["GetBlock", "Split", "EnterPostproc", "Annotate"])
-    unmarked = record(["GetBlock", "Split", "Annotate"])
-    (tmp_path / RECORD_FILE).write_text(marked + "\n" + unmarked + "\n" + marked + "\n")
+    marked = record(["GetSBlock", "Split", "Annotate", "EnterPostproc", "Unannotate", "Parallel"])
+    unmarked = record(["GetSBlock", "Split", "Annotate", "Unannotate", "Parallel"])
+    by_hand = record(["GetSBlock"])  # no postprocessing steps: nothing to mark
+    (tmp_path / RECORD_FILE).write_text("\n".join([marked, unmarked, by_hand, marked]) + "\n")
     assert set_aside_unmarked(tmp_path) == 1
-    assert (tmp_path / RECORD_FILE).read_text().splitlines() == [marked, marked]
+    assert (tmp_path / RECORD_FILE).read_text().splitlines() == [marked, by_hand, marked]
     assert (tmp_path / REJECTED_FILE).read_text().splitlines() == [unmarked]
     assert set_aside_unmarked(tmp_path) == 0
 

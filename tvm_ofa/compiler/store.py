@@ -385,18 +385,25 @@ def set_aside_unloadable(log_dir: Path) -> int:
     return len(rejected)
 
 
+# steps only MetaSchedule's postprocessors take (RewriteParallelVectorizeUnroll turns the rules'
+# annotations into these, RewriteReductionBlock decomposes reductions, GPU postprocs bind threads)
+_POSTPROC_STEPS = frozenset({"Unannotate", "Parallel", "Vectorize", "Unroll", "DecomposeReduction", "Bind"})
+
+
 def _marked(record: Any) -> bool:
-    """Whether a record line's trace marks where postprocessing begins (``EnterPostproc``), as
-    every candidate MetaSchedule measures does."""
+    """Whether a record line's trace can seed a search: it marks where postprocessing begins
+    (``EnterPostproc``), as every candidate MetaSchedule measures does, or it has no
+    postprocessing steps to mark (a hand-written schedule)."""
     try:
-        return any(inst[0] == "EnterPostproc" for inst in record[1][0][0])
+        kinds = {inst[0] for inst in record[1][0][0]}
     except (TypeError, IndexError, KeyError):
         return True  # not a trace this check can read: the loader decides
+    return "EnterPostproc" in kinds or not kinds & _POSTPROC_STEPS
 
 
 def set_aside_unmarked(log_dir: Path) -> int:
-    """Move the records whose trace lacks the mark where postprocessing begins to
-    :data:`REJECTED_FILE`; returns how many moved.
+    """Move the records whose trace holds postprocessing steps without the mark where
+    postprocessing begins to :data:`REJECTED_FILE`; returns how many moved.
 
     Neighbour schedules of earlier versions were committed without it. A search seeded with one
     replays it with the postprocessors' steps included and applies the postprocessors again, and
