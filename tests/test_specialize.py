@@ -132,11 +132,16 @@ def test_cli_exit_status_says_whether_every_budget_was_met(monkeypatch, capsys):
 
     statuses = {}
     monkeypatch.setattr(cli, "specialize_and_report",
-                        lambda target, budgets, **kw: [SimpleNamespace(status=statuses[b]) for b in budgets])
+                        lambda target, budgets, **kw: [SimpleNamespace(status=statuses[b], to_dict=lambda b=b: {
+                            "budget_ms": b, "status": statuses[b]}) for b in budgets])
     statuses.update({2.0: "met", 4.0: "met"})
     assert main(["specialize", "--latency-ms", "2", "4"]) == 0
     statuses[4.0] = "missed"
     assert main(["specialize", "--latency-ms", "2", "4"]) == 3
+    capsys.readouterr()
+    # --json: the same status, the results on stdout
+    assert main(["specialize", "--latency-ms", "2", "4", "--json"]) == 3
+    assert [r["status"] for r in json.loads(capsys.readouterr().out)["results"]] == ["met", "missed"]
     with pytest.raises(SystemExit) as usage:
         main(["specialize", "--latency-ms", "two"])
     assert usage.value.code == 2
