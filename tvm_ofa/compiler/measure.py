@@ -175,14 +175,13 @@ def combine_loads(loads: list[Latency]) -> Latency:
     """One timing from several fresh loads of the same library, each of one or more windows:
     every window kept (``passes_ms``), the fastest window of each load in ``loads_ms``, and
     ``latency_ms`` the fastest window overall."""
-    windows = [Latency(w, 0.0, 0, 0, None) for load in loads for w in (load.passes_ms or (load.median_ms,))]
-    all_windows = combine_windows(windows) if len(windows) > 1 else loads[0]
-    return Latency(median_ms=all_windows.median_ms, p90_ms=float(np.median([l.p90_ms for l in loads])),
+    per_load = [load.passes_ms or (load.median_ms,) for load in loads]
+    windows = [w for load in per_load for w in load]
+    return Latency(median_ms=float(np.median(windows)), p90_ms=float(np.median([l.p90_ms for l in loads])),
                    repeats=sum(l.repeats for l in loads), warmup=loads[0].warmup, threads=loads[0].threads,
                    other_cpu=max((l.other_cpu for l in loads if l.other_cpu is not None), default=None),
-                   passes_ms=tuple(w.median_ms for w in windows),
-                   loads_ms=tuple(min(l.passes_ms or (l.median_ms,)) for l in loads),
-                   latency_ms=min(w.median_ms for w in windows))
+                   passes_ms=tuple(windows), loads_ms=tuple(min(load) for load in per_load),
+                   latency_ms=min(windows))
 
 
 def physical_cores() -> int:

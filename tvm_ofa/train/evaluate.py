@@ -95,7 +95,8 @@ class SubnetEvaluator:
     """
 
     def __init__(self, supernet: nn.Module, train: ImageDataset, val: ImageDataset,
-                 calib_batches: int = CALIB_BATCHES, batch_size: int = CALIB_BATCH_SIZE, device: torch.device | str = "cpu", max_val_batches: int | None = None):
+                 calib_batches: int = CALIB_BATCHES, batch_size: int = CALIB_BATCH_SIZE,
+                 device: torch.device | str = "cpu", max_val_batches: int | None = None):
         self.supernet, self.train, self.val = supernet, train, val
         self.calib_batches, self.batch_size, self.device = calib_batches, batch_size, torch.device(device)
         self.max_val_batches = max_val_batches
