@@ -14,7 +14,8 @@ reports their median; only one runtime runs at any moment. Every runtime is load
 ``--loads`` times; the table shows the median of all round medians and, per TVM column, its
 time over ONNX Runtime's round by round. The TVM artifact is built with
 ``tvm_ofa.compiler.pipeline.emit``, which first tunes what the target's records lack (``--trials``
-per task) unless ``--no-tune``. The table goes into ``--out`` between markers, with the command,
+per task) unless ``--no-tune``. Every row is built before the first is timed, so the timings run
+back to back on an otherwise idle machine. The table goes into ``--out`` between markers, with the command,
 the CPU, the date and the trial budget.
 
     python bench/bench_runtime.py --no-tune --target host-cpu-prepack --random 20 --out docs/BENCHMARKS.md
@@ -338,9 +339,10 @@ def main(argv=None) -> int:
     column = {c.name: f"tvm-ofa ({c.name})" for c in cfgs}
     net, source = build_net(args.checkpoint, args.resolutions)
     prov = host_provenance(cfg)
-    rows = []
+    # every row is built before any is timed: the timings then run back to back, on a machine
+    # that nothing else (a build, a neighbour schedule being timed) keeps busy
+    built = []
     for name, arch in rows_to_time(args, net.space):
-        res = arch.resolution
         module = net.extract(arch).eval()
         folders, tuning = {}, {}
         for c in cfgs:
@@ -353,6 +355,11 @@ def main(argv=None) -> int:
             print(f"{arch.id} for {c.name}: built in {time.time() - t0:.0f} s, "
                   f"{tuning[c.name]['tuned_workloads']}/{tuning[c.name]['total_workloads']} tuned",
                   file=sys.stderr, flush=True)
+        built.append((name, arch, module, folders, tuning))
+    print(f"timing {len(built)} rows", file=sys.stderr, flush=True)
+    rows = []
+    for name, arch, module, folders, tuning in built:
+        res = arch.resolution
         x = np.random.default_rng(0).standard_normal((1, 3, res, res)).astype("float32")
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = str(export_onnx(module, x.shape, os.path.join(tmp, "model.onnx")))
