@@ -107,7 +107,7 @@ def scheduled_kernels(args, arch, cfg):
 
     supernet = OFAMobileNetV3(n_classes=args.n_classes, width_mult=args.width_mult,
                               space=SearchSpace(resolutions=(arch.resolution,))).eval()
-    low = lower_module(supernet.extract(arch), (1, 3, arch.resolution, arch.resolution), **cfg.lowering)
+    low = lower_module(supernet.extract(arch), (1, 3, arch.resolution, arch.resolution), lowering=cfg.lowering)
     mod = apply_database(low.mod, cfg.tvm_target(), open_database(args.log_dir).db)
     names = {gv.name_hint for gv in low.mod.get_global_vars()}
 

@@ -97,7 +97,7 @@ def main(argv=None) -> int:
             print(f"  {k}", flush=True)
         if args.dry_run or not keys:
             return 0
-        low = lower_module(net.extract(arch).eval(), (1, 3, args.resolution, args.resolution), **cfg.lowering)
+        low = lower_module(net.extract(arch).eval(), (1, 3, args.resolution, args.resolution), lowering=cfg.lowering)
         t0 = time.time()
         rep = tune(cfg, low, trials_per_task=args.trials, only=set(keys), log_root=args.log_root,
                    progress=lambda p: print(f"  {p.trials}/{p.trials_budget} trials", flush=True))

@@ -23,6 +23,7 @@ tvm = pytest.importorskip("tvm")
 torch = pytest.importorskip("torch")
 
 from conftest import bench_script  # noqa: E402
+from tvm_ofa.compiler.lower import Lowering  # noqa: E402
 from tvm_ofa.targets import parse_target  # noqa: E402
 
 
@@ -382,7 +383,7 @@ def test_prepacked_target_tunes_its_own_records_and_packs_weights_at_build(mini,
 
     cfg = host_cfg(name="host-test-prepack", prepack=True)
     plain = lower_module(mini, (1, 3, 32, 32))
-    low = lower_module(mini, (1, 3, 32, 32), **cfg.lowering)
+    low = lower_module(mini, (1, 3, 32, 32), lowering=cfg.lowering)
     marked = [gv.name_hint for gv, f in low.mod.functions_items() if "layout_free_buffers" in (f.attrs or {})]
     assert marked and not any("layout_free_buffers" in (f.attrs or {}) for _, f in plain.mod.functions_items())
     rep = tune(cfg, low, log_root=tmp_path, min_repeat_ms=5)
@@ -438,8 +439,8 @@ def test_nchwc_lowering_matches_torch_keeps_the_workloads_and_tunes(mini, tiny_s
     arch, sub = tiny_sub
     res = arch.resolution
     plain = lower_module(sub, (1, 3, res, res))
-    low = lower_module(sub, (1, 3, res, res), nchwc=True)
-    assert low.lowering["nchwc"] and not plain.lowering["nchwc"]
+    low = lower_module(sub, (1, 3, res, res), lowering=Lowering(nchwc=True))
+    assert low.lowering.nchwc == 8 and not plain.lowering.nchwc
     scripts = [f.script() for f in kernels(low)]
     assert any('sblock("depthwise_conv2d_nchwc"' in s for s in scripts)
     assert not any('sblock("group_conv2d_nchw"' in s for s in scripts)
@@ -453,7 +454,7 @@ def test_nchwc_lowering_matches_torch_keeps_the_workloads_and_tunes(mini, tiny_s
 
     # mini's SE reduce has 4 channels: that convolution stays NCHW, the rest is blocked
     cfg = host_cfg(name="host-test-nchwc", prepack=True, nchwc=True)
-    low = lower_module(mini, (1, 3, 32, 32), **cfg.lowering)
+    low = lower_module(mini, (1, 3, 32, 32), lowering=cfg.lowering)
     assert any('sblock("conv2d_nchwc"' in f.script() for f in kernels(low))
     rep = tune(cfg, low, log_root=tmp_path, min_repeat_ms=5)
     assert rep.tasks_tuned == rep.tasks_total and coverage(cfg, low, tmp_path) == (rep.tasks_total,) * 2
@@ -462,7 +463,7 @@ def test_nchwc_lowering_matches_torch_keeps_the_workloads_and_tunes(mini, tiny_s
     x = np.random.default_rng(7).standard_normal((1, 3, 32, 32)).astype("float32")
     assert np.abs(vm["main"](tvm.runtime.tensor(x)).numpy() - _torch_out(mini, x)).max() <= 1e-4
     with pytest.raises(TuningError, match=r"^host-test.yaml: nchwc: the target says 8"):
-        tune(cfg, lower_module(mini, (1, 3, 32, 32), prepack=True), log_root=tmp_path)
+        tune(cfg, lower_module(mini, (1, 3, 32, 32), lowering=Lowering(prepack=True)), log_root=tmp_path)
 
 
 class MixedBlocks(torch.nn.Module):
@@ -505,11 +506,11 @@ def test_nchwc16_gives_each_tensor_the_widest_block_its_channels_allow(mini, tmp
     randomize_(net)
     net.eval()
     cfg = host_cfg(name="host-test-nchwc16", prepack=True, nchwc=16)
-    assert cfg.lowering["nchwc"] == 16 and host_cfg(nchwc=True).lowering["nchwc"] == 8
+    assert cfg.lowering.nchwc == 16 and host_cfg(nchwc=True).lowering.nchwc == 8
     for bad in (12, "16", 1.5):
         with pytest.raises(ConfigError, match=r"^host-test.yaml: nchwc: expected true, false or a block of 8 or 16"):
             host_cfg(nchwc=bad)
-    low = lower_module(net, (1, 3, 32, 32), **cfg.lowering)
+    low = lower_module(net, (1, 3, 32, 32), lowering=cfg.lowering)
     main = low.mod["main"].script()
     calls = re.findall(r"(\w+) = R\.call_tir\((\w+), \((\w+),.*out_ty=R\.Tensor\(\(([0-9, ]+)\)", main)
     shape = {var: tuple(int(v) for v in shp.split(", ")) for var, _, _, shp in calls}
@@ -521,7 +522,7 @@ def test_nchwc16_gives_each_tensor_the_widest_block_its_channels_allow(mini, tmp
     assert main.count("te_layout_transform") == 2
     # a convolution with a tensor no block divides (mini's 4-channel SE) stays NCHW, between
     # blocked ones, as under ``nchwc: true``
-    assert lower_module(mini, (1, 3, 32, 32), nchwc=16).mod["main"].script().count("te_layout_transform") == 4
+    assert lower_module(mini, (1, 3, 32, 32), lowering=Lowering(nchwc=16)).mod["main"].script().count("te_layout_transform") == 4
     plain = lower_module(net, (1, 3, 32, 32))
 
     def keys(lowered):

@@ -96,6 +96,27 @@ def test_analytic_macs_match_the_module(tiny_supernet, tiny_space):
         assert sum(1 for layer in subnet_layers(arch, 0.35, 10)) == len(handles)
 
 
+def test_modules_and_layers_share_one_geometry(tiny_supernet, tiny_space):
+    """The extracted module, the profile's layers and the compiler's workloads are all derived
+    from ``subnet_geometry``: each convolution the module runs has the shape its layer names."""
+    from tvm_ofa.nn.ofa_mbv3 import subnet_geometry
+    from tvm_ofa.predict.workloads import NetConfig, subnet_workloads
+
+    net = NetConfig(width_mult=0.35, n_classes=10, stem_stride=tiny_supernet.stem_stride)
+    for arch in _archs(tiny_space, 3, seed=5):
+        geo = subnet_geometry(arch, 0.35, 10, tiny_supernet.stem_stride)
+        sub = tiny_supernet.extract(arch)
+        convs = [m for m in sub.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        layers = subnet_layers(arch, 0.35, 10, tiny_supernet.stem_stride)
+        assert [(getattr(m, "in_channels", getattr(m, "in_features", 0)),
+                 getattr(m, "out_channels", getattr(m, "out_features", 0))) for m in convs] == \
+            [(layer.cin, layer.cout) for layer in layers]
+        assert len(sub.blocks) + 1 == len(geo.blocks)
+        assert [b.kernel for b in geo.blocks[1:]] == [blk.depthwise.conv.kernel_size[0] for blk in sub.blocks]
+        dw = [w for w in subnet_workloads(arch, net) if w.kind == "dwconv"]
+        assert [(w.cin, w.k, w.s, w.h) for w in dw] == [(b.mid, b.kernel, b.stride, b.size_in) for b in geo.blocks]
+
+
 def test_paper_sized_supernet_macs():
     space = SearchSpace()
     # once-for-all reports ~230M MACs for its largest w1.0 subnet at 224 px... our count for the

@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 
+from tvm_ofa.compiler.lower import Lowering
 from tvm_ofa.errors import ConfigError
 from tvm_ofa.targets import list_targets, load_target, parse_target
 
@@ -19,12 +20,12 @@ def test_shipped_targets_validate():
 
 
 def test_lowering_options():
-    assert load_target("host-cpu-prepack").lowering == {"prepack": True, "nchwc": False}
-    assert load_target("host-cpu").lowering == {"prepack": False, "nchwc": False}
+    assert load_target("host-cpu-prepack").lowering == Lowering(prepack=True)
+    assert load_target("host-cpu").lowering == Lowering()
     # its own name, so its records (other workloads) never mix with host-cpu's
     assert load_target("host-cpu-prepack").log_dir("logs").parent.name == "host-cpu-prepack"
     # the shipped full-width AVX-512 target: prepacked, 16-channel blocks where channels allow
-    assert load_target("host-cpu-nchwc16").lowering == {"prepack": True, "nchwc": 16}
+    assert load_target("host-cpu-nchwc16").lowering == Lowering(prepack=True, nchwc=16)
 
 
 def test_bare_name_finds_shipped_config():

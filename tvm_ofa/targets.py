@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
+from tvm_ofa.compiler.lower import NCHWC_BLOCKS, Lowering, nchwc_block
 from tvm_ofa.defaults import shipped
 from tvm_ofa.errors import ConfigError
 
@@ -118,8 +119,6 @@ def _check_bool(path: str, fld: str, v: Any) -> bool:
 
 
 def _check_nchwc(path: str, fld: str, v: Any) -> int:
-    from tvm_ofa.compiler.lower import NCHWC_BLOCKS, nchwc_block
-
     if not isinstance(v, (bool, int)) or (not isinstance(v, bool) and v not in NCHWC_BLOCKS):
         raise _err(path, fld, f"expected true, false or a block of "
                               f"{' or '.join(map(str, NCHWC_BLOCKS))} channels, got {v!r}")
@@ -164,14 +163,9 @@ class TargetConfig:
     cc: str | None = None
     tuning: dict = field(default_factory=lambda: {"trials_per_task": 64, "trials_per_round": 16})
     description: str | None = None
-    prepack: bool = False
-    nchwc: int = 0  # the widest channel block (tvm_ofa.compiler.lower.nchwc_block), 0: NCHW
-
-    @property
-    def lowering(self) -> dict[str, bool | int]:
-        """The options of ``lower_module`` this target sets (they change its workloads, so its
-        tuning records fit only a lowering with the same options)."""
-        return {"prepack": self.prepack, "nchwc": self.nchwc}
+    # the YAML's prepack and nchwc keys: they change the workloads, so the tuning records of a
+    # target fit only a lowering with the same options
+    lowering: Lowering = field(default_factory=Lowering)
 
     @property
     def is_native(self) -> bool:
@@ -250,6 +244,7 @@ def parse_target(data: Any, path: str = "<memory>") -> TargetConfig:
         raise _err(path, "name", f"{out['name']!r} must match [a-z0-9][a-z0-9._-]*")
     if out["target"]["kind"] not in ("llvm", "c") and "host" not in out:
         out["host"] = {"kind": "llvm"}
+    out["lowering"] = Lowering(out.pop("prepack", False), out.pop("nchwc", 0))
     return TargetConfig(path=path, **out)
 
 

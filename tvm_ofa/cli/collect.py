@@ -254,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
             idle = 0
             lowered = lower_module(net.extract(arch), (1, 3, arch.resolution, arch.resolution),
-                                   **cfg.lowering)
+                                   lowering=cfg.lowering)
 
             def progress(ev, _arch=arch):
                 bar.set_postfix_str(f"{_arch.id} tasks {ev.tasks_done}/{ev.tasks_total} "
@@ -359,7 +359,7 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
             if any(w.key not in tuned_keys for w in subnet_workloads(arch, net_cfg)):
                 continue
             lowered = lower_module(net.extract(arch), (1, 3, arch.resolution, arch.resolution),
-                                   **cfg.lowering)
+                                   lowering=cfg.lowering)
             if db is None:
                 from tvm_ofa.compiler.store import open_database
 
@@ -367,7 +367,7 @@ def measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tuned
                 small = space.smallest(res[0])
                 timer = build_timer(cfg, lower_module(net.extract(small), (1, 3, small.resolution,
                                                                            small.resolution),
-                                                          **cfg.lowering), db, 20)
+                                                          lowering=cfg.lowering), db, 20)
                 canary.append(Canary(lambda t=timer: t(min_seconds=0.1, tries=1).median_ms))
             chunk.append((arch, build_timer(cfg, lowered, db, args.repeats)))
             done.add(arch.id)
@@ -447,7 +447,7 @@ def confirm(args, cfg, space, net, net_cfg, log_dir, meas_path, prov, deadline, 
     # the same canary library as --measure-only, scored against the best any record saw, so that
     # a run started in a slow phase does not take that phase for full speed
     timer = build_timer(cfg, lower_module(net.extract(small), (1, 3, small.resolution, small.resolution),
-                                          **cfg.lowering), db, 20)
+                                          lowering=cfg.lowering), db, 20)
     canary = Canary(lambda: timer(min_seconds=0.1, tries=1).median_ms)
     canary.best = best
     bar = tqdm(total=len(todo), unit="subnet", dynamic_ncols=True)
@@ -461,7 +461,7 @@ def confirm(args, cfg, space, net, net_cfg, log_dir, meas_path, prov, deadline, 
                 d = {**d, "pass_medians_ms": record_passes(d)}
                 arch = ArchConfig.from_dict(d["arch"])
                 lowered = lower_module(net.extract(arch), (1, 3, arch.resolution, arch.resolution),
-                                       **cfg.lowering)
+                                       lowering=cfg.lowering)
                 chunk.append((d, build_timer(cfg, lowered, db, args.repeats), [], []))
             for _ in range(args.passes):
                 for d, time_once, got, marks in chunk:

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     net, _ = load_model(args)
     arch = resolve_arch(args.arch, net.space, args.resolution)
     lowered = lower_module(net.extract(arch).eval(), (args.batch, 3, arch.resolution, arch.resolution),
-                           **cfg.lowering)
+                           lowering=cfg.lowering)
     update, close = tqdm_progress()
     try:
         rep = tune(cfg, lowered, trials_per_task=args.trials,

@@ -33,7 +33,7 @@ def fast_build(mod: Any, target: Any, _params: Any = None) -> Any:
 def apply_database(mod: Any, target: Any, database: Any | None) -> Any:
     """The Relax module with the tuned schedules of ``database`` in place of its fused functions.
 
-    For a prepacked lowering (``lower_module(..., prepack=True)``) the schedules' weight-layout
+    For a prepacked lowering (``Lowering(prepack=True)``) the schedules' weight-layout
     blocks become separate functions of the bound weights (``..._prepacked`` calls the packed
     weights), which ``FoldConstant`` runs once, here, instead of on every call.
 

@@ -9,7 +9,7 @@ import copy
 import hashlib
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -33,12 +33,8 @@ class LoweredModel:
     input_dtype : str
     weights_sha256 : str
         Checksum of the (BN-folded) weights in export order.
-    prepack : bool
-        Lowered with the weights marked layout-free (their tuning records are other workloads).
-    nchwc : int
-        0, or the widest channel block of the blocked layout the convolutions were lowered in: 8
-        (``NCHW8c``) or 16 (``NCHW16c`` where a tensor's channels allow it, else ``NCHW8c``)
-        (:func:`nchwc_passes`; the same caveat).
+    lowering : Lowering
+        The options it was lowered with.
     """
 
     mod: Any
@@ -46,13 +42,7 @@ class LoweredModel:
     output_shape: tuple[int, ...]
     input_dtype: str
     weights_sha256: str
-    prepack: bool = False
-    nchwc: int = 0
-
-    @property
-    def lowering(self) -> dict[str, bool | int]:
-        """The options it was lowered with (``TargetConfig.lowering`` names a target's)."""
-        return {"prepack": self.prepack, "nchwc": self.nchwc}
+    lowering: "Lowering" = field(default_factory=lambda: Lowering())
 
 
 def fold_batchnorm(module: "torch.nn.Module") -> "torch.nn.Module":  # noqa: F821
@@ -104,6 +94,34 @@ def nchwc_block(option: bool | int) -> int:
         return int(option)
     raise ValueError(f"nchwc: expected true, false or one of {', '.join(map(str, NCHWC_BLOCKS))}, "
                      f"got {option!r}")
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """The options of :func:`lower_module` that change its workloads, and so its tuning records:
+    records fit only a lowering with the same options. A target's ``prepack`` and ``nchwc`` keys
+    (``TargetConfig.lowering``); an artifact's metadata records them.
+
+    Attributes
+    ----------
+    prepack : bool
+        Weights marked layout-free, so that a tuned schedule may store them in the tiled layout it
+        reads (MetaSchedule's ``RewriteLayout``; :func:`build` packs them once, at compile time).
+    nchwc : int
+        0 (NCHW), or the widest channel block of the blocked layout the convolutions, and the
+        elementwise ops and SE blocks between them, are lowered in (:func:`nchwc_passes`): 8 for
+        ``NCHW8c``, 16 for ``NCHW16c`` where a tensor's channels allow it and ``NCHW8c`` elsewhere.
+        ``True`` is read as 8. The input and output stay NCHW.
+    """
+
+    prepack: bool = False
+    nchwc: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "nchwc", nchwc_block(self.nchwc))
+
+    def to_dict(self) -> dict[str, bool | int]:
+        return {"prepack": self.prepack, "nchwc": self.nchwc}
 
 
 def channel_block(channels: int, widest: int) -> int | None:
@@ -288,7 +306,7 @@ def _passes(nchwc: int = 0) -> list:
 
 
 def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa: F821
-                 fold_bn: bool = True, prepack: bool = False, nchwc: bool | int = False) -> LoweredModel:
+                 fold_bn: bool = True, lowering: Lowering = Lowering()) -> LoweredModel:
     """Lower a static, eval-mode torch module to a fused Relax module (NCHW, float32).
 
     Parameters
@@ -299,17 +317,8 @@ def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa:
         ``(batch, 3, H, W)``.
     fold_bn : bool
         Fold BatchNorm2d into the preceding Conv2d first.
-    prepack : bool
-        Mark the weights of every fused function layout-free, so that a tuned schedule may store
-        them in the tiled layout it reads (MetaSchedule's ``RewriteLayout``; :func:`build` packs
-        them once, at compile time). The functions then differ from unmarked ones, and so do
-        their tuning records (a target's ``prepack`` option).
-    nchwc : bool or int
-        Put the convolutions, and the elementwise ops and SE blocks between them, into a
-        blocked layout (:func:`nchwc_passes`; a target's ``nchwc`` option; other workloads):
-        ``True`` or 8 for ``NCHW8c``, 16 for ``NCHW16c`` where a tensor's channels allow it and
-        ``NCHW8c`` elsewhere. The input and output stay NCHW.
-        ``TargetConfig.lowering`` gives these options of a target.
+    lowering : Lowering
+        Weight prepacking and blocked layouts (a target's ``TargetConfig.lowering``).
 
     Returns
     -------
@@ -340,14 +349,13 @@ def lower_module(module: "torch.nn.Module", input_shape: Sequence[int],  # noqa:
     # bind as constants: the artifact links its weights in (one file, one checksum)
     mod = relax.transform.BindParams("main", {p: w for p, w in
                                               zip(mod["main"].params[1:], weights)})(mod)
-    nchwc = nchwc_block(nchwc)
-    seq = tvm.transform.Sequential(_passes(nchwc))
+    seq = tvm.transform.Sequential(_passes(lowering.nchwc))
     with tvm.transform.PassContext(opt_level=3):
         mod = seq(mod)
-        if prepack:
+        if lowering.prepack:
             mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
     if isinstance(out, (tuple, list)):
         out = out[0]
     return LoweredModel(mod=mod, input_shape=tuple(int(s) for s in input_shape),
                         output_shape=tuple(int(s) for s in out.shape), input_dtype="float32",
-                        weights_sha256=digest.hexdigest(), prepack=prepack, nchwc=nchwc)
+                        weights_sha256=digest.hexdigest(), lowering=lowering)

@@ -72,7 +72,7 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
         # before the build's constant folding starts TVM's thread pool at its own size
         set_threads(cfg.num_threads)
     res = int(arch.resolution)
-    lowered = lower_module(module, (batch, 3, res, res), **cfg.lowering)
+    lowered = lower_module(module, (batch, 3, res, res), lowering=cfg.lowering)
     can_measure, why = measurable(cfg)
     tune_note = None
     if tune_first and can_measure:
@@ -100,7 +100,7 @@ def emit(cfg: TargetConfig, arch: Any, module: Any, *, batch: int = 1,
         "entry": "main",
         "weights": "linked",  # bound as constants inside model.so
         # the lowering options (prepacked weights, blocked layout): records fit only their own
-        "lowering": dict(lowered.lowering),
+        "lowering": lowered.lowering.to_dict(),
         # the TIR lowering every build goes through (tir_pipeline: contiguous stride-2 loads)
         "tir_pipeline": tir_pipeline.PIPELINE,
         "weights_sha256": lowered.weights_sha256,

@@ -1,5 +1,7 @@
-"""The Once-for-All MobileNetV3 family in one file: the elastic supernet, the static subnet it
-extracts, and the stage layout they share.
+"""The Once-for-All MobileNetV3 family in one file: the network described once as data (the
+stage layout, the block slots, a subnet's :class:`Geometry`), the elastic supernet, and the static
+subnet it extracts. The modules here, the MACs (``nn.profile``) and the compiler's workloads
+(``predict.workloads``) all derive from that description.
 
 Parameter names of ``OFAMobileNetV3`` equal the official once-for-all ``OFAMobileNetV3`` so its
 checkpoints load unchanged; ``MobileNetV3Subnet`` is a plain module (``nn.Conv2d``,
@@ -44,6 +46,118 @@ class StageLayout:
             final_expand=make_divisible(BASE_WIDTHS[-2] * width_mult),
             feature_mix=make_divisible(BASE_WIDTHS[-1] * width_mult),
         )
+
+
+@dataclass(frozen=True)
+class Slot:
+    """What a block slot of the supernet fixes: its stage, widths, stride, input size,
+    activation and whether it has a squeeze-excite."""
+
+    stage: int
+    cin: int
+    cout: int
+    stride: int
+    size_in: int
+    act: str
+    se: bool
+
+    @property
+    def size_out(self) -> int:
+        return (self.size_in - 1) // self.stride + 1
+
+
+@dataclass(frozen=True)
+class Block:
+    """One inverted-residual block as it runs: optional 1x1 expand (``expand``), kxk depthwise,
+    squeeze-excite to ``se_mid`` channels where not None, 1x1 project, identity shortcut where
+    ``residual``."""
+
+    name: str
+    cin: int
+    mid: int
+    cout: int
+    kernel: int
+    stride: int
+    size_in: int
+    act: str
+    se_mid: int | None
+    residual: bool
+    expand: bool = True
+
+    @property
+    def size_out(self) -> int:
+        return (self.size_in - 1) // self.stride + 1
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A subnet's shapes from its ``ArchConfig`` alone (no module is built): the blocks in
+    execution order, the once-for-all ``first`` block included, and the fixed layers around them."""
+
+    layout: StageLayout
+    resolution: int
+    stem_stride: int
+    n_classes: int
+    blocks: tuple[Block, ...]
+
+    @property
+    def head_size(self) -> int:
+        """Input size of the final expand (the last block's output)."""
+        return self.blocks[-1].size_out
+
+
+def stem_size(resolution: int, stem_stride: int) -> int:
+    """Output size of the 3x3 stem (padding 1)."""
+    return (resolution - 1) // stem_stride + 1
+
+
+def first_block(layout: StageLayout, resolution: int, stem_stride: int) -> Block:
+    """Once-for-all's fixed first block: depthwise and project, no expand."""
+    return Block("first", layout.stem, layout.stem, layout.first_block, 3, 1, stem_size(resolution, stem_stride),
+                 "relu", None, residual=layout.stem == layout.first_block, expand=False)
+
+
+def block_slots(layout: StageLayout, resolution: int, max_depth: int, stem_stride: int) -> list[Slot]:
+    """The supernet's ``n_stages * max_depth`` block slots: a stage's first slot takes the previous
+    stage's width and the stride; sizes are those at ``resolution``."""
+    size, cin, out = stem_size(resolution, stem_stride), layout.first_block, []
+    for stage, (cout, stride, act, se) in enumerate(zip(layout.stages, STAGE_STRIDES, STAGE_ACTS, STAGE_SE)):
+        size_out = (size - 1) // stride + 1
+        for j in range(max_depth):
+            out.append(Slot(stage, cin if j == 0 else cout, cout, stride if j == 0 else 1,
+                            size if j == 0 else size_out, act, se))
+        size, cin = size_out, cout
+    return out
+
+
+def slot_block(slot: Slot, expand_ratio: float, kernel: int, se_reduction: int = 4,
+               name: str = "") -> Block:
+    """The block a slot runs with one expand ratio and kernel size."""
+    mid = make_divisible(round(slot.cin * expand_ratio))
+    se_mid = make_divisible(mid // se_reduction) if slot.se else None
+    return Block(name, slot.cin, mid, slot.cout, kernel, slot.stride, slot.size_in, slot.act, se_mid,
+                 residual=slot.stride == 1 and slot.cin == slot.cout)
+
+
+def subnet_geometry(arch: ArchConfig, width_mult: float = 1.0, n_classes: int = 1000,
+                    stem_stride: int = 2, se_reduction: int = 4) -> Geometry:
+    """The shapes of ``arch``'s subnet.
+
+    Parameters
+    ----------
+    arch : ArchConfig
+    width_mult, n_classes, stem_stride, se_reduction
+        The supernet's settings that change shapes.
+
+    Returns
+    -------
+    Geometry
+    """
+    layout = StageLayout.for_width(width_mult)
+    slots = block_slots(layout, arch.resolution, arch.max_depth, stem_stride)
+    blocks = [first_block(layout, arch.resolution, stem_stride)] + [slot_block(slots[i], arch.e[i], arch.ks[i], se_reduction, f"blocks.{i}")
+                        for i in arch.active_blocks()]
+    return Geometry(layout, arch.resolution, stem_stride, n_classes, tuple(blocks))
 
 
 class _Residual(nn.Module):
@@ -100,16 +214,13 @@ class OFAMobileNetV3(nn.Module):
             ("point_linear", _conv_bn_act(layout.stem, layout.first_block, 1, 1, None)),
         ]))
         blocks = [_Residual(first, residual=layout.stem == layout.first_block)]
-        cin = layout.first_block
-        for cout, stride, act, se in zip(layout.stages, STAGE_STRIDES, STAGE_ACTS, STAGE_SE):
-            for i in range(self.space.max_depth):
-                s = stride if i == 0 else 1
-                layer = DynamicMBConvLayer(cin, cout, self.space.ks_choices, self.space.e_choices, s, act, se)
-                blocks.append(_Residual(layer, residual=s == 1 and cin == cout))
-                cin = cout
+        for slot in block_slots(layout, max(self.space.resolutions), self.space.max_depth, stem_stride):
+            layer = DynamicMBConvLayer(slot.cin, slot.cout, self.space.ks_choices, self.space.e_choices,
+                                       slot.stride, slot.act, slot.se)
+            blocks.append(_Residual(layer, residual=slot.stride == 1 and slot.cin == slot.cout))
         self.blocks = nn.ModuleList(blocks)
         # the head is not elastic: its input width is the fixed last-stage width
-        self.final_expand_layer = _conv_bn_act(cin, layout.final_expand, 1, 1, "h_swish")
+        self.final_expand_layer = _conv_bn_act(layout.stages[-1], layout.final_expand, 1, 1, "h_swish")
         self.feature_mix_layer = _conv_bn_act(layout.final_expand, layout.feature_mix, 1, 1, "h_swish", bn=False)
         self.classifier = nn.Sequential(OrderedDict([
             ("dropout", nn.Dropout(dropout_rate)), ("linear", nn.Linear(layout.feature_mix, n_classes))]))
@@ -218,27 +329,17 @@ class MobileNetV3Subnet(nn.Module):
     """A static subnet: what ``OFAMobileNetV3.extract`` returns. ``arch`` and the supernet's
     ``config`` stay attached for naming and provenance."""
 
-    def __init__(self, arch: ArchConfig, layout: StageLayout, n_classes: int, stem_stride: int,
-                 se_reduction: int = 4):
+    def __init__(self, arch: ArchConfig, geometry: Geometry):
         super().__init__()
         self.arch = arch
-        self.stem = _conv_bn_act(3, layout.stem, 3, stem_stride, "h_swish")
-        self.first = InvertedResidual(layout.stem, layout.stem, layout.first_block, 3, 1, "relu", None,
-                                      residual=layout.stem == layout.first_block, expand=False)
-        blocks = []
-        cin = layout.first_block
-        for stage, idx in enumerate(arch.stage_blocks()):
-            for j, i in enumerate(idx):
-                cout, stride = layout.stages[stage], STAGE_STRIDES[stage] if j == 0 else 1
-                mid = make_divisible(round(cin * arch.e[i]))
-                se_mid = make_divisible(mid // se_reduction) if STAGE_SE[stage] else None
-                blocks.append(InvertedResidual(cin, mid, cout, arch.ks[i], stride, STAGE_ACTS[stage], se_mid,
-                                               residual=stride == 1 and cin == cout))
-                cin = cout
+        layout = geometry.layout
+        self.stem = _conv_bn_act(3, layout.stem, 3, geometry.stem_stride, "h_swish")
+        self.first, *blocks = (InvertedResidual(b.cin, b.mid, b.cout, b.kernel, b.stride, b.act, b.se_mid,
+                                                b.residual, b.expand) for b in geometry.blocks)
         self.blocks = nn.Sequential(*blocks)
-        self.final_expand = _conv_bn_act(cin, layout.final_expand, 1, 1, "h_swish")
+        self.final_expand = _conv_bn_act(layout.stages[-1], layout.final_expand, 1, 1, "h_swish")
         self.feature_mix = _conv_bn_act(layout.final_expand, layout.feature_mix, 1, 1, "h_swish", bn=False)
-        self.classifier = nn.Linear(layout.feature_mix, n_classes)
+        self.classifier = nn.Linear(layout.feature_mix, geometry.n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.first(self.stem(x))
@@ -250,7 +351,7 @@ class MobileNetV3Subnet(nn.Module):
     @classmethod
     @torch.no_grad()
     def from_supernet(cls, net: OFAMobileNetV3, arch: ArchConfig) -> "MobileNetV3Subnet":
-        sub = cls(arch, net.layout, net.n_classes, net.stem_stride)
+        sub = cls(arch, subnet_geometry(arch, net.width_mult, net.n_classes, net.stem_stride))
         _copy_seq(sub.stem, net.first_conv)
         first = net.blocks[0].conv
         _copy_seq(sub.first.depthwise, first.depth_conv)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tvm_ofa.arch import ArchConfig
-from tvm_ofa.nn.elastic import make_divisible
-from tvm_ofa.nn.ofa_mbv3 import STAGE_ACTS, STAGE_SE, STAGE_STRIDES, StageLayout
+from tvm_ofa.nn.ofa_mbv3 import subnet_geometry
 
 
 @dataclass(frozen=True)
@@ -45,31 +44,20 @@ def subnet_layers(arch: ArchConfig, width_mult: float = 1.0, n_classes: int = 10
                   stem_stride: int = 2, se_reduction: int = 4) -> list[Layer]:
     """The convolutions and linear layers of ``arch`` in execution order (BN and activations are
     folded into the layer they follow)."""
-    layout = StageLayout.for_width(width_mult)
-    size = arch.resolution
-    layers = [Layer("stem", "conv", 3, layout.stem, 3, stem_stride, size, "h_swish")]
-    size = layers[-1].size_out
-    layers.append(Layer("first.depthwise", "dwconv", layout.stem, layout.stem, 3, 1, size, "relu"))
-    layers.append(Layer("first.project", "conv", layout.stem, layout.first_block, 1, 1, size))
-    cin = layout.first_block
-    for stage, idx in enumerate(arch.stage_blocks()):
-        act = STAGE_ACTS[stage]
-        for j, i in enumerate(idx):
-            cout, stride = layout.stages[stage], STAGE_STRIDES[stage] if j == 0 else 1
-            mid = make_divisible(round(cin * arch.e[i]))
-            name = f"blocks.{i}"
-            layers.append(Layer(f"{name}.expand", "conv", cin, mid, 1, 1, size, act))
-            layers.append(Layer(f"{name}.depthwise", "dwconv", mid, mid, arch.ks[i], stride, size, act))
-            size = layers[-1].size_out
-            if STAGE_SE[stage]:
-                se_mid = make_divisible(mid // se_reduction)
-                layers.append(Layer(f"{name}.se.reduce", "se_reduce", mid, se_mid, 1, 1, 1, "relu", True))
-                layers.append(Layer(f"{name}.se.expand", "se_expand", se_mid, mid, 1, 1, 1, "h_sigmoid", True))
-            layers.append(Layer(f"{name}.project", "conv", mid, cout, 1, 1, size))
-            cin = cout
-    layers.append(Layer("final_expand", "conv", cin, layout.final_expand, 1, 1, size, "h_swish"))
-    layers.append(Layer("feature_mix", "conv", layout.final_expand, layout.feature_mix, 1, 1, 1, "h_swish"))
-    layers.append(Layer("classifier", "linear", layout.feature_mix, n_classes, 1, 1, 1, None, True))
+    geo = subnet_geometry(arch, width_mult, n_classes, stem_stride, se_reduction)
+    lay = geo.layout
+    layers = [Layer("stem", "conv", 3, lay.stem, 3, stem_stride, arch.resolution, "h_swish")]
+    for b in geo.blocks:
+        if b.expand:
+            layers.append(Layer(f"{b.name}.expand", "conv", b.cin, b.mid, 1, 1, b.size_in, b.act))
+        layers.append(Layer(f"{b.name}.depthwise", "dwconv", b.mid, b.mid, b.kernel, b.stride, b.size_in, b.act))
+        if b.se_mid is not None:
+            layers.append(Layer(f"{b.name}.se.reduce", "se_reduce", b.mid, b.se_mid, 1, 1, 1, "relu", True))
+            layers.append(Layer(f"{b.name}.se.expand", "se_expand", b.se_mid, b.mid, 1, 1, 1, "h_sigmoid", True))
+        layers.append(Layer(f"{b.name}.project", "conv", b.mid, b.cout, 1, 1, b.size_out))
+    layers.append(Layer("final_expand", "conv", lay.stages[-1], lay.final_expand, 1, 1, geo.head_size, "h_swish"))
+    layers.append(Layer("feature_mix", "conv", lay.final_expand, lay.feature_mix, 1, 1, 1, "h_swish"))
+    layers.append(Layer("classifier", "linear", lay.feature_mix, n_classes, 1, 1, 1, None, True))
     return layers
 
 

@@ -506,7 +506,7 @@ def _tune_important(cfg, source, log_dir, log_root, archs, net, info, prov, dead
             return tuned
         emit_event("tune", tuned, tuned + len(chosen), f"{len(chosen)} workloads in {arch.id}")
         res = arch.resolution
-        lowered = lower_module(net.extract(arch).eval(), (source.net.batch, 3, res, res), **cfg.lowering)
+        lowered = lower_module(net.extract(arch).eval(), (source.net.batch, 3, res, res), lowering=cfg.lowering)
         t0 = clock()
         report = tune(cfg, lowered, trials_per_task=budget, trials_per_round=per_round, log_root=log_root,
                       only=chosen)

@@ -22,8 +22,8 @@ import numpy as np
 
 from tvm_ofa.arch import ArchConfig, SearchSpace
 from tvm_ofa.errors import ArchError
-from tvm_ofa.nn.elastic import make_divisible
-from tvm_ofa.nn.ofa_mbv3 import STAGE_ACTS, STAGE_SE, STAGE_STRIDES, StageLayout
+from tvm_ofa.nn.ofa_mbv3 import (Block, Geometry, Slot, StageLayout, block_slots, first_block, slot_block,
+                                 subnet_geometry)
 
 KINDS = ("conv2d", "dwconv", "mean", "reshape", "matmul")
 # fused epilogue name -> the TIR blocks that follow the main op (digits and ``T_`` stripped),
@@ -152,17 +152,16 @@ def _conv(n: int, cin: int, cout: int, h: int, k: int, s: int, epi: str, dw: boo
     return Workload("dwconv" if dw else "conv2d", epi, n, cin, cout, h, (h - 1) // s + 1, k, s)
 
 
-def _block(n: int, cin: int, cout: int, mid: int, k: int, stride: int, size: int, act: str,
-           se_mid: int | None, residual: bool) -> list[Workload]:
-    """The tasks of one inverted-residual block with an expand conv, in execution order."""
-    act_epi = _ACT_EPI[act]
-    ops = [_conv(n, cin, mid, size, 1, 1, act_epi), _conv(n, mid, mid, size, k, stride, act_epi, dw=True)]
-    out = (size - 1) // stride + 1
-    if se_mid is not None:
-        ops += [Workload("mean", "none", n, mid, mid, out, 1),
-                _conv(n, mid, se_mid, 1, 1, 1, "bias_relu"),
-                Workload("conv2d", "bias_hsig_mul", n, se_mid, mid, 1, out, 1, 1)]
-    ops.append(_conv(n, mid, cout, out, 1, 1, "bias_res" if residual else "bias"))
+def _block(n: int, b: Block) -> list[Workload]:
+    """The tasks of one inverted-residual block, in execution order."""
+    act_epi = _ACT_EPI[b.act]
+    ops = [_conv(n, b.cin, b.mid, b.size_in, 1, 1, act_epi)] if b.expand else []
+    ops.append(_conv(n, b.mid, b.mid, b.size_in, b.kernel, b.stride, act_epi, dw=True))
+    if b.se_mid is not None:
+        ops += [Workload("mean", "none", n, b.mid, b.mid, b.size_out, 1),
+                _conv(n, b.mid, b.se_mid, 1, 1, 1, "bias_relu"),
+                Workload("conv2d", "bias_hsig_mul", n, b.se_mid, b.mid, 1, b.size_out, 1, 1)]
+    ops.append(_conv(n, b.mid, b.cout, b.size_out, 1, 1, "bias_res" if b.residual else "bias"))
     return ops
 
 
@@ -184,16 +183,20 @@ class NetConfig:
     def from_dict(cls, d: dict[str, Any]) -> "NetConfig":
         return cls(**{k: d[k] for k in cls().to_dict() if k in d})
 
+    def geometry(self, arch: ArchConfig) -> Geometry:
+        """``arch``'s shapes in this network (:func:`tvm_ofa.nn.ofa_mbv3.subnet_geometry`)."""
+        return subnet_geometry(arch, self.width_mult, self.n_classes, self.stem_stride, self.se_reduction)
 
-def _head(net: NetConfig, resolution: int) -> tuple[list[Workload], int]:
-    lay = StageLayout.for_width(net.width_mult)
-    n = net.batch
-    stem = _conv(n, 3, lay.stem, resolution, 3, net.stem_stride, "bias_hswish")
-    size = stem.ho
-    ops = [stem, _conv(n, lay.stem, lay.stem, size, 3, 1, "bias_relu", dw=True),
-           _conv(n, lay.stem, lay.first_block, size, 1, 1,
-                 "bias_res" if lay.stem == lay.first_block else "bias")]
-    return ops, size
+    def first_block(self, resolution: int) -> Block:
+        return first_block(StageLayout.for_width(self.width_mult), resolution, self.stem_stride)
+
+    def slots(self, resolution: int, max_depth: int) -> list[Slot]:
+        return block_slots(StageLayout.for_width(self.width_mult), resolution, max_depth, self.stem_stride)
+
+
+def _stem(net: NetConfig, resolution: int) -> Workload:
+    return _conv(net.batch, 3, StageLayout.for_width(net.width_mult).stem, resolution, 3, net.stem_stride,
+                 "bias_hswish")
 
 
 def _tail(net: NetConfig, size: int) -> list[Workload]:
@@ -204,24 +207,6 @@ def _tail(net: NetConfig, size: int) -> list[Workload]:
             _conv(n, lay.final_expand, lay.feature_mix, 1, 1, 1, "hswish"),
             Workload("reshape", "none", n, lay.feature_mix, lay.feature_mix, 1, 1),
             Workload("matmul", "bias", n, lay.feature_mix, net.n_classes, 1, 1)]
-
-
-def _slot_geometry(net: NetConfig, resolution: int, max_depth: int):
-    """Per block slot: (stage, cin, cout, stride, size_in, act, se) with the stage's first slot
-    taking the previous stage's width and the stride."""
-    lay = StageLayout.for_width(net.width_mult)
-    _, size = _head(net, resolution)
-    cin = lay.first_block
-    out = []
-    for stage, (cout, stride, act, se) in enumerate(zip(lay.stages, STAGE_STRIDES, STAGE_ACTS, STAGE_SE)):
-        for j in range(max_depth):
-            s = stride if j == 0 else 1
-            c_in = cin if j == 0 else cout
-            size_in = size if j == 0 else (size - 1) // stride + 1
-            out.append((stage, c_in, cout, s, size_in, act, se))
-        size = (size - 1) // stride + 1
-        cin = cout
-    return out, size
 
 
 def subnet_workloads(arch: ArchConfig, net: NetConfig | None = None) -> list[Workload]:
@@ -238,15 +223,11 @@ def subnet_workloads(arch: ArchConfig, net: NetConfig | None = None) -> list[Wor
     list of Workload
     """
     net = net or NetConfig()
-    ops, _ = _head(net, arch.resolution)
-    geo, size = _slot_geometry(net, arch.resolution, arch.max_depth)
-    for i in arch.active_blocks():
-        stage, cin, cout, s, size_in, act, se = geo[i]
-        mid = make_divisible(round(cin * arch.e[i]))
-        se_mid = make_divisible(mid // net.se_reduction) if se else None
-        ops += _block(net.batch, cin, cout, mid, arch.ks[i], s, size_in, act, se_mid,
-                      residual=s == 1 and cin == cout)
-    return ops + _tail(net, size)
+    geo = net.geometry(arch)
+    ops = [_stem(net, arch.resolution)]
+    for b in geo.blocks:
+        ops += _block(net.batch, b)
+    return ops + _tail(net, geo.head_size)
 
 
 def task_multiset(arch: ArchConfig, net: NetConfig | None = None) -> Counter:
@@ -419,17 +400,15 @@ class WorkloadTable:
         self.block_ids = np.full((len(res), nb, len(es), len(ks), self._MAX_BLOCK_OPS), -1, np.int32)
         fixed = []
         for r_i, r in enumerate(res):
-            head, _ = _head(self.net, r)
-            geo, size = _slot_geometry(self.net, r, space.max_depth)
-            fixed.append([self._id(w) for w in head + _tail(self.net, size)])
-            for slot, (stage, cin, cout, s, size_in, act, se) in enumerate(geo):
+            slots = self.net.slots(r, space.max_depth)
+            fixed_ops = [_stem(self.net, r), *_block(self.net.batch, self.net.first_block(r)),
+                         *_tail(self.net, slots[-1].size_out)]
+            fixed.append([self._id(w) for w in fixed_ops])
+            for slot_i, slot in enumerate(slots):
                 for e_i, e in enumerate(es):
-                    mid = make_divisible(round(cin * e))
-                    se_mid = make_divisible(mid // self.net.se_reduction) if se else None
                     for k_i, k in enumerate(ks):
-                        ops = _block(self.net.batch, cin, cout, mid, k, s, size_in, act, se_mid,
-                                     residual=s == 1 and cin == cout)
-                        self.block_ids[r_i, slot, e_i, k_i, :len(ops)] = [self._id(w) for w in ops]
+                        ops = _block(self.net.batch, slot_block(slot, e, k, self.net.se_reduction))
+                        self.block_ids[r_i, slot_i, e_i, k_i, :len(ops)] = [self._id(w) for w in ops]
         self.fixed_ids = np.asarray(fixed, dtype=np.int32)
         # value -> choice index lookups (-1 outside the space)
         self._res_lut = self._lut(res)
