@@ -1,6 +1,7 @@
 """Shared fixtures: tiny spaces and supernets keep every test CPU-sized."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -67,3 +68,43 @@ def randomize_(net, scale: float = 0.1):
             else:
                 t.normal_(0.0, scale if t.dim() > 1 else 0.1)
     return net
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(log_dir):
+    """A second, real process holding ``log_dir``'s writer lock until the block ends, when it is
+    killed with SIGKILL (a killed holder must leave no stale lock). Yields its pid."""
+    import subprocess
+
+    code = ("import sys, time\nfrom tvm_ofa.compiler.store import writer_lock\n"
+            "with writer_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(log_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def kill_when(argv, ready, timeout: float = 600.0) -> None:
+    """Run ``argv`` in a process of its own and ``kill -9`` it as soon as ``ready()`` holds (polled
+    every 50 ms); fail if it ends or times out before that."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                raise AssertionError(f"{argv[:4]} ended (exit {proc.returncode}) before it could be killed: "
+                                     f"{proc.stderr.read()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{argv[:4]} not ready after {timeout:.0f} s")
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()

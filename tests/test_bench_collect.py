@@ -10,7 +10,7 @@ from conftest import bench_script
 
 @pytest.fixture(scope="module")
 def collector():
-    from tvm_ofa.cli import collect
+    from tvm_ofa.predict import collect
 
     return collect
 

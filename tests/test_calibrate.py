@@ -274,20 +274,32 @@ def test_calibrate_borrows_schedules_resumes_and_beats_the_source(source_machine
     here = cfg.log_dir(root)
     assert not here.exists()
 
-    seen = []
+    # a calibration in a process of its own, killed with SIGKILL after its first measurement
+    import sys
+    import textwrap
 
-    def stop_after_two(ev):
-        seen.append(ev)
-        if ev.stage == "measure" and ev.done == 2:
-            raise KeyboardInterrupt
+    from conftest import kill_when, lock_held_elsewhere
+    from tvm_ofa.compiler.store import DatabaseBusy
 
-    with pytest.raises(KeyboardInterrupt):
-        calibrate(cfg, minutes=20, log_root=root, n_subnets=4, tune=False, repeats=5, progress=stop_after_two)
-    assert len(read_measurements(here)) == 2
-    assert len(predictor_files(here)) == 1  # refit after every measurement
+    script = tmp_path / "calibrate.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import tvm_ofa.predict.calibrate as calibration
+        from test_calibrate import _host_cfg
+        calibration.RETIME_SLOW = 100.0
+        calibration.calibrate(_host_cfg(), minutes=20, log_root=sys.argv[1], n_subnets=4, tune=False, repeats=5)
+    """))
+    kill_when([sys.executable, str(script), str(root)], lambda: len(read_measurements(here)) >= 1)
+    k = len(read_measurements(here))
+    assert 1 <= k < 4
+    # one writer per folder: a second calibration is refused while another process holds it
+    with lock_held_elsewhere(here), pytest.raises(DatabaseBusy, match="another process"):
+        calibrate(cfg, minutes=20, log_root=root, n_subnets=4, tune=False, repeats=5)
     rep = calibrate(cfg, minutes=20, log_root=root, n_subnets=4, tune=False, repeats=5)
     lines = (here / MEASUREMENTS_FILE).read_text().splitlines()
-    assert rep.measured == 4 and rep.measured_now == 2 and len(lines) == 4  # nothing measured twice
+    assert rep.measured == 4 and rep.measured_now == 4 - k and len(lines) == 4  # nothing measured twice
+    assert len(predictor_files(here)) == 1  # refit after every measurement
     # the borrowed schedules were timed here and the predictor uses those times
     from tvm_ofa.compiler.store import BORROWED_FILE
     from tvm_ofa.predict.calibrate import borrowed_times
@@ -397,6 +409,7 @@ def test_calibrate_a_device_through_an_rpc_tracker(source_machine, tmp_path, mon
 
 def test_specialize_on_a_cpu_without_logs_calibrates_first_and_says_so(tiny_space, tmp_path, monkeypatch, capsys):
     from tvm_ofa.cli import calibrate as cli
+    from tvm_ofa.predict import calibrate as lib
     from tvm_ofa.predict.latency import CalibratedPredictor
     from tvm_ofa.targets import host_provenance
 
@@ -406,11 +419,11 @@ def test_specialize_on_a_cpu_without_logs_calibrates_first_and_says_so(tiny_spac
     _source_predictor(tiny_space).save(src, {**prov, "cpu": "srccpu"})
     calls = []
 
-    def fake(cfg_, minutes, **kw):
+    def fake(cfg_, *, minutes, **kw):
         calls.append((minutes, kw["source_dir"]))
         CalibratedPredictor.from_source(_source_predictor(tiny_space)).save(cfg_.log_dir(kw["log_root"]), prov)
 
-    monkeypatch.setattr(cli, "run_calibration", fake)
+    monkeypatch.setattr(lib, "calibrate", fake)
     pred = cli.ensure_predictor(cfg, str(tmp_path), 3.0)
     out = capsys.readouterr().out
     assert pred.kind == "calibrated" and calls == [(3.0, src)]

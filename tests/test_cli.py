@@ -180,6 +180,67 @@ def test_every_documented_command_parses_as_written():
             raise AssertionError(f"{where}: `{cmd}` does not parse") from exc
 
 
+# the documented commands that run for minutes to hours, and the test that runs each one's work
+# with tiny settings (a tiny supernet, a few images, one or two trials)
+LONG = {
+    "train": "test_train.py::test_training_killed_with_sigkill_resumes_where_its_last_save_left_it",
+    "tune": "test_compiler.py::test_tune_killed_with_sigkill_resumes_losing_at_most_the_batch_in_flight",
+    "latency collect": "test_latency_predictor.py::test_collect_runs_from_python_and_resumes",
+    "latency retime": "test_compiler.py::test_retime_times_every_workload_once_and_the_dataset_uses_it",
+    "latency fit": "test_latency_predictor.py::test_cli_fit_predict_eval",
+    "latency eval": "test_latency_predictor.py::test_cli_fit_predict_eval",
+    "calibrate": "test_calibrate.py::test_calibrate_borrows_schedules_resumes_and_beats_the_source",
+    "accuracy measure": "test_accuracy.py::test_measure_named_subnets_on_the_test_split",
+    "accuracy fit": "test_accuracy.py::test_fit_keeps_the_better_model_and_ranks_well",
+    "search": "test_cli.py::test_search_defaults_to_the_embedded_supernet_and_its_predictors",
+    "specialize": "test_specialize.py::test_specialize_end_to_end_with_real_tuning",
+}
+
+
+def test_the_readme_workflow_runs_as_written(tmp_path, monkeypatch, capsys):
+    """The README's workflow, in order, in an empty folder: the quick commands run exactly as
+    written (placeholders filled in; `runs/fmnist-cpu/supernet.pt`, which the long `train` step
+    makes, is the embedded checkpoint here, and `compile` builds from the records there are); each
+    long one parses and names the test that runs its work with tiny settings."""
+    import ast
+    import shlex
+    from pathlib import Path
+
+    import numpy as np
+
+    from tvm_ofa.arch import ArchConfig
+    from tvm_ofa.defaults import DEFAULT_CHECKPOINT
+
+    tests = Path(__file__).parent
+    for verb, test in LONG.items():
+        file, name = test.split("::")
+        tree = ast.parse((tests / file).read_text())
+        assert name in {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}, (verb, test)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "fmnist-cpu").mkdir(parents=True)
+    (tmp_path / "runs" / "fmnist-cpu" / "supernet.pt").symlink_to(DEFAULT_CHECKPOINT)
+    ran = []
+    for where, cmd in _documented_commands():
+        if not where.startswith("README.md"):
+            continue
+        argv = shlex.split(cmd)[1:]
+        verb = " ".join(argv[:2]) if argv[0] in ("latency", "accuracy") else argv[0]
+        if verb in LONG:
+            continue
+        if Path("arch.json").exists():
+            arch = ArchConfig.from_json(Path("arch.json").read_text())
+            argv = [a.replace("artifacts/host-cpu/x", f"artifacts/host-cpu/{arch.id}") for a in argv]
+            np.save("x.npy", np.zeros((1, 3, arch.resolution, arch.resolution), "float32"))
+        if verb == "compile":
+            argv.append("--no-tune")
+        if argv == ["--help"]:
+            continue  # prints and exits: test_help_lists_the_verbs_quickly
+        assert main(argv) == 0, f"{where}: `{cmd}` failed: {capsys.readouterr().err[-2000:]}"
+        ran.append(verb)
+    assert ran == ["subnet", "subnet", "targets", "compile", "run", "bench"]
+    assert Path("model.onnx").is_file() and np.load("logits.npy").shape == (1, 10)
+
+
 def test_every_flag_of_every_verb_has_help():
     import argparse
 

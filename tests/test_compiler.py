@@ -55,6 +55,11 @@ class MiniMBV3(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def mini():
+    return mini_module()
+
+
+def mini_module():
+    """The mini net with randomized statistics (seed 0): the same in every process."""
     from conftest import randomize_
 
     torch.manual_seed(0)
@@ -109,17 +114,22 @@ def test_repair_drops_torn_lines(tmp_path):
 
 def test_one_tuning_process_per_database(mini, tmp_path):
     """Two processes appending to one JSON database number their new workloads alike, so records
-    end up pointing at the other's workloads: a second writer is refused, in one line."""
-    from tvm_ofa.compiler.store import DatabaseBusy, writer_lock
+    end up pointing at the other's workloads: a second writer is refused, in one line; a writer
+    killed with SIGKILL leaves no stale lock; one process may nest the lock (collect tunes)."""
+    from conftest import lock_held_elsewhere
+
     from tvm_ofa.compiler.lower import lower_module
+    from tvm_ofa.compiler.store import DatabaseBusy, writer_lock
     from tvm_ofa.compiler.tune import TuningError, tune
 
     cfg = host_cfg()
     log_dir = cfg.log_dir(tmp_path)
-    with writer_lock(log_dir):
-        with pytest.raises(DatabaseBusy, match=rf"^{log_dir}: another process \(pid {os.getpid()}\) is tuning"):
-            tune(cfg, lower_module(mini, (1, 3, 32, 32)), log_root=tmp_path)
-    with writer_lock(log_dir):  # released on exit
+    low = lower_module(mini, (1, 3, 32, 32))
+    with lock_held_elsewhere(log_dir) as pid:
+        with pytest.raises(DatabaseBusy, match=rf"^{log_dir}: another process \(pid {pid}\) is writing") as info:
+            tune(cfg, low, log_root=tmp_path)
+        assert "\n" not in str(info.value)
+    with writer_lock(log_dir), writer_lock(log_dir):  # the holder was killed: free, and it nests here
         pass
 
     # a lowering that does not match the target's prepack option would tune workloads that its
@@ -600,6 +610,40 @@ def test_resume_after_torn_write(tuned):
     rep2 = tune(cfg, low, log_root=killed)
     assert rep2.new_trials == 0
     assert len((log_dir / RECORD_FILE).read_text().splitlines()) == len(lines)
+
+
+@pytest.mark.slow
+def test_tune_killed_with_sigkill_resumes_losing_at_most_the_batch_in_flight(tuned, tmp_path):
+    """A tune in a process of its own, killed with SIGKILL once a few batches are committed: the
+    rerun keeps every committed record and tunes only what was left."""
+    from conftest import kill_when
+
+    from tvm_ofa.compiler.store import RECORD_FILE
+    from tvm_ofa.compiler.tune import tune
+
+    cfg, low, _, first, _ = tuned
+    script = tmp_path / "tune_mini.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_compiler import MiniMBV3, host_cfg, mini_module
+        from tvm_ofa.compiler.lower import lower_module
+        from tvm_ofa.compiler.tune import tune
+        tune(host_cfg(), lower_module(mini_module(), (1, 3, 32, 32)), log_root=sys.argv[1], min_repeat_ms=5)
+    """))
+    root = tmp_path / "logs"
+    records = cfg.log_dir(root) / RECORD_FILE
+
+    def committed() -> int:
+        return len(records.read_text().splitlines()) if records.exists() else 0
+
+    kill_when([sys.executable, str(script), str(root)], lambda: committed() >= 3)
+    before = records.read_text().splitlines()
+    rep = tune(cfg, low, log_root=root, min_repeat_ms=5)
+    after = records.read_text().splitlines()
+    assert after[:len(before) - 1] == before[:-1]  # all kept (the last line may have been torn)
+    assert 0 < rep.new_trials < first.new_trials
+    assert tune(cfg, low, log_root=root).new_trials == 0
 
 
 @pytest.mark.slow

@@ -429,3 +429,33 @@ def test_the_predictor_of_the_network_is_found_without_flags(tiny_space, tmp_pat
                                                 "n_classes": 1000}).name
     with pytest.raises(LatencyPredictorError, match="more than one latency predictor"):
         find_predictor(tmp_path, {"resolutions": [56]})
+
+
+def test_collect_runs_from_python_and_resumes(tmp_path):
+    """The collector is a library function (the CLI only draws its progress): it tunes a subnet,
+    measures it end to end into measurements.jsonl, and a rerun skips what is measured."""
+    from tvm_ofa.predict.collect import CollectOptions, collect
+    from tvm_ofa.predict.dataset import load_measurements
+    from tvm_ofa.targets import parse_target
+
+    cfg = parse_target({"name": "host-test", "target": {"kind": "llvm", "mcpu": "native"}, "threads": 2},
+                       "host-test.yaml")
+    opts = CollectOptions(resolutions=[32], width_mult=0.35, n_classes=10, trials_per_task=2,
+                          trials_per_round=2, max_subnets=1, repeats=5)
+    events = []
+    report = collect(cfg, opts, log_root=tmp_path, progress=events.append)
+    assert report.measured_subnets == 1 and report.log_dir == cfg.log_dir(tmp_path)
+    assert events[0].stage == "start" and str(report.log_dir) in events[0].message
+    assert [e.done for e in events if e.stage == "subnet"] == [1]
+    (m,), bad = load_measurements(report.log_dir)
+    assert bad == 0 and m.arch.resolution == 32 and m.latency_ms > 0
+    again = []
+    collect(cfg, CollectOptions(**{**opts.__dict__, "max_subnets": 0}), log_root=tmp_path, progress=again.append)
+    assert "1 subnets already measured" in again[0].message
+    # one writer per folder: refused while another process holds it, in one line
+    from conftest import lock_held_elsewhere
+
+    from tvm_ofa.compiler.store import DatabaseBusy
+
+    with lock_held_elsewhere(report.log_dir), pytest.raises(DatabaseBusy, match="another process"):
+        collect(cfg, opts, log_root=tmp_path)

@@ -134,6 +134,35 @@ def test_training_runs_resumes_and_matches_an_uninterrupted_run(tmp_path):
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
 
 
+@needs_fmnist
+def test_training_killed_with_sigkill_resumes_where_its_last_save_left_it(tmp_path):
+    """`tvm-ofa train` in a process of its own, killed with SIGKILL in its second phase: the rerun
+    goes on from the last saved step (at most ``save_every`` steps lost) and ends where an
+    uninterrupted run ends."""
+    from conftest import kill_when
+
+    from tvm_ofa.nn.checkpoint import read_checkpoint
+
+    straight = train_supernet(load_train_config(_config(tmp_path / "a")))
+    path = _config(tmp_path / "b")
+    trainer = tmp_path / "b" / "run" / "trainer.pt"
+
+    def in_second_phase() -> bool:
+        try:
+            return trainer.is_file() and read_checkpoint(trainer)["state"]["phase_index"] >= 1
+        except Exception:  # being replaced right now
+            return False
+
+    kill_when([sys.executable, "-m", "tvm_ofa.cli", "train", "--config", str(path)], in_second_phase)
+    killed_at = read_checkpoint(trainer)["state"]
+    events = []
+    resumed = train_supernet(load_train_config(path), events.append)
+    first = next(e for e in events if e["event"] == "step")
+    assert first["phase_index"] == killed_at["phase_index"] >= 1  # continued, not restarted
+    a, b = straight.supernet.state_dict(), resumed.supernet.state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
 def test_phases_not_begun_may_change_between_resumptions_begun_ones_may_not(tmp_path):
     """A long run can be given more or fewer epochs for the phases it has not reached; changing a
     phase it has begun (or the data, or the network) is refused with a one-line error."""

@@ -68,15 +68,16 @@ def run(args: argparse.Namespace) -> int:
                    "predictor": str(report.predictor)})
 
 
-def run_calibration(cfg, minutes: float, **kwargs):
-    """:func:`tvm_ofa.predict.calibrate.calibrate` with a progress bar (also used by specialize)."""
+def _progress_bar():
+    """A progress callback for calibration events, and the function that closes its bar."""
     from tqdm import tqdm
-
-    from tvm_ofa.predict.calibrate import calibrate
 
     bars: list = []  # made at the first event, so that an error before it is one clean line
 
     def progress(ev) -> None:
+        if ev.stage == "start":
+            print(f"calibrate   {ev.message}", flush=True)
+            return
         if not bars:
             bars.append(tqdm(total=None, desc="calibrating", unit="subnet", dynamic_ncols=True))
         bar = bars[0]
@@ -86,7 +87,7 @@ def run_calibration(cfg, minutes: float, **kwargs):
             bar.set_postfix_str(ev.message)
             bar.refresh()
         elif ev.stage == "warning":
-            bar.write(f"warning     {ev.message}")
+            bar.write(f"warning     {ev.message}", file=sys.stderr)
         elif ev.stage == "retime":
             bar.set_postfix_str(f"timing borrowed schedules here: {ev.done}/{ev.total}, {ev.message}")
             bar.refresh()
@@ -94,40 +95,38 @@ def run_calibration(cfg, minutes: float, **kwargs):
             bar.set_postfix_str(f"tuning {ev.message}")
             bar.refresh()
 
-    try:
-        return calibrate(cfg, minutes=minutes, progress=progress, **kwargs)
-    finally:
+    def close() -> None:
         for bar in bars:
             bar.close()
 
+    return progress, close
 
-def ensure_predictor(cfg, log_root: str, minutes: float, match: dict | None = None):
-    """The target's latency predictor for this machine (for the network ``match`` describes);
-    when this CPU has none but another CPU of the target has one, calibrate first (within
-    ``minutes``) and say so in one line."""
+
+def run_calibration(cfg, minutes: float, **kwargs):
+    """:func:`tvm_ofa.predict.calibrate.calibrate` with a progress bar."""
+    from tvm_ofa.predict.calibrate import calibrate
+
+    progress, close = _progress_bar()
+    try:
+        return calibrate(cfg, minutes=minutes, progress=progress, **kwargs)
+    finally:
+        close()
+
+
+def ensure_predictor(cfg, log_root: str | None, minutes: float, match: dict | None = None):
+    """:func:`tvm_ofa.predict.calibrate.ensure_predictor` with a progress bar, its warnings on
+    stderr (used by specialize and the demo)."""
     import warnings
 
-    from tvm_ofa.errors import TvmOfaError
-    from tvm_ofa.predict.calibrate import find_source
-    from tvm_ofa.predict.latency import find_predictor, load_predictor
-    from tvm_ofa.targets import host_provenance
+    from tvm_ofa.predict import calibrate
 
-    prov = host_provenance(cfg)
-    log_dir = cfg.log_dir(log_root)
-    try:
-        find_predictor(log_dir, match)
-        have = True
-    except TvmOfaError:
-        have = False
-    if not have and minutes > 0:
-        src = find_source(log_dir, prov, match)
-        if src is not None:
-            print(f"calibrate   this CPU ({prov.get('cpu')}) has no logs of its own for this network: "
-                  f"calibrating from {src} for up to {minutes:g} min first (`tvm-ofa calibrate` does more)")
-            run_calibration(cfg, minutes, log_root=log_root, source_dir=src, match=match)
+    progress, close = _progress_bar()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pred = load_predictor(log_dir, prov, match)
+        try:
+            pred = calibrate.ensure_predictor(cfg, log_root, minutes, match, progress)
+        finally:
+            close()
     for w in caught:
         print(f"warning     {w.message}", file=sys.stderr)
     return pred

@@ -345,11 +345,12 @@ def _retime(args: argparse.Namespace) -> int:
 def _collect(args: argparse.Namespace) -> Result:
     from tvm_ofa.cli import collect
     from tvm_ofa.compiler.store import MEASUREMENTS_FILE
+    from tvm_ofa.predict.collect import measured_ids
 
     status = collect.run(args)
     cfg, log_dir, _ = _setup(args)
     return Result({"target": cfg.name, "log_dir": str(log_dir),
-                   "measured_subnets": len(collect.measured_ids(log_dir / MEASUREMENTS_FILE))}, status)
+                   "measured_subnets": len(measured_ids(log_dir / MEASUREMENTS_FILE))}, status)
 
 
 _ACTIONS = {"collect": _collect, "retime": _retime, "fit": _fit, "predict": _predict, "eval": _eval}

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from tvm_ofa.compiler.store import (BORROWED_FILE, RETIMED_FILE, WORKLOAD_FILE, NoTuningLogsError, has_logs,
-                                   open_database, read_retimed, retime_stands, write_lines)
+                                   open_database, read_retimed, retime_stands, write_lines, writer_lock)
 from tvm_ofa.errors import TvmOfaError
 
 
@@ -106,99 +106,100 @@ def retime_records(cfg: Any, log_dir: str | os.PathLike, *, batch: int = 16, slo
     log_dir = Path(log_dir)
     src = Path(records_dir) if records_dir is not None else log_dir
     name = RETIMED_FILE if records_dir is None else BORROWED_FILE
-    # before opening: opening a database creates an empty one
+    # before opening or locking: either creates files
     if not has_logs(src):
         raise NoTuningLogsError(f"{src}: no tuning database to re-time; tune first (`tvm-ofa tune "
                                 f"--target {cfg.name} ...` or `tvm-ofa latency collect`)")
-    ok, why = measurable(cfg)
-    if not ok:
-        raise RetimeError(f"{cfg.path}: cannot re-time here: {why}")
-    db = open_database(src).db
-    best = _best_records(db, src)
-    if not best:
-        return RetimeReport(str(log_dir), 0, 0, 0, 0, time.monotonic() - t0)
-    record_s = {k: _mean(r.run_secs) for k, r in best.items()}
-    # the canary: the heaviest workload (the same one on a rerun, unless the logs changed)
-    heavy = max(best, key=record_s.__getitem__)
-    order = sorted(best) if keys is None else [k for k in dict.fromkeys(keys) if k in best]
-    if not order:
-        return RetimeReport(str(log_dir), 0, 0, 0, 0, time.monotonic() - t0)
-    best = {k: best[k] for k in {*order, heavy}}
-    doc = read_retimed(log_dir, name)
-    if doc.get("canary") != heavy:
-        doc = {"workloads": {}}
-    if records_dir is not None:
-        doc["records_dir"] = os.path.relpath(src.resolve(), log_dir.resolve())
-    done: dict[str, dict] = doc["workloads"]
-    canary_best = float(doc.get("canary_best_s") or float("inf"))
-    target = cfg.tvm_target()
-    builder, runner = make_builder(cfg), make_runner(cfg)
-    dev_type = "cuda" if cfg.target.get("kind") == "cuda" else "cpu"
-    tmp = Path(tempfile.mkdtemp(prefix="tvm-ofa-retime-"))
-    errors: list[str] = []
+    with writer_lock(log_dir):
+        ok, why = measurable(cfg)
+        if not ok:
+            raise RetimeError(f"{cfg.path}: cannot re-time here: {why}")
+        db = open_database(src).db
+        best = _best_records(db, src)
+        if not best:
+            return RetimeReport(str(log_dir), 0, 0, 0, 0, time.monotonic() - t0)
+        record_s = {k: _mean(r.run_secs) for k, r in best.items()}
+        # the canary: the heaviest workload (the same one on a rerun, unless the logs changed)
+        heavy = max(best, key=record_s.__getitem__)
+        order = sorted(best) if keys is None else [k for k in dict.fromkeys(keys) if k in best]
+        if not order:
+            return RetimeReport(str(log_dir), 0, 0, 0, 0, time.monotonic() - t0)
+        best = {k: best[k] for k in {*order, heavy}}
+        doc = read_retimed(log_dir, name)
+        if doc.get("canary") != heavy:
+            doc = {"workloads": {}}
+        if records_dir is not None:
+            doc["records_dir"] = os.path.relpath(src.resolve(), log_dir.resolve())
+        done: dict[str, dict] = doc["workloads"]
+        canary_best = float(doc.get("canary_best_s") or float("inf"))
+        target = cfg.tvm_target()
+        builder, runner = make_builder(cfg), make_runner(cfg)
+        dev_type = "cuda" if cfg.target.get("kind") == "cuda" else "cpu"
+        tmp = Path(tempfile.mkdtemp(prefix="tvm-ofa-retime-"))
+        errors: list[str] = []
 
-    def run(items: list) -> list[float | None]:
-        out = []
-        for secs, err in run_built(runner, dev_type, items):
-            if err:
-                errors.append(err)
-            out.append(_mean(secs) if secs else None)
-        return out
+        def run(items: list) -> list[float | None]:
+            out = []
+            for secs, err in run_built(runner, dev_type, items):
+                if err:
+                    errors.append(err)
+                out.append(_mean(secs) if secs else None)
+            return out
 
-    # built once; the runner deletes what it ran, so each canary run gets a copy
-    (canary_cand, canary_art), = build_records(builder, target, [best[heavy]])
-    if canary_art is None:
-        raise RetimeError(f"{log_dir}: the canary workload {heavy} does not build")
+        # built once; the runner deletes what it ran, so each canary run gets a copy
+        (canary_cand, canary_art), = build_records(builder, target, [best[heavy]])
+        if canary_art is None:
+            raise RetimeError(f"{log_dir}: the canary workload {heavy} does not build")
 
-    def canary() -> float:
-        # in a folder of its own: the runner's cleanup removes the artifact's folder
-        copy = Path(tempfile.mkdtemp(dir=tmp)) / Path(canary_art).name
-        shutil.copy(canary_art, copy)
-        s = run([(canary_cand, str(copy))])[0]
-        if s is None:
-            raise RetimeError(f"{log_dir}: the canary workload {heavy} does not run: {errors[-1:]}")
-        return s
+        def canary() -> float:
+            # in a folder of its own: the runner's cleanup removes the artifact's folder
+            copy = Path(tempfile.mkdtemp(dir=tmp)) / Path(canary_art).name
+            shutil.copy(canary_art, copy)
+            s = run([(canary_cand, str(copy))])[0]
+            if s is None:
+                raise RetimeError(f"{log_dir}: the canary workload {heavy} does not run: {errors[-1:]}")
+            return s
 
-    def accepted(k: str) -> bool:
-        return retime_stands(done.get(k), slow * canary_best, record_s[k])
+        def accepted(k: str) -> bool:
+            return retime_stands(done.get(k), slow * canary_best, record_s[k])
 
-    already = sum(1 for k in order if accepted(k))
-    retried = 0
-    try:
-        for sweep in range(max(sweeps, 1)):
-            todo = [k for k in order if not accepted(k)]
-            if not todo or (deadline is not None and clock() >= deadline):
-                break
-            retried += (sweep > 0) * ((len(todo) + batch - 1) // batch)
-            for i in range(0, len(todo), batch):
-                if deadline is not None and clock() >= deadline:
+        already = sum(1 for k in order if accepted(k))
+        retried = 0
+        try:
+            for sweep in range(max(sweeps, 1)):
+                todo = [k for k in order if not accepted(k)]
+                if not todo or (deadline is not None and clock() >= deadline):
                     break
-                part = todo[i:i + batch]
-                items = build_records(builder, target, [best[k] for k in part])
-                before = canary()
-                secs = run(items)
-                after = canary()
-                c = max(before, after)
-                canary_best = min(canary_best, before, after)
-                for k, s in zip(part, secs):
-                    if s is None:
-                        continue
-                    prev = done.get(k)
-                    # a slower-phase timing never replaces one taken at speed
-                    if prev is None or c < prev["canary_s"] or prev.get("record_s") != record_s[k]:
-                        done[k] = {"s": s, "canary_s": c, "record_s": record_s[k]}
-                doc.update(cpu=cfg.resolved_target().get("mcpu"), canary=heavy, canary_best_s=canary_best,
-                           slow=slow, date=time.strftime("%Y-%m-%dT%H:%M:%S"), workloads=done)
-                write_lines(log_dir / name, [json.dumps(doc, indent=0, sort_keys=True)])
-                if progress:
-                    progress(RetimeProgress(sum(1 for k in order if accepted(k)), len(order), retried,
-                                            c / canary_best))
-    finally:
-        builder.shutdown()
-        shutil.rmtree(tmp, ignore_errors=True)
-    ok = sum(1 for k in order if accepted(k))
-    return RetimeReport(str(log_dir), len(order), ok - already, already, len(order) - ok,
-                        time.monotonic() - t0)
+                retried += (sweep > 0) * ((len(todo) + batch - 1) // batch)
+                for i in range(0, len(todo), batch):
+                    if deadline is not None and clock() >= deadline:
+                        break
+                    part = todo[i:i + batch]
+                    items = build_records(builder, target, [best[k] for k in part])
+                    before = canary()
+                    secs = run(items)
+                    after = canary()
+                    c = max(before, after)
+                    canary_best = min(canary_best, before, after)
+                    for k, s in zip(part, secs):
+                        if s is None:
+                            continue
+                        prev = done.get(k)
+                        # a slower-phase timing never replaces one taken at speed
+                        if prev is None or c < prev["canary_s"] or prev.get("record_s") != record_s[k]:
+                            done[k] = {"s": s, "canary_s": c, "record_s": record_s[k]}
+                    doc.update(cpu=cfg.resolved_target().get("mcpu"), canary=heavy, canary_best_s=canary_best,
+                               slow=slow, date=time.strftime("%Y-%m-%dT%H:%M:%S"), workloads=done)
+                    write_lines(log_dir / name, [json.dumps(doc, indent=0, sort_keys=True)])
+                    if progress:
+                        progress(RetimeProgress(sum(1 for k in order if accepted(k)), len(order), retried,
+                                                c / canary_best))
+        finally:
+            builder.shutdown()
+            shutil.rmtree(tmp, ignore_errors=True)
+        ok = sum(1 for k in order if accepted(k))
+        return RetimeReport(str(log_dir), len(order), ok - already, already, len(order) - ok,
+                            time.monotonic() - t0)
 
 
 def _mean(run_secs: Any) -> float:

@@ -69,37 +69,50 @@ class DatabaseWarning(UserWarning):
 
 
 class DatabaseBusy(TvmOfaError):
-    """Another process is tuning into the same database."""
+    """Another process is writing into the same log folder."""
 
 
 class NoTuningLogsError(TvmOfaError):
     """A target folder without a tuning database to learn from."""
 
 
+# folders whose lock this process holds: a job holding its folder's lock (collect, calibrate,
+# retime) calls tune, which asks for the same lock; flock would refuse a second descriptor
+_HELD: set[Path] = set()
+
+
 @contextlib.contextmanager
 def writer_lock(log_dir: str | os.PathLike) -> Iterator[None]:
-    """Hold the one-writer lock of ``log_dir``'s database (an advisory ``flock``, released when
-    the process dies); raise :class:`DatabaseBusy` at once when another process holds it."""
+    """Hold the one-writer lock of ``log_dir`` (its tuning database, measurements and
+    predictors): an advisory ``flock``, released when the process dies, so a job killed with
+    ``kill -9`` leaves no stale lock. Raise :class:`DatabaseBusy` at once when another process holds
+    it; within one process the lock nests."""
     import fcntl
 
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
+    key = log_dir.resolve()
+    if key in _HELD:
+        yield
+        return
     with open(log_dir / LOCK_FILE, "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             f.seek(0)
             who = f.read().strip()
-            raise DatabaseBusy(f"{log_dir}: another process{f' ({who})' if who else ''} is tuning into "
-                               "this database, which takes one writer at a time: wait for it, or "
-                               "tune into another --log-root") from None
+            raise DatabaseBusy(f"{log_dir}: another process{f' ({who})' if who else ''} is writing into "
+                               "this folder, which takes one writer at a time (tune, collect, calibrate, "
+                               "retime): wait for it, or use another --log-root") from None
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()}")
         f.flush()
+        _HELD.add(key)
         try:
             yield
         finally:
+            _HELD.discard(key)
             fcntl.flock(f, fcntl.LOCK_UN)
 
 

@@ -36,7 +36,7 @@ from tvm_ofa.arch import ArchConfig, SearchSpace
 from tvm_ofa.errors import TvmOfaError
 from tvm_ofa.compiler.store import (BORROWED_FILE, CALIBRATION_FILE, CALIBRATION_MEASUREMENTS_FILE, DatabaseWarning,
                                    NoTuningLogsError, accepted_times, append_json_line, json_lines, read_json,
-                                   read_provenance, record_count, write_json)
+                                   read_provenance, record_count, write_json, writer_lock)
 from tvm_ofa.predict.dataset import Measurement
 from tvm_ofa.predict.latency import CalibratedPredictor, LatencyPredictor, find_predictor, load_predictor
 
@@ -57,7 +57,8 @@ class CalibrationError(TvmOfaError):
 class CalibrationEvent:
     """Progress, sent after each step."""
 
-    stage: str  # "measure", "retime", "fit", "tune"; "warning": a step skipped, the message says why
+    stage: str  # "start" (what is calibrated from where), "measure", "retime", "fit", "tune";
+    # "warning": a step skipped, the message says why
     done: int
     total: int
     message: str = ""
@@ -258,6 +259,39 @@ def important_workloads(pred: LatencyPredictor, n_archs: int = 512, seed: int = 
     return [(pred.table.workloads[i].key, float(weight[i])) for i in order if weight[i] > 0]
 
 
+def ensure_predictor(cfg: Any, log_root: str | Path | None, minutes: float, match: dict | None = None,
+                     progress: Optional[Callable[[CalibrationEvent], None]] = None) -> Any:
+    """The latency predictor of ``cfg`` on this machine for the network ``match`` describes. When
+    this CPU has none but another CPU of the target has one, calibrate from it first, within
+    ``minutes`` (``progress`` first gets a ``start`` event saying so).
+
+    Returns
+    -------
+    LatencyPredictor or CalibratedPredictor
+        What :func:`~tvm_ofa.predict.latency.load_predictor` loads (its warnings go through
+        :mod:`warnings`).
+    """
+    from tvm_ofa.predict.latency import find_predictor, load_predictor
+    from tvm_ofa.targets import host_provenance
+
+    prov = host_provenance(cfg)
+    log_dir = cfg.log_dir(log_root)
+    try:
+        find_predictor(log_dir, match)
+        have = True
+    except TvmOfaError:
+        have = False
+    if not have and minutes > 0:
+        src = find_source(log_dir, prov, match)
+        if src is not None:
+            if progress is not None:
+                progress(CalibrationEvent("start", 0, 0, f"this CPU ({prov.get('cpu')}) has no logs of its own "
+                                          f"for this network: calibrating from {src} for up to {minutes:g} min "
+                                          "first (`tvm-ofa calibrate` does more)"))
+            calibrate(cfg, minutes=minutes, log_root=log_root, source_dir=src, match=match, progress=progress)
+    return load_predictor(log_dir, prov, match)
+
+
 def calibrate(cfg: Any, *, minutes: float, log_root: str | Path | None = None,
               source_dir: str | Path | None = None, n_subnets: int = 16, seed: int = 0,
               repeats: int = 30, tune: bool = True, trials_per_task: int | None = None,
@@ -298,93 +332,94 @@ def calibrate(cfg: Any, *, minutes: float, log_root: str | Path | None = None,
     start = clock()
     deadline = start + 60.0 * float(minutes)
     log_dir = cfg.log_dir(log_root)
-    need = min_minutes(log_dir)
-    if minutes < need:
-        raise CalibrationError(f"--minutes {minutes:g} is too short: measuring the two extreme subnets "
-                               f"takes about {need:g} minutes here; give at least that")
-    ok, why = measurable(cfg)
-    if not ok:
-        raise CalibrationError(f"{cfg.path}: cannot measure {cfg.name}: {why}")
-    prov = host_provenance(cfg)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    state = read_json(log_dir / CALIBRATION_FILE)
-    if source_dir is None and state.get("source_dir"):
-        # stored relative to the log folder, so the two folders can move (or be committed) together
-        source_dir = log_dir / state["source_dir"]
-    if source_dir is None:
-        source_dir = find_source(log_dir, prov, match)
-    if source_dir is None:
-        raise CalibrationError(
-            f"{log_dir.parent}: no other machine's logs with a latency predictor to start from; collect them "
-            f"(`tvm-ofa latency collect --target {cfg.name}`, then `tvm-ofa latency fit`) "
-            "or pass --source DIR")
-    source_dir = Path(source_dir).resolve()
-    if source_dir == log_dir.resolve():
-        raise CalibrationError(f"{source_dir}: the source must be another machine's folder, not this one's")
-    source = load_source(source_dir, prov, match)
-    info = {"dir": str(source_dir), "cpu": source.meta.get("cpu"), "threads": source.meta.get("threads"),
-            "date": source.meta.get("date")}
-    state.update({"source_dir": os.path.relpath(source_dir, log_dir.resolve()), "source_cpu": source.meta.get("cpu"),
-                  "cpu": prov.get("cpu"), "cpu_features": prov.get("cpu_features"),
-                  "threads": prov.get("threads"), "tvm_version": prov.get("tvm_version")})
-    write_json(log_dir / CALIBRATION_FILE, state)
-    from tvm_ofa.compiler.tune import write_provenance
+    with writer_lock(log_dir):
+        need = min_minutes(log_dir)
+        if minutes < need:
+            raise CalibrationError(f"--minutes {minutes:g} is too short: measuring the two extreme subnets "
+                                   f"takes about {need:g} minutes here; give at least that")
+        ok, why = measurable(cfg)
+        if not ok:
+            raise CalibrationError(f"{cfg.path}: cannot measure {cfg.name}: {why}")
+        prov = host_provenance(cfg)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        state = read_json(log_dir / CALIBRATION_FILE)
+        if source_dir is None and state.get("source_dir"):
+            # stored relative to the log folder, so the two folders can move (or be committed) together
+            source_dir = log_dir / state["source_dir"]
+        if source_dir is None:
+            source_dir = find_source(log_dir, prov, match)
+        if source_dir is None:
+            raise CalibrationError(
+                f"{log_dir.parent}: no other machine's logs with a latency predictor to start from; collect them "
+                f"(`tvm-ofa latency collect --target {cfg.name}`, then `tvm-ofa latency fit`) "
+                "or pass --source DIR")
+        source_dir = Path(source_dir).resolve()
+        if source_dir == log_dir.resolve():
+            raise CalibrationError(f"{source_dir}: the source must be another machine's folder, not this one's")
+        source = load_source(source_dir, prov, match)
+        info = {"dir": str(source_dir), "cpu": source.meta.get("cpu"), "threads": source.meta.get("threads"),
+                "date": source.meta.get("date")}
+        state.update({"source_dir": os.path.relpath(source_dir, log_dir.resolve()), "source_cpu": source.meta.get("cpu"),
+                      "cpu": prov.get("cpu"), "cpu_features": prov.get("cpu_features"),
+                      "threads": prov.get("threads"), "tvm_version": prov.get("tvm_version")})
+        write_json(log_dir / CALIBRATION_FILE, state)
+        from tvm_ofa.compiler.tune import write_provenance
 
-    write_provenance(cfg, log_dir)
+        write_provenance(cfg, log_dir)
 
-    archs = calibration_set(source.space, source, n_subnets, seed=seed,
-                            covered=scheduled_keys(source_dir, log_dir), extra=source_archs(source_dir))
-    done = {m["id"]: m for m in read_measurements(log_dir)}
-    todo = [a for a in archs if a.id not in done]
-    measured_now = 0
-    per_subnet = np.median([m["seconds"] for m in done.values() if m.get("seconds")] or [DEFAULT_SUBNET_SECONDS])
-    net = _untrained(source)
+        archs = calibration_set(source.space, source, n_subnets, seed=seed,
+                                covered=scheduled_keys(source_dir, log_dir), extra=source_archs(source_dir))
+        done = {m["id"]: m for m in read_measurements(log_dir)}
+        todo = [a for a in archs if a.id not in done]
+        measured_now = 0
+        per_subnet = np.median([m["seconds"] for m in done.values() if m.get("seconds")] or [DEFAULT_SUBNET_SECONDS])
+        net = _untrained(source)
 
-    def emit_event(stage: str, i: int, n: int, msg: str = "") -> None:
-        if progress is not None:
-            progress(CalibrationEvent(stage, i, n, msg))
+        def emit_event(stage: str, i: int, n: int, msg: str = "") -> None:
+            if progress is not None:
+                progress(CalibrationEvent(stage, i, n, msg))
 
-    emit_event("measure", len(archs) - len(todo), len(archs))
-    canary = make_canary(cfg, source, net, log_root)
+        emit_event("measure", len(archs) - len(todo), len(archs))
+        canary = make_canary(cfg, source, net, log_root)
 
-    def measure_until(stop: float) -> None:
-        nonlocal measured_now, per_subnet
-        while todo:
-            if clock() + per_subnet > stop and len(done) >= 2:  # the two extremes, always
-                return
-            arch = todo.pop(0)
-            m = measure_subnet(cfg, arch, net, source, log_root, repeats, canary=canary)
-            m["db_records"] = record_count(log_dir)
-            append_json_line(log_dir / CALIBRATION_MEASUREMENTS_FILE, m)
-            done[arch.id] = m
-            measured_now += 1
-            per_subnet = float(np.median([d["seconds"] for d in done.values() if d.get("seconds")]))
-            pred, _ = fit(source, log_dir, info)
-            pred.save(log_dir, prov)
-            emit_event("measure", len(archs) - len(todo), len(archs), f"{arch.id} {m['median_ms']:.3f} ms")
+        def measure_until(stop: float) -> None:
+            nonlocal measured_now, per_subnet
+            while todo:
+                if clock() + per_subnet > stop and len(done) >= 2:  # the two extremes, always
+                    return
+                arch = todo.pop(0)
+                m = measure_subnet(cfg, arch, net, source, log_root, repeats, canary=canary)
+                m["db_records"] = record_count(log_dir)
+                append_json_line(log_dir / CALIBRATION_MEASUREMENTS_FILE, m)
+                done[arch.id] = m
+                measured_now += 1
+                per_subnet = float(np.median([d["seconds"] for d in done.values() if d.get("seconds")]))
+                pred, _ = fit(source, log_dir, info)
+                pred.save(log_dir, prov)
+                emit_event("measure", len(archs) - len(todo), len(archs), f"{arch.id} {m['median_ms']:.3f} ms")
 
-    measure_until(start + MEASURE_SHARE * (deadline - start) if retime else deadline)
-    retimed = 0
-    if retime and cfg.runner["kind"] in ("local", "rpc") and clock() < deadline:
-        retimed = _retime_borrowed(cfg, source, source_dir, log_dir, info, prov, deadline, clock, emit_event)
-    measure_until(deadline)
+        measure_until(start + MEASURE_SHARE * (deadline - start) if retime else deadline)
+        retimed = 0
+        if retime and cfg.runner["kind"] in ("local", "rpc") and clock() < deadline:
+            retimed = _retime_borrowed(cfg, source, source_dir, log_dir, info, prov, deadline, clock, emit_event)
+        measure_until(deadline)
 
-    tuned = 0
-    if tune and cfg.runner["kind"] in ("local", "rpc"):
-        tuned = _tune_important(cfg, source, log_dir, log_root, archs, net, info, prov, deadline, clock, canary,
-                                per_subnet, repeats, trials_per_task, tune_rounds, emit_event)
+        tuned = 0
+        if tune and cfg.runner["kind"] in ("local", "rpc"):
+            tuned = _tune_important(cfg, source, log_dir, log_root, archs, net, info, prov, deadline, clock, canary,
+                                    per_subnet, repeats, trials_per_task, tune_rounds, emit_event)
 
-    pred, ms = fit(source, log_dir, info)
-    path = pred.save(log_dir, prov)
-    fit_mape = None
-    if ms:
-        y = np.array([m.latency_ms for m in ms])
-        fit_mape = float(100 * np.mean(np.abs(pred.predict([m.arch for m in ms]) - y) / y))
-    state["seconds"] = float(state.get("seconds", 0.0)) + (clock() - start)
-    write_json(log_dir / CALIBRATION_FILE, state)
-    emit_event("fit", 1, 1, f"{len(ms)} subnets")
-    return CalibrationReport(str(log_dir), str(source_dir), source.meta.get("cpu"), len(ms), measured_now,
-                             tuned, clock() - start, str(path), dict(pred.factors), fit_mape, retimed)
+        pred, ms = fit(source, log_dir, info)
+        path = pred.save(log_dir, prov)
+        fit_mape = None
+        if ms:
+            y = np.array([m.latency_ms for m in ms])
+            fit_mape = float(100 * np.mean(np.abs(pred.predict([m.arch for m in ms]) - y) / y))
+        state["seconds"] = float(state.get("seconds", 0.0)) + (clock() - start)
+        write_json(log_dir / CALIBRATION_FILE, state)
+        emit_event("fit", 1, 1, f"{len(ms)} subnets")
+        return CalibrationReport(str(log_dir), str(source_dir), source.meta.get("cpu"), len(ms), measured_now,
+                                 tuned, clock() - start, str(path), dict(pred.factors), fit_mape, retimed)
 
 
 def _untrained(source: LatencyPredictor) -> Any:
