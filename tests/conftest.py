@@ -94,13 +94,17 @@ def kill_when(argv, ready, timeout: float = 600.0) -> None:
     import subprocess
     import time
 
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    import tempfile
+
+    err = tempfile.TemporaryFile("w+")  # not a pipe: a chatty child would block on a full one
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, text=True)
     deadline = time.monotonic() + timeout
     try:
         while not ready():
             if proc.poll() is not None:
+                err.seek(0)
                 raise AssertionError(f"{argv[:4]} ended (exit {proc.returncode}) before it could be killed: "
-                                     f"{proc.stderr.read()[-2000:]}")
+                                     f"{err.read()[-2000:]}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"{argv[:4]} not ready after {timeout:.0f} s")
             time.sleep(0.05)
@@ -108,3 +112,4 @@ def kill_when(argv, ready, timeout: float = 600.0) -> None:
     finally:
         proc.kill()
         proc.wait()
+        err.close()
