@@ -215,11 +215,12 @@ def tune(cfg: TargetConfig, lowered: LoweredModel, *, trials_per_task: int | Non
         raise TuningError(f"trials per task must be positive (0 only with a folder to seed from or "
                           f"neighbour schedules to transfer), got {budget}")
     seed_src = check_source(seed_from, log_dir) if seed_from is not None else None
+    got = lowered.lowering.to_dict()
     for opt, want in cfg.lowering.to_dict().items():
-        if lowered.lowering.to_dict()[opt] != want:
+        if got[opt] != want:
             # each option changes workloads: such records would never be found by the other build
             raise TuningError(f"{cfg.path}: {opt}: the target says {str(want).lower()}, but the "
-                              f"module was lowered with {opt}={lowered.lowering.to_dict()[opt]}; lower it with "
+                              f"module was lowered with {opt}={got[opt]}; lower it with "
                               "lower_module(..., lowering=cfg.lowering)")
     # MetaSchedule's JSON files take one writer: a second process appending workloads numbers
     # them as the first does, and its records then point at the other process's workloads

@@ -48,6 +48,11 @@ class StageLayout:
         )
 
 
+def conv_size_out(size_in: int, stride: int) -> int:
+    """Output size of a convolution with "same" padding (``kernel // 2``)."""
+    return (size_in - 1) // stride + 1
+
+
 @dataclass(frozen=True)
 class Slot:
     """What a block slot of the supernet fixes: its stage, widths, stride, input size,
@@ -63,7 +68,12 @@ class Slot:
 
     @property
     def size_out(self) -> int:
-        return (self.size_in - 1) // self.stride + 1
+        return conv_size_out(self.size_in, self.stride)
+
+    @property
+    def residual(self) -> bool:
+        """An identity shortcut: only where the block keeps the shape."""
+        return self.stride == 1 and self.cin == self.cout
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,7 @@ class Block:
 
     @property
     def size_out(self) -> int:
-        return (self.size_in - 1) // self.stride + 1
+        return conv_size_out(self.size_in, self.stride)
 
 
 @dataclass(frozen=True)
@@ -106,23 +116,19 @@ class Geometry:
         return self.blocks[-1].size_out
 
 
-def stem_size(resolution: int, stem_stride: int) -> int:
-    """Output size of the 3x3 stem (padding 1)."""
-    return (resolution - 1) // stem_stride + 1
-
-
 def first_block(layout: StageLayout, resolution: int, stem_stride: int) -> Block:
     """Once-for-all's fixed first block: depthwise and project, no expand."""
-    return Block("first", layout.stem, layout.stem, layout.first_block, 3, 1, stem_size(resolution, stem_stride),
-                 "relu", None, residual=layout.stem == layout.first_block, expand=False)
+    return Block("first", layout.stem, layout.stem, layout.first_block, 3, 1,
+                 conv_size_out(resolution, stem_stride), "relu", None,
+                 residual=layout.stem == layout.first_block, expand=False)
 
 
 def block_slots(layout: StageLayout, resolution: int, max_depth: int, stem_stride: int) -> list[Slot]:
     """The supernet's ``n_stages * max_depth`` block slots: a stage's first slot takes the previous
     stage's width and the stride; sizes are those at ``resolution``."""
-    size, cin, out = stem_size(resolution, stem_stride), layout.first_block, []
+    size, cin, out = conv_size_out(resolution, stem_stride), layout.first_block, []
     for stage, (cout, stride, act, se) in enumerate(zip(layout.stages, STAGE_STRIDES, STAGE_ACTS, STAGE_SE)):
-        size_out = (size - 1) // stride + 1
+        size_out = conv_size_out(size, stride)
         for j in range(max_depth):
             out.append(Slot(stage, cin if j == 0 else cout, cout, stride if j == 0 else 1,
                             size if j == 0 else size_out, act, se))
@@ -136,7 +142,7 @@ def slot_block(slot: Slot, expand_ratio: float, kernel: int, se_reduction: int =
     mid = make_divisible(round(slot.cin * expand_ratio))
     se_mid = make_divisible(mid // se_reduction) if slot.se else None
     return Block(name, slot.cin, mid, slot.cout, kernel, slot.stride, slot.size_in, slot.act, se_mid,
-                 residual=slot.stride == 1 and slot.cin == slot.cout)
+                 residual=slot.residual)
 
 
 def subnet_geometry(arch: ArchConfig, width_mult: float = 1.0, n_classes: int = 1000,
@@ -155,8 +161,8 @@ def subnet_geometry(arch: ArchConfig, width_mult: float = 1.0, n_classes: int = 
     """
     layout = StageLayout.for_width(width_mult)
     slots = block_slots(layout, arch.resolution, arch.max_depth, stem_stride)
-    blocks = [first_block(layout, arch.resolution, stem_stride)] + [slot_block(slots[i], arch.e[i], arch.ks[i], se_reduction, f"blocks.{i}")
-                        for i in arch.active_blocks()]
+    blocks = [first_block(layout, arch.resolution, stem_stride)]
+    blocks += [slot_block(slots[i], arch.e[i], arch.ks[i], se_reduction, f"blocks.{i}") for i in arch.active_blocks()]
     return Geometry(layout, arch.resolution, stem_stride, n_classes, tuple(blocks))
 
 
@@ -213,11 +219,13 @@ class OFAMobileNetV3(nn.Module):
             ("depth_conv", _conv_bn_act(layout.stem, layout.stem, 3, 1, "relu", groups=layout.stem)),
             ("point_linear", _conv_bn_act(layout.stem, layout.first_block, 1, 1, None)),
         ]))
-        blocks = [_Residual(first, residual=layout.stem == layout.first_block)]
-        for slot in block_slots(layout, max(self.space.resolutions), self.space.max_depth, stem_stride):
+        # sizes do not shape the modules: any resolution of the space gives the same slots
+        res = max(self.space.resolutions)
+        blocks = [_Residual(first, residual=first_block(layout, res, stem_stride).residual)]
+        for slot in block_slots(layout, res, self.space.max_depth, stem_stride):
             layer = DynamicMBConvLayer(slot.cin, slot.cout, self.space.ks_choices, self.space.e_choices,
                                        slot.stride, slot.act, slot.se)
-            blocks.append(_Residual(layer, residual=slot.stride == 1 and slot.cin == slot.cout))
+            blocks.append(_Residual(layer, residual=slot.residual))
         self.blocks = nn.ModuleList(blocks)
         # the head is not elastic: its input width is the fixed last-stage width
         self.final_expand_layer = _conv_bn_act(layout.stages[-1], layout.final_expand, 1, 1, "h_swish")

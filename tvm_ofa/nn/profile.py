@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tvm_ofa.arch import ArchConfig
-from tvm_ofa.nn.ofa_mbv3 import subnet_geometry
+from tvm_ofa.nn.ofa_mbv3 import conv_size_out, subnet_geometry
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Layer:
 
     @property
     def size_out(self) -> int:
-        return (self.size_in - 1) // self.stride + 1
+        return conv_size_out(self.size_in, self.stride)
 
     @property
     def groups(self) -> int:

@@ -332,16 +332,15 @@ def calibrate(cfg: Any, *, minutes: float, log_root: str | Path | None = None,
     start = clock()
     deadline = start + 60.0 * float(minutes)
     log_dir = cfg.log_dir(log_root)
-    with writer_lock(log_dir):
-        need = min_minutes(log_dir)
-        if minutes < need:
-            raise CalibrationError(f"--minutes {minutes:g} is too short: measuring the two extreme subnets "
-                                   f"takes about {need:g} minutes here; give at least that")
-        ok, why = measurable(cfg)
-        if not ok:
-            raise CalibrationError(f"{cfg.path}: cannot measure {cfg.name}: {why}")
+    need = min_minutes(log_dir)
+    if minutes < need:
+        raise CalibrationError(f"--minutes {minutes:g} is too short: measuring the two extreme subnets "
+                               f"takes about {need:g} minutes here; give at least that")
+    ok, why = measurable(cfg)
+    if not ok:
+        raise CalibrationError(f"{cfg.path}: cannot measure {cfg.name}: {why}")
+    with writer_lock(log_dir):  # creates the folder
         prov = host_provenance(cfg)
-        log_dir.mkdir(parents=True, exist_ok=True)
         state = read_json(log_dir / CALIBRATION_FILE)
         if source_dir is None and state.get("source_dir"):
             # stored relative to the log folder, so the two folders can move (or be committed) together

@@ -24,6 +24,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Optional
 
+from tvm_ofa.compiler.store import (MEASUREMENTS_FILE, NoTuningLogsError, append_json_line, json_lines,
+                                   open_database, pack, writer_lock)
+
 RESOLUTIONS = (128, 160, 192, 224)
 # a pass whose canary ran more than SLOW times the canary's best ran in a slow phase of the VM;
 # a library with no other pass gets up to SLOW_ROUNDS more
@@ -121,7 +124,6 @@ def sample_arch(space, seed: int, i: int, resolutions, tuned_keys: set[str] | No
 
 
 def tuned_workload_keys(log_dir: Path) -> set[str]:
-    from tvm_ofa.compiler.store import NoTuningLogsError
     from tvm_ofa.predict.dataset import build_dataset
 
     try:
@@ -131,14 +133,7 @@ def tuned_workload_keys(log_dir: Path) -> set[str]:
 
 
 def measured_ids(path: Path) -> set[str]:
-    ids = set()
-    if path.exists():
-        for ln in path.read_text(errors="replace").splitlines():
-            try:
-                ids.add(json.loads(ln)["id"])
-            except (ValueError, KeyError, TypeError):
-                continue
-    return ids
+    return {d["id"] for d in json_lines(path) if isinstance(d, dict) and "id" in d}
 
 
 def build_timer(cfg, lowered, db, repeats: int):
@@ -166,8 +161,6 @@ def build_timer(cfg, lowered, db, repeats: int):
 
 
 def measure(cfg, lowered, log_dir: Path, repeats: int):
-    from tvm_ofa.compiler.store import open_database
-
     return build_timer(cfg, lowered, open_database(log_dir).db, repeats)()
 
 
@@ -213,7 +206,6 @@ def collect(cfg, options: CollectOptions | None = None, log_root: str | os.PathL
     import torch
 
     from tvm_ofa.arch import SearchSpace
-    from tvm_ofa.compiler.store import MEASUREMENTS_FILE, pack, writer_lock
     from tvm_ofa.nn.ofa_mbv3 import OFAMobileNetV3
     from tvm_ofa.predict.workloads import NetConfig
     from tvm_ofa.targets import host_provenance
@@ -291,8 +283,7 @@ def _tune_and_measure(args, cfg, space, net, net_cfg, log_dir, log_root, meas_pa
                 continue
             m = measure(cfg, lowered, log_dir, args.repeats)
             rec = measurement_record(arch, m, cfg, prov, net_cfg, trials, task_sum_ms=report.estimated_ms)
-            with open(meas_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            append_json_line(meas_path, rec)
             done.add(arch.id)
             ev.subnet(f"{arch.id}: {m.median_ms:.3f} ms (task sum {report.estimated_ms or 0:.3f} ms, "
                       f"{report.tasks_tuned} tasks tuned, {report.tasks_skipped} reused)")
@@ -342,9 +333,8 @@ def _measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tune
                 one(j)
         for (arch, _), got, mark in zip(chunk, passes, marks):
             lat = combine_windows(got)
-            with open(meas_path, "a") as f:
-                f.write(json.dumps(measurement_record(arch, lat, cfg, prov, net_cfg, trials,
-                                                      pass_canary_ms=[round(c, 4) for c in mark])) + "\n")
+            append_json_line(meas_path, measurement_record(arch, lat, cfg, prov, net_cfg, trials,
+                                                           pass_canary_ms=[round(c, 4) for c in mark]))
             ev.subnet(f"{arch.id}: {min(lat.passes_ms or (lat.median_ms,)):.3f} ms"
                       + (f" (passes {', '.join(f'{v:.3f}' for v in lat.passes_ms)}; canary "
                          f"{', '.join(f'{c / canary[0].best:.2f}' for c in mark)}x its best)" if lat.passes_ms else "")
@@ -368,8 +358,6 @@ def _measure_only(args, cfg, space, net, net_cfg, log_dir, meas_path, done, tune
             lowered = lower_module(net.extract(arch), (1, 3, arch.resolution, arch.resolution),
                                    lowering=cfg.lowering)
             if db is None:
-                from tvm_ofa.compiler.store import open_database
-
                 db = open_database(log_dir).db
                 small = space.smallest(res[0])
                 timer = build_timer(cfg, lower_module(net.extract(small), (1, 3, small.resolution,
@@ -433,7 +421,6 @@ def _confirm(args, cfg, space, net, net_cfg, log_dir, meas_path, prov, deadline,
     import numpy as np
 
     from tvm_ofa.arch import ArchConfig
-    from tvm_ofa.compiler.store import open_database
     from tvm_ofa.compiler.lower import lower_module
     from tvm_ofa.compiler.measure import Canary, load_wanted
     from tvm_ofa.predict.dataset import Measurement, record_loads, record_passes
@@ -489,8 +476,7 @@ def _confirm(args, cfg, space, net, net_cfg, log_dir, meas_path, prov, deadline,
                        "confirm_passes": len(got), "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
                        "other_cpu": max([d.get("other_cpu") or 0.0] + [w.other_cpu or 0.0 for w in got]),
                        "loadavg": [round(x, 2) for x in os.getloadavg()]}
-                with open(meas_path, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
+                append_json_line(meas_path, rec)
                 m = Measurement.from_dict(rec)
                 ev.subnet(f"{d['id']}: {m.latency_ms:.3f} ms (was {min(d['pass_medians_ms']):.3f}; "
                           f"{len(got)} more passes {', '.join(f'{w.median_ms:.3f}' for w in got)}; canary "

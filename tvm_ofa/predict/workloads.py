@@ -22,8 +22,8 @@ import numpy as np
 
 from tvm_ofa.arch import ArchConfig, SearchSpace
 from tvm_ofa.errors import ArchError
-from tvm_ofa.nn.ofa_mbv3 import (Block, Geometry, Slot, StageLayout, block_slots, first_block, slot_block,
-                                 subnet_geometry)
+from tvm_ofa.nn.ofa_mbv3 import (Block, Geometry, Slot, StageLayout, block_slots, conv_size_out, first_block,
+                                 slot_block, subnet_geometry)
 
 KINDS = ("conv2d", "dwconv", "mean", "reshape", "matmul")
 # fused epilogue name -> the TIR blocks that follow the main op (digits and ``T_`` stripped),
@@ -149,7 +149,7 @@ def feature_matrix(workloads: Sequence[Workload]) -> np.ndarray:
 
 # -- analytic: ArchConfig -> workloads ------------------------------------------------------------
 def _conv(n: int, cin: int, cout: int, h: int, k: int, s: int, epi: str, dw: bool = False) -> Workload:
-    return Workload("dwconv" if dw else "conv2d", epi, n, cin, cout, h, (h - 1) // s + 1, k, s)
+    return Workload("dwconv" if dw else "conv2d", epi, n, cin, cout, h, conv_size_out(h, s), k, s)
 
 
 def _block(n: int, b: Block) -> list[Workload]:
