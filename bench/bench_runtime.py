@@ -328,16 +328,20 @@ def main(argv=None) -> int:
     from tvm_ofa.compiler.artifact import read_metadata
     from tvm_ofa.compiler.pipeline import emit
     from tvm_ofa.nn.export import export_onnx
+    from tvm_ofa.predict.calibrate import choose_lowering
     from tvm_ofa.targets import host_provenance, load_target
 
     args = parse_args(argv)
     if args.worker:
         return worker(args.worker)
-    cfgs = [load_target(t) for t in args.target]
+    net, source = build_net(args.checkpoint, args.resolutions)
+    match = {"space": net.space, "n_classes": net.n_classes, "width_mult": net.width_mult,
+             "stem_stride": net.stem_stride}
+    # host-cpu builds with the lowering a compile of this network would use
+    cfgs = [choose_lowering(load_target(t), match, args.log_root)[0] for t in args.target]
     cfg = cfgs[0]
     # one TVM column per target, named after it: a lone "TVM" column hid which lowering it timed
     column = {c.name: f"tvm-ofa ({c.name})" for c in cfgs}
-    net, source = build_net(args.checkpoint, args.resolutions)
     prov = host_provenance(cfg)
     # every row is built before any is timed: the timings then run back to back, on a machine
     # that nothing else (a build, a neighbour schedule being timed) keeps busy

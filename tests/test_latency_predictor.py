@@ -459,3 +459,55 @@ def test_collect_runs_from_python_and_resumes(tmp_path):
 
     with lock_held_elsewhere(report.log_dir), pytest.raises(DatabaseBusy, match="another process"):
         collect(cfg, opts, log_root=tmp_path)
+
+
+def test_host_cpu_uses_the_fastest_lowering_with_a_predictor_of_the_network(tiny_space, tmp_path, monkeypatch):
+    """host-cpu prefers prepacked NCHW16c on full-width AVX-512, prepack elsewhere, and falls back
+    to a slower lowering only for a network the faster ones have no predictor of (here or on a
+    CPU to calibrate from); collect and fit always work on the fastest."""
+    from tvm_ofa.arch import SearchSpace
+    from tvm_ofa.predict.calibrate import choose_lowering
+    from tvm_ofa.predict.latency import fit_predictor
+    from tvm_ofa.targets import TargetConfig, fastest_lowering, load_target, lowering_candidates
+
+    cfg = load_target("host-cpu")
+    cpu = {"name": "emeraldrapids"}
+    monkeypatch.setattr(TargetConfig, "host_cpu", lambda self: cpu["name"])
+    monkeypatch.setattr("tvm_ofa.targets.host_provenance",
+                        lambda c: {"target": c.name, "cpu": cpu["name"], "cpu_features": ["avx512f"],
+                                   "threads": c.num_threads, "tvm_version": "0.27.0.post1"})
+    lowerings = lambda: [(c.name, c.lowering.prepack, c.lowering.nchwc) for c in lowering_candidates(cfg)]  # noqa: E731
+    assert lowerings() == [("host-cpu-nchwc16", True, 16), ("host-cpu-prepack", True, 0), ("host-cpu", False, 0)]
+    cpu["name"] = "znver4"  # AVX-512 on 256-bit units: blocks of 16 do not pay
+    assert lowerings() == [("host-cpu-prepack", True, 0), ("host-cpu", False, 0)]
+    assert all(c.num_threads == cfg.num_threads and c.target == cfg.target for c in lowering_candidates(cfg))
+
+    data, meas, *_ = _synthetic(tiny_space, np.random.default_rng(1))
+    small = {"space": tiny_space, "n_classes": 10, "width_mult": 0.35}
+    paper_space, paper_net = SearchSpace(resolutions=(128,)), NetConfig(n_classes=1000)
+    paper = {"space": paper_space, "n_classes": 1000}
+
+    def save(pred, target, cpu_name):
+        pred.save(tmp_path / target / cpu_name, {"target": target, "cpu": cpu_name, "threads": cfg.num_threads,
+                                                 "cpu_features": ["avx512f"], "tvm_version": "0.27.0.post1"})
+
+    # nothing anywhere: the fastest lowering, which is also where collect and fit write
+    chosen, why = choose_lowering(cfg, small, tmp_path)
+    assert chosen.name == "host-cpu-prepack" == fastest_lowering(cfg).name and "no lowering" in why
+    # the small network has a plain predictor on another CPU (a calibration source), the paper's
+    # network a prepack one on this CPU
+    save(fit_predictor("xgboost", data, meas[:10], tiny_space, NET), "host-cpu", "cascadelake")
+    save(fit_predictor("macs", data, (), paper_space, paper_net), "host-cpu-prepack", "znver4")
+    chosen, why = choose_lowering(cfg, small, tmp_path)
+    assert (chosen.name, chosen.lowering.prepack) == ("host-cpu", False) and "cascadelake" in why
+    assert chosen.log_dir(tmp_path) == tmp_path / "host-cpu" / "znver4"
+    chosen, _ = choose_lowering(cfg, paper, tmp_path)
+    assert (chosen.name, chosen.lowering.prepack) == ("host-cpu-prepack", True)
+    assert chosen.log_dir(tmp_path) == tmp_path / "host-cpu-prepack" / "znver4"
+    # once the small network's prepack predictor exists, host-cpu moves to it
+    save(fit_predictor("macs", data, (), tiny_space, NET), "host-cpu-prepack", "znver4")
+    assert choose_lowering(cfg, small, tmp_path)[0].name == "host-cpu-prepack"
+    # a target without `prefer` is what it says
+    explicit = load_target("host-cpu-nchwc16")
+    assert choose_lowering(explicit, small, tmp_path) == (explicit, None)
+    assert fastest_lowering(explicit) is explicit

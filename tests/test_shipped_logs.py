@@ -1,5 +1,6 @@
-"""The host-cpu tuning logs and latency predictor the repository ships: they load, say which CPU
-they describe, agree with each other, and a copy unpacks into a database the builder can use."""
+"""The tuning logs and latency predictors the repository ships (every lowering's CPU folders that
+have one): they load, say which CPU they describe, agree with each other, and a copy unpacks into
+a database the builder can use."""
 from __future__ import annotations
 
 import json
@@ -9,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1] / "tuning_logs" / "host-cpu"
-SHIPPED = sorted(d for d in ROOT.iterdir() if any(d.glob("latency_predictor*.json"))) if ROOT.is_dir() else []
+ROOT = Path(__file__).resolve().parents[1] / "tuning_logs"
+SHIPPED = sorted(d for d in ROOT.glob("*/*") if any(d.glob("latency_predictor*.json")))
+IDS = [f"{d.parent.name}/{d.name}" for d in SHIPPED]
 
 
 def _provenance(folder: Path) -> dict:
@@ -18,11 +20,11 @@ def _provenance(folder: Path) -> dict:
     return {k: doc.get(k) for k in ("target", "cpu", "cpu_features", "threads", "tvm_version")}
 
 
-def test_a_host_cpu_predictor_ships():
-    assert SHIPPED, f"no latency_predictor.json under {ROOT}"
+def test_a_predictor_ships_for_the_plain_and_the_prepacked_lowering():
+    assert {d.parent.name for d in SHIPPED} >= {"host-cpu", "host-cpu-prepack"}, IDS
 
 
-@pytest.mark.parametrize("folder", SHIPPED, ids=[d.name for d in SHIPPED])
+@pytest.mark.parametrize("folder", SHIPPED, ids=IDS)
 def test_shipped_predictor_describes_its_folder_and_predicts(folder):
     import tvm
 
@@ -31,6 +33,7 @@ def test_shipped_predictor_describes_its_folder_and_predicts(folder):
     prov = _provenance(folder)
     logs = json.loads((folder / "provenance.json").read_text())
     assert prov["cpu"] == folder.name == logs["cpu"] and prov["cpu_features"] == logs["cpu_features"]
+    assert prov["target"] == folder.parent.name == logs["target"]
     assert prov["tvm_version"] == tvm.__version__
     pred = load_predictor(folder, prov)
     assert pred.meta["n_measurements"] >= 20
@@ -49,7 +52,7 @@ def test_shipped_predictor_describes_its_folder_and_predicts(folder):
         assert m["cpu"] == folder.name and m["median_ms"] > 0
 
 
-@pytest.mark.parametrize("folder", SHIPPED, ids=[d.name for d in SHIPPED])
+@pytest.mark.parametrize("folder", SHIPPED, ids=IDS)
 def test_shipped_database_unpacks_with_a_record_per_workload(folder, tmp_path):
     from tvm_ofa.compiler.store import PACKED_SUFFIX, RECORD_FILE, WORKLOAD_FILE, unpack
 

@@ -20,12 +20,15 @@ Schema::
                                          # blocked NCHW8c layout (true or 8), or NCHW16c where a
                                          # tensor's channels allow and NCHW8c elsewhere (16: for
                                          # CPUs with full-width AVX-512) (same caveat)
+    prefer: [host-cpu-nchwc16, host-cpu-prepack]
+                                         # optional: targets of faster lowerings of the same CPU,
+                                         # fastest first (predict.calibrate.choose_lowering)
 """
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -125,6 +128,12 @@ def _check_nchwc(path: str, fld: str, v: Any) -> int:
     return nchwc_block(v)
 
 
+def _check_prefer(path: str, fld: str, v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(n, str) and _NAME_RE.match(n) for n in v):
+        raise _err(path, fld, f"expected a list of target names, got {v!r}")
+    return tuple(v)
+
+
 def _check_tuning(path: str, fld: str, v: Any) -> dict:
     d = _check_keys(path, fld, v, allowed={"trials_per_task", "trials_per_round"}, required=set())
     out = {"trials_per_task": 64, "trials_per_round": 16, **d}
@@ -145,6 +154,7 @@ _FIELDS: dict[str, Callable[[str, str, Any], Any]] = {
     "description": _check_str,
     "prepack": _check_bool,
     "nchwc": _check_nchwc,
+    "prefer": _check_prefer,
 }
 _REQUIRED = {"name", "target"}
 
@@ -166,6 +176,9 @@ class TargetConfig:
     # the YAML's prepack and nchwc keys: they change the workloads, so the tuning records of a
     # target fit only a lowering with the same options
     lowering: Lowering = field(default_factory=Lowering)
+    # targets of faster lowerings of the same CPU, fastest first
+    # (``tvm_ofa.predict.calibrate.choose_lowering``)
+    prefer: tuple[str, ...] = ()
 
     @property
     def is_native(self) -> bool:
@@ -266,6 +279,29 @@ def load_target(path: str | os.PathLike) -> TargetConfig:
         where = f"line {mark.line + 1}" if mark else "?"
         raise ConfigError(f"{p}: {where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
     return parse_target(data, str(p))
+
+
+def lowering_candidates(cfg: TargetConfig) -> list[TargetConfig]:
+    """``cfg``'s preferred lowerings that suit this CPU (``Lowering.suits``), fastest first, then
+    ``cfg`` itself. Each keeps ``cfg``'s CPU, threads and runner and takes the name (and so the
+    logs) and the lowering of its target."""
+    if not cfg.prefer:
+        return [cfg]
+    cpu = cfg.host_cpu()
+    out = []
+    for name in cfg.prefer:
+        here = Path(cfg.path).parent / f"{name}.yaml"
+        alt = load_target(here if here.is_file() else name)
+        if alt.lowering.suits(cpu):
+            out.append(replace(cfg, name=alt.name, lowering=alt.lowering, description=alt.description, prefer=()))
+    return out + [replace(cfg, prefer=())]
+
+
+def fastest_lowering(cfg: TargetConfig) -> TargetConfig:
+    """The fastest lowering of ``cfg`` for this CPU: where new measurements and predictors go
+    (``latency collect`` and ``fit``), so that ``tvm_ofa.predict.calibrate.choose_lowering`` moves
+    to it once they exist."""
+    return lowering_candidates(cfg)[0]
 
 
 def list_targets(directory: str | os.PathLike = TARGETS_DIR) -> list[Path]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,3 +92,14 @@ def supernet_match(net: Any) -> dict[str, Any]:
     operator shapes."""
     return {"space": net.space, "n_classes": net.n_classes, "width_mult": net.width_mult,
             "stem_stride": net.stem_stride}
+
+
+def chosen_target(cfg: Any, match: dict[str, Any] | None, log_root: str | None) -> Any:
+    """:func:`tvm_ofa.predict.calibrate.choose_lowering` for the network ``match`` describes, its reason on
+    stderr (the JSON on stdout stays clean)."""
+    from tvm_ofa.predict.calibrate import choose_lowering
+
+    chosen, why = choose_lowering(cfg, match, log_root)
+    if why:
+        print(f"lowering    {why}", file=sys.stderr)
+    return chosen

@@ -40,9 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tvm_ofa.cli._common import chosen_target
     from tvm_ofa.targets import host_provenance, load_target
 
-    cfg = load_target(args.target)
+    cfg = chosen_target(load_target(args.target), network_match(args), args.log_root)
     prov = host_provenance(cfg)
     print(f"machine     {prov.get('cpu') or cfg.name}, {prov.get('threads')} threads -> {cfg.log_dir(args.log_root)}")
     report = run_calibration(cfg, args.minutes, log_root=args.log_root, source_dir=args.source,

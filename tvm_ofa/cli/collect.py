@@ -103,10 +103,11 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from tvm_ofa.predict.collect import CollectOptions, collect
-    from tvm_ofa.targets import load_target
+    from tvm_ofa.targets import fastest_lowering, load_target
 
     warnings.filterwarnings("ignore", category=FutureWarning)
-    cfg = load_target(args.target)
+    # a predictor's data go to the fastest lowering: host-cpu moves to it once its predictor exists
+    cfg = fastest_lowering(load_target(args.target))
     bars: list = []
 
     def progress(ev) -> None:

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tvm_ofa.cli._common import load_model, resolve_arch
+    from tvm_ofa.cli._common import chosen_target, load_model, resolve_arch, supernet_match
     from tvm_ofa.compiler.pipeline import emit
     from tvm_ofa.train.evaluate import subnet_extractor
     from tvm_ofa.compiler.artifact import read_metadata
@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_target(args.target)
     net, source = load_model(args)
+    cfg = chosen_target(cfg, supernet_match(net), args.log_root)
     arch = resolve_arch(args.arch, net.space, args.resolution)
     update, close = tqdm_progress()
     try:

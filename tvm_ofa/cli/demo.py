@@ -83,9 +83,10 @@ def run(args: argparse.Namespace) -> int:
     missing = []
     lat = acc = None
     try:
-        from tvm_ofa.cli._common import supernet_match
+        from tvm_ofa.cli._common import chosen_target, supernet_match
         from tvm_ofa.cli.calibrate import ensure_predictor
 
+        cfg = chosen_target(cfg, supernet_match(net), None)
         lat = ensure_predictor(cfg, None, args.calibrate_minutes, supernet_match(net))
     except TvmOfaError as err:
         missing.append(f"latency predictor: {err}")

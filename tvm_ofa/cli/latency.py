@@ -120,10 +120,15 @@ def _load_data(args: argparse.Namespace, cfg: Any, log_dir: Path) -> tuple[Any, 
     return data, meas, net
 
 
-def _setup(args: argparse.Namespace) -> tuple[Any, Path, dict]:
-    from tvm_ofa.targets import host_provenance, load_target
+def _setup(args: argparse.Namespace, match: dict | None = None, fastest: bool = False) -> tuple[Any, Path, dict]:
+    """The target's lowering for the network ``match`` describes (``choose_lowering``), or, for the
+    actions that make, time and score a predictor's data (``fastest``: collect, retime, fit, eval),
+    its fastest lowering for this CPU; its logs and provenance."""
+    from tvm_ofa.cli._common import chosen_target
+    from tvm_ofa.targets import fastest_lowering, host_provenance, load_target
 
     cfg = load_target(args.target)
+    cfg = fastest_lowering(cfg) if fastest else chosen_target(cfg, match, args.log_root)
     return cfg, cfg.log_dir(args.log_root), host_provenance(cfg)
 
 
@@ -131,7 +136,7 @@ def _fit(args: argparse.Namespace) -> int:
     from tvm_ofa.predict.dataset import is_held_out
     from tvm_ofa.predict.latency import fit_predictor
 
-    cfg, log_dir, prov = _setup(args)
+    cfg, log_dir, prov = _setup(args, fastest=True)
     data, meas, net = _load_data(args, cfg, log_dir)
     used = meas if args.use_all else [m for m in meas if not is_held_out(m.arch)]
     space = _space(args, meas)
@@ -161,13 +166,13 @@ def _predict(args: argparse.Namespace) -> int:
 
     if not args.arch:
         raise ArchError("latency predict: --arch is required")
-    cfg, log_dir, prov = _setup(args)
     match = network_match(args) or {}
     given = None if args.arch in ("smallest", "largest") or args.arch.startswith("random") \
         else ArchConfig.from_json(args.arch)
     if given is not None:
         # the arch names its resolution: that picks the network's predictor and its space
         match.setdefault("resolutions", [given.resolution])
+    cfg, log_dir, prov = _setup(args, match or None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pred = load_predictor(log_dir, prov, match or None)
@@ -225,7 +230,7 @@ def _eval(args: argparse.Namespace) -> int:
     from tvm_ofa.predict.latency import (FITTABLE, LatencyPredictorError, cross_validate, evaluate,
                                          fit_predictor, repeatability)
 
-    cfg, log_dir, prov = _setup(args)
+    cfg, log_dir, prov = _setup(args, fastest=True)
     data, meas, net = _load_data(args, cfg, log_dir)
     space = _space(args, meas)
     train = [m for m in meas if not is_held_out(m.arch)]
@@ -314,7 +319,7 @@ def _retime(args: argparse.Namespace) -> int:
     from tvm_ofa.compiler.retime import retime_records
     from tvm_ofa.compiler.store import RETIMED_FILE
 
-    cfg, log_dir, _ = _setup(args)
+    cfg, log_dir, _ = _setup(args, fastest=True)
     bars: list = []  # opened at the first progress report: a refusal prints its one line alone
 
     def progress(p: Any) -> None:
@@ -348,7 +353,7 @@ def _collect(args: argparse.Namespace) -> Result:
     from tvm_ofa.predict.collect import measured_ids
 
     status = collect.run(args)
-    cfg, log_dir, _ = _setup(args)
+    cfg, log_dir, _ = _setup(args, fastest=True)
     return Result({"target": cfg.name, "log_dir": str(log_dir),
                    "measured_subnets": len(measured_ids(log_dir / MEASUREMENTS_FILE))}, status)
 

@@ -89,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
         if ckpt is not None and ckpt.with_name("accuracy_predictor.json").is_file():
             args.accuracy_predictor = str(ckpt.with_name("accuracy_predictor.json"))
             match = match or supernet_match(load_supernet(ckpt))
+    from tvm_ofa.cli._common import chosen_target
+
+    cfg = chosen_target(cfg, match, args.log_root)
+    prov = host_provenance(cfg)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pred = load_predictor(cfg.log_dir(args.log_root), prov, match)

@@ -77,7 +77,7 @@ def specialize_and_report(target: str, latency_ms: list[float], *, checkpoint: s
                           repeats: int = 50, calibrate_minutes: float = 5.0) -> list:
     """Specialize for each budget of ``latency_ms`` on ``target`` (the options as the CLI's flags),
     print the progress and the summary, return the results."""
-    from tvm_ofa.cli._common import load_model, supernet_match
+    from tvm_ofa.cli._common import chosen_target, load_model, supernet_match
     from tvm_ofa.cli.calibrate import ensure_predictor
     from tvm_ofa.cli._compile_common import tqdm_progress
     from tvm_ofa.defaults import default_checkpoint
@@ -95,6 +95,7 @@ def specialize_and_report(target: str, latency_ms: list[float], *, checkpoint: s
         raise SpecializeError("no supernet: pass --checkpoint (this checkout ships none yet; "
                               "`tvm-ofa train` makes one)")
     net, source = load_model(argparse.Namespace(checkpoint=str(checkpoint)))
+    cfg = chosen_target(cfg, supernet_match(net), log_root)
     prov = host_provenance(cfg)
     log_dir = cfg.log_dir(log_root)
     lat = ensure_predictor(cfg, log_root, calibrate_minutes, supernet_match(net))

@@ -24,13 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tvm_ofa.cli._common import load_model, resolve_arch
+    from tvm_ofa.cli._common import chosen_target, load_model, resolve_arch, supernet_match
     from tvm_ofa.compiler.lower import lower_module
     from tvm_ofa.compiler.tune import tune
     from tvm_ofa.targets import load_target
 
     cfg = load_target(args.target)
     net, _ = load_model(args)
+    cfg = chosen_target(cfg, supernet_match(net), args.log_root)
     arch = resolve_arch(args.arch, net.space, args.resolution)
     lowered = lower_module(net.extract(arch).eval(), (args.batch, 3, arch.resolution, arch.resolution),
                            lowering=cfg.lowering)

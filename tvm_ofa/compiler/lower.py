@@ -84,6 +84,12 @@ BLOCK = 8
 # the widest blocks a target may ask for (``nchwc: 16``): 16 fp32 lanes fill an AVX-512 register,
 # and a blocked 1x1 convolution's FMAs are as wide as its output block
 NCHWC_BLOCKS = (8, 16)
+# LLVM's names of the CPUs whose 512-bit FMAs do twice the work of 256-bit ones (Intel Xeon from
+# Skylake-SP on, and Rocket Lake; `bench/fma_width.c` measures it): only there do blocks of 16
+# pay. Zen 4 runs AVX-512 on 256-bit units.
+FULL_WIDTH_AVX512 = frozenset({"skylake-avx512", "cascadelake", "cooperlake", "icelake-server", "rocketlake",
+                               "sapphirerapids", "emeraldrapids", "graniterapids", "graniterapids-d",
+                               "diamondrapids"})
 
 
 def nchwc_block(option: bool | int) -> int:
@@ -122,6 +128,11 @@ class Lowering:
 
     def to_dict(self) -> dict[str, bool | int]:
         return {"prepack": self.prepack, "nchwc": self.nchwc}
+
+    def suits(self, cpu: str | None) -> bool:
+        """Whether this lowering can pay off on ``cpu`` (LLVM's name): blocks of 16 channels need
+        full-width 512-bit FMAs (:data:`FULL_WIDTH_AVX512`), the other options suit any CPU."""
+        return self.nchwc != 16 or cpu in FULL_WIDTH_AVX512
 
 
 def channel_block(channels: int, widest: int) -> int | None:

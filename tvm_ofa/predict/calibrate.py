@@ -28,7 +28,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -257,6 +257,40 @@ def important_workloads(pred: LatencyPredictor, n_archs: int = 512, seed: int = 
     weight = np.bincount(ids[ids >= 0].ravel(), weights=ms[ids[ids >= 0].ravel()], minlength=len(ms) - 1)
     order = np.argsort(-weight)
     return [(pred.table.workloads[i].key, float(weight[i])) for i in order if weight[i] > 0]
+
+
+def choose_lowering(cfg: Any, match: Mapping[str, Any] | None = None,
+                    log_root: str | Path | None = None) -> tuple[Any, str | None]:
+    """The target to build, search and predict with for the network ``match`` describes.
+
+    A target with ``prefer`` (``host-cpu``) uses the fastest of its lowerings for this CPU that has
+    a latency predictor of the network, on this CPU or on another CPU to calibrate from: a compile,
+    its search and its predicted latency then describe the same library. With none, the fastest.
+
+    Returns
+    -------
+    (TargetConfig, str or None)
+        The target, and a line saying which lowering and why (None for a target without ``prefer``).
+    """
+    from tvm_ofa.targets import host_provenance, lowering_candidates
+
+    candidates = lowering_candidates(cfg)
+    if len(candidates) == 1:
+        return cfg, None
+    cpu = cfg.host_cpu()
+    for cand in candidates:
+        log_dir = cand.log_dir(log_root)
+        try:
+            find_predictor(log_dir, match)
+            return cand, f"{cand.name}: the fastest lowering with a latency predictor of this network on {cpu}"
+        except TvmOfaError:
+            pass
+        src = find_source(log_dir, host_provenance(cand), dict(match) if match else None)
+        if src is not None:
+            return cand, (f"{cand.name}: the fastest lowering with a latency predictor of this network "
+                          f"({src.name}'s, to calibrate from)")
+    return candidates[0], f"{candidates[0].name}: the fastest lowering for {cpu} (no lowering has a latency " \
+                          "predictor of this network yet)"
 
 
 def ensure_predictor(cfg: Any, log_root: str | Path | None, minutes: float, match: dict | None = None,
