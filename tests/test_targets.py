@@ -49,6 +49,8 @@ def test_bare_name_finds_shipped_config():
     ({"cc": ""}, "cc"),
     ({"prepack": "yes"}, "prepack"),
     ({"nchwc": 12}, "nchwc"),
+    ({"prefer": "host-cpu-prepack"}, "prefer"),
+    ({"prefer": ["Host CPU"]}, "prefer"),
     ({"target": {"kind": "fpga9000"}}, "target.kind"),
 ])
 def test_errors_name_file_and_field(patch, field):
