@@ -10,8 +10,14 @@ ARCH_HELP = ("the subnet: an arch JSON file, an inline JSON object, or one of "
              "'smallest', 'largest', 'random[:SEED]'")
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, arch_required: bool = True) -> None:
-    parser.add_argument("--arch", required=arch_required, metavar="ARCH", help=ARCH_HELP)
+def add_model_arguments(parser: argparse.ArgumentParser, arch_required: bool = True,
+                        arch_group: Any = None) -> None:
+    """``--arch`` (into ``arch_group``, a required mutually exclusive group, where given),
+    ``--checkpoint`` and ``--resolution``."""
+    if arch_group is not None:
+        arch_group.add_argument("--arch", metavar="ARCH", help=ARCH_HELP)
+    else:
+        parser.add_argument("--arch", required=arch_required, metavar="ARCH", help=ARCH_HELP)
     parser.add_argument("--checkpoint", metavar="FILE",
                         help="supernet checkpoint (tvm-ofa or official once-for-all format); "
                              "default: the embedded checkpoint")

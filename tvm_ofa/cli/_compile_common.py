@@ -7,10 +7,10 @@ from typing import Any, Callable
 from tvm_ofa.cli._common import LOG_ROOT_HELP, add_model_arguments
 
 
-def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
+def add_compile_arguments(parser: argparse.ArgumentParser, arch_group: Any = None) -> None:
     parser.add_argument("--target", default="host-cpu", metavar="YAML",
                         help="target config file or shipped name (default: host-cpu)")
-    add_model_arguments(parser)
+    add_model_arguments(parser, arch_group=arch_group)
     parser.add_argument("--trials", type=int, metavar="N", help="trials per task (default: the "
                         "target's tuning.trials_per_task; 0: no search, only schedules from --seed-from's "
                         "records and from tuned neighbouring workloads, timed here)")

@@ -16,7 +16,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from tvm_ofa.arch import ArchConfig
-from tvm_ofa.compiler.store import MEASUREMENTS_FILE, accepted_times, json_lines, summarize_records
+from tvm_ofa.compiler.store import (FINISHED_FILE, MEASUREMENTS_FILE, accepted_times, json_lines, read_json,
+                                   summarize_records)
 from tvm_ofa.errors import ArchError
 from tvm_ofa.predict.workloads import NetConfig, Workload, workload_from_mod
 
@@ -121,6 +122,28 @@ def build_dataset(log_dir: str | Path) -> WorkloadDataset:
                            np.array([counts[k] for k in keys], dtype=np.int64), skipped_lines=summary.skipped_lines,
                            foreign_workloads=foreign, failed_records=failed, source=str(log_dir),
                            retimed=len(again))
+
+
+def tuned_trials(log_dir: str | Path) -> dict[str, int]:
+    """Per OFA workload key, the trials its tuning has run to: its valid records, or the budget a
+    completed tune finished at where that is more (a task whose schedule space ran out first).
+
+    Raises
+    ------
+    NoTuningLogsError
+        When ``log_dir`` has no database files.
+    """
+    log_dir = Path(log_dir)
+    summary = summarize_records(log_dir)
+    finished = {str(k): int(v) for k, v in read_json(log_dir / FINISHED_FILE).items() if isinstance(v, int)}
+    out: dict[str, int] = {}
+    for i, entry in enumerate(summary.entries):
+        wl = None if entry is None else _parse_workload(entry)
+        if wl is None:
+            continue
+        n = max(summary.counts.get(i, 0), finished.get(str(entry[0]), 0))
+        out[wl.key] = max(out.get(wl.key, 0), n)
+    return out
 
 
 @dataclass
