@@ -29,7 +29,7 @@ def test_a_round_takes_the_subnet_holding_the_heaviest_workload_and_the_most_of_
 
 def test_workloads_are_ranked_by_the_latency_they_carry(tiny_space):
     from tvm_ofa.predict.latency import MacsPredictor
-    from tvm_ofa.predict.space_tune import rank_workloads
+    from tvm_ofa.predict.latency import rank_workloads
     from tvm_ofa.predict.workloads import NetConfig, subnet_workloads
 
     net = NetConfig(0.35, 10, 2)
@@ -50,7 +50,8 @@ def test_workloads_are_ranked_by_the_latency_they_carry(tiny_space):
 @pytest.mark.slow
 def test_space_tune_tunes_the_heaviest_workloads_first_and_a_rerun_goes_on(tiny_supernet, tmp_path):
     from tvm_ofa.predict.dataset import tuned_trials
-    from tvm_ofa.predict.space_tune import rank_workloads, ranking_predictor, tune_space
+    from tvm_ofa.predict.latency import rank_workloads
+    from tvm_ofa.predict.space_tune import ranking_predictor, tune_space
     from tvm_ofa.predict.workloads import NetConfig
 
     cfg = host_cfg()

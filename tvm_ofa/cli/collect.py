@@ -55,8 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-classes", type=int, default=1000, help="classifier outputs (default 1000)")
     p.add_argument("--repeats", type=int, default=50, help="timed repeats per measured subnet")
     p.add_argument("--no-measure", action="store_true",
-                   help="only tune the subnets it would measure (the whole space, heaviest workloads "
-                        "first, for speed: `tvm-ofa tune --space`)")
+                   help="only tune the subnets it would measure (to tune the whole space for speed, "
+                        "heaviest workloads first: `tvm-ofa tune --space`)")
     p.add_argument("--measure-only", action="store_true",
                    help="tune nothing: measure end to end (the extremes, then uniform samples) the subnets "
                         "whose workloads all have records, until --max-subnets are measured; run it on an "

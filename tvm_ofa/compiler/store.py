@@ -524,11 +524,15 @@ def open_database(log_dir: str | os.PathLike) -> TuningDatabase:
         warnings.warn(f"{log_dir}: {moved} tuning record(s) that MetaSchedule wrote but cannot read back "
                       f"were moved to {REJECTED_FILE}; the rest is intact", DatabaseWarning, stacklevel=2)
         db = load()
-    def trials(name: str) -> dict[str, int]:  # a {workload key: trials} bookkeeping file
-        return {str(k): int(v) for k, v in read_json(log_dir / name).items() if isinstance(v, int)}
+    return TuningDatabase(log_dir=log_dir, db=db, skipped_lines=skipped,
+                          _finished=read_trials(log_dir / FINISHED_FILE),
+                          _neighboured=read_trials(log_dir / NEIGHBOURED_FILE))
 
-    return TuningDatabase(log_dir=log_dir, db=db, skipped_lines=skipped, _finished=trials(FINISHED_FILE),
-                          _neighboured=trials(NEIGHBOURED_FILE))
+
+def read_trials(path: str | os.PathLike) -> dict[str, int]:
+    """A ``{workload key: trials}`` bookkeeping file (``finished_tasks.json``, ...), ``{}`` when
+    absent or unreadable."""
+    return {str(k): int(v) for k, v in read_json(path).items() if isinstance(v, int)}
 
 
 def calibration_source(log_dir: str | os.PathLike) -> Path | None:

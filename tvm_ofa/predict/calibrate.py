@@ -38,7 +38,8 @@ from tvm_ofa.compiler.store import (BORROWED_FILE, CALIBRATION_FILE, CALIBRATION
                                    NoTuningLogsError, accepted_times, append_json_line, json_lines, read_json,
                                    read_provenance, record_count, write_json, writer_lock)
 from tvm_ofa.predict.dataset import Measurement
-from tvm_ofa.predict.latency import CalibratedPredictor, LatencyPredictor, find_predictor, load_predictor
+from tvm_ofa.predict.latency import (CalibratedPredictor, LatencyPredictor, find_predictor, load_predictor,
+                                     rank_workloads)
 
 # the share of the budget spent measuring subnets before the borrowed schedules are timed here
 MEASURE_SHARE = 0.5
@@ -251,12 +252,8 @@ def fit(source: LatencyPredictor, log_dir: Path, info: dict) -> tuple[Calibrated
 def important_workloads(pred: LatencyPredictor, n_archs: int = 512, seed: int = 0) -> list[tuple[str, float]]:
     """Workload keys ranked by the predicted latency they carry over a uniform sample of the
     space (occurrences times predicted ms): the ones worth tuning on this machine first."""
-    archs = pred.space.sample_many(n_archs, np.random.default_rng(seed))
-    ids = pred.table.ids(archs)
-    ms = pred._table_ms()
-    weight = np.bincount(ids[ids >= 0].ravel(), weights=ms[ids[ids >= 0].ravel()], minlength=len(ms) - 1)
-    order = np.argsort(-weight)
-    return [(pred.table.workloads[i].key, float(weight[i])) for i in order if weight[i] > 0]
+    keys, weight = rank_workloads(pred, pred.space.sample_many(n_archs, np.random.default_rng(seed)))
+    return list(zip(keys, weight.tolist()))
 
 
 def choose_lowering(cfg: Any, match: Mapping[str, Any] | None = None,

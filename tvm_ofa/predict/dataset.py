@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from tvm_ofa.arch import ArchConfig
-from tvm_ofa.compiler.store import (FINISHED_FILE, MEASUREMENTS_FILE, accepted_times, json_lines, read_json,
+from tvm_ofa.compiler.store import (FINISHED_FILE, MEASUREMENTS_FILE, accepted_times, json_lines, read_trials,
                                    summarize_records)
 from tvm_ofa.errors import ArchError
 from tvm_ofa.predict.workloads import NetConfig, Workload, workload_from_mod
@@ -135,7 +135,7 @@ def tuned_trials(log_dir: str | Path) -> dict[str, int]:
     """
     log_dir = Path(log_dir)
     summary = summarize_records(log_dir)
-    finished = {str(k): int(v) for k, v in read_json(log_dir / FINISHED_FILE).items() if isinstance(v, int)}
+    finished = read_trials(log_dir / FINISHED_FILE)
     out: dict[str, int] = {}
     for i, entry in enumerate(summary.entries):
         wl = None if entry is None else _parse_workload(entry)

@@ -630,6 +630,17 @@ def _fit_score(doc: dict[str, Any], match: dict[str, Any]) -> tuple[int, int, in
     return (int(covered), len(set(want) & set(fitted)), -distance)
 
 
+def rank_workloads(pred: LatencyPredictor, archs: Sequence[ArchConfig]) -> tuple[list[str], np.ndarray]:
+    """Workload keys of ``pred``'s space in order of the latency they carry over ``archs``
+    (occurrences times predicted ms), heaviest first, and that latency."""
+    ids = pred.table.ids(archs)
+    ids = ids[ids >= 0].ravel()
+    ms = pred._table_ms()
+    weight = np.bincount(ids, weights=ms[ids], minlength=len(pred.table))
+    order = [int(i) for i in np.argsort(-weight, kind="stable") if weight[i] > 0]
+    return [pred.table.workloads[i].key for i in order], weight[order]
+
+
 def find_predictor(folder: str | Path, match: dict[str, Any] | None = None,
                    provenance: dict[str, Any] | None = None) -> Path:
     """The predictor file in ``folder`` for the network ``match`` describes.

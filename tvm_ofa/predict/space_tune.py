@@ -4,7 +4,8 @@
 A subnet the search picks is fast only where its workloads have records: the paper's space has
 about 2,100 distinct workloads over its 25 resolutions, far more than a few benchmark subnets
 cover. This job ranks every workload of the space by the latency it carries in a uniform sample
-of subnets (occurrences times its predicted time, :func:`rank_workloads`), and tunes, a few at a
+of subnets (occurrences times its predicted time,
+:func:`~tvm_ofa.predict.latency.rank_workloads`), and tunes, a few at a
 time, those not yet tuned to the budget, each round inside the sampled subnet that holds the
 most of the next ones. The ranking comes from the latency predictor of the network on this CPU,
 else from the CPU folder a calibration would start from, else from MACs.
@@ -24,7 +25,7 @@ import numpy as np
 from tvm_ofa.arch import ArchConfig
 from tvm_ofa.compiler.store import NoTuningLogsError, writer_lock
 from tvm_ofa.errors import TvmOfaError
-from tvm_ofa.predict.latency import LatencyPredictor, MacsPredictor, load_predictor
+from tvm_ofa.predict.latency import LatencyPredictor, MacsPredictor, load_predictor, rank_workloads
 from tvm_ofa.predict.workloads import NetConfig
 
 
@@ -66,8 +67,8 @@ def ranking_predictor(cfg: Any, net_cfg: NetConfig, space: Any, log_root: str | 
 
     log_dir = cfg.log_dir(log_root)
     prov = host_provenance(cfg)
-    match = {"space": space, **net_cfg.to_dict()}
-    match.pop("batch"), match.pop("se_reduction")
+    match = {"space": space, "n_classes": net_cfg.n_classes, "width_mult": net_cfg.width_mult,
+             "stem_stride": net_cfg.stem_stride}
     try:
         return load_predictor(log_dir, prov, match).for_space(space), f"the latency predictor in {log_dir}"
     except TvmOfaError:
@@ -81,17 +82,6 @@ def ranking_predictor(cfg: Any, net_cfg: NetConfig, space: Any, log_root: str | 
     macs = MacsPredictor(space, net_cfg)
     macs.s_per_mac = 1e-9
     return macs, "MACs (no latency predictor of this network for this target)"
-
-
-def rank_workloads(pred: LatencyPredictor, archs: Sequence[ArchConfig]) -> tuple[list[str], np.ndarray]:
-    """Workload keys of ``pred``'s space in order of the latency they carry over ``archs``
-    (occurrences times predicted ms), heaviest first, and that latency."""
-    ids = pred.table.ids(archs)
-    ids = ids[ids >= 0].ravel()
-    ms = pred._table_ms()
-    weight = np.bincount(ids, weights=ms[ids], minlength=len(pred.table))
-    order = [int(i) for i in np.argsort(-weight, kind="stable") if weight[i] > 0]
-    return [pred.table.workloads[i].key for i in order], weight[order]
 
 
 def pick_round(ranked: Sequence[str], archs: Sequence[ArchConfig], keys_of: Callable[[ArchConfig], set[str]],
@@ -148,8 +138,7 @@ def tune_space(cfg: Any, net: Any, *, hours: float, trials_per_task: int | None 
     budget = int(trials_per_task or cfg.tuning["trials_per_task"])
     if budget < 1:
         raise TvmOfaError(f"trials per task must be positive for a space tune, got {budget}")
-    start = time.monotonic()
-    deadline = start + 3600 * hours
+    deadline = time.monotonic() + 3600 * hours
     emit = progress or (lambda e: None)
     net_cfg = NetConfig(net.width_mult, net.n_classes, net.stem_stride)
     space = net.space
