@@ -59,8 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "slow load of a library then no longer decides its row")
     p.add_argument("--trials", type=int, help="trials per task (default: the target's)")
     p.add_argument("--no-tune", action="store_true", help="build with the records there are")
-    p.add_argument("--seed-from", metavar="CPU", help="before tuning, time another CPU's records of "
-                   "each target here (its folder beside this machine's) where this one has none")
+    p.add_argument("--seed-from", nargs="+", metavar="CPU", help="before tuning, time another CPU's "
+                   "records of each target here (its folder beside this machine's) where this one has "
+                   "none: one CPU for every target, or one per --target in its order ('-': none)")
     p.add_argument("--reseed", action="store_true", help="with --seed-from: every workload, tuned here "
                    "or not, its best records from both folders timed side by side here")
     p.add_argument("--log-root", default="tuning_logs")
@@ -339,6 +340,11 @@ def main(argv=None) -> int:
              "stem_stride": net.stem_stride}
     # host-cpu builds with the lowering a compile of this network would use
     cfgs = [choose_lowering(load_target(t), match, args.log_root)[0] for t in args.target]
+    # the CPU closest to this one differs per lowering (only some CPUs have records of each)
+    seeds = args.seed_from or [None]
+    if len(seeds) not in (1, len(cfgs)):
+        raise SystemExit(f"--seed-from: {len(seeds)} CPUs for {len(cfgs)} targets: give one, or one per target")
+    seed_of = {c.name: None if s == "-" else s for c, s in zip(cfgs, seeds * len(cfgs) if len(seeds) == 1 else seeds)}
     cfg = cfgs[0]
     # one TVM column per target, named after it: a lone "TVM" column hid which lowering it timed
     column = {c.name: f"tvm-ofa ({c.name})" for c in cfgs}
@@ -353,7 +359,7 @@ def main(argv=None) -> int:
             t0 = time.time()
             folder = emit(c, arch, module, log_root=args.log_root, out_root=args.artifacts,
                           tune_first=not args.no_tune, trials_per_task=args.trials, measure=False,
-                          seed_from=args.seed_from, reseed=args.reseed)
+                          seed_from=seed_of[c.name], reseed=args.reseed)
             tuning[c.name] = read_metadata(folder)["tuning"]
             folders[column[c.name]] = folder
             print(f"{arch.id} for {c.name}: built in {time.time() - t0:.0f} s, "
@@ -383,8 +389,9 @@ def main(argv=None) -> int:
         print(f"{arch.id}: " + "  ".join(f"{k} {v:.2f} ms" for k, v in med.items()), file=sys.stderr, flush=True)
     trials = cfg.tuning["trials_per_task"] if args.trials is None else args.trials
     tuned = "no new tuning" if args.no_tune else f"{trials} trials per task"
-    if args.seed_from and not args.no_tune:
-        tuned += (f" after seeding from {args.seed_from}'s records timed here"
+    if any(seed_of.values()) and not args.no_tune:
+        tuned += (" after seeding from " + ", ".join(f"{v}'s records ({k})" for k, v in seed_of.items() if v)
+                  + " timed here"
                   + (" beside this CPU's own, every workload" if args.reseed else ""))
     ratios = {c: [r[4][c] / r[4][ORT] for r in rows] for c in column.values()}
     summary = [f"- {c}: median {statistics.median(v):.2f}x ONNX Runtime's time over {len(v)} rows, "

@@ -161,7 +161,8 @@ def test_cli_fit_predict_eval(synthetic_db, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error" in err
     assert main(["latency", "eval", *common]) == 0
-    assert "tasks never tuned" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "tasks never tuned" in out and "bias slowest 1/3" in out
     assert main(["latency", "fit", "--target", str(target), "--log-root", str(tmp_path / "none")]) == 1
     assert "tvm-ofa tune" in capsys.readouterr().err
     # re-timing logs that do not exist: one line, and no empty database left behind
@@ -201,6 +202,38 @@ def test_a_default_run_writes_to_the_users_folder_and_never_changes_what_shipped
     monkeypatch.setenv("TVM_OFA_LOG_ROOT", str(shipped))
     assert main(["latency", "fit", "--target", str(target), "--width-mult", "0.35", "--n-classes", "10"]) == 0
     assert list((shipped / "t" / cpu).glob("latency_predictor.*.json"))
+
+
+def test_eval_scores_held_out_subnets_at_unmeasured_resolutions_apart(synthetic_db, tmp_path, capsys):
+    """Calibrated on 32 and 40 px only, eval reports the held-out subnets at 48 px on their own
+    (what a search over the whole space mostly asks about), with the size-class bias."""
+    import shutil
+
+    from tvm_ofa.cli import main
+    from tvm_ofa.predict.dataset import Measurement, is_held_out
+
+    log_dir = tmp_path / "logs" / "t"  # mcpu: generic below: no CPU folder
+    shutil.copytree(synthetic_db[0], log_dir)
+    pool = [a for px in (32, 40, 48) for a in tiny_space_sample(px)]
+    keep = [a for a in pool if a.resolution < 48 or is_held_out(a)]
+    lines = [json.dumps(Measurement(a, 1e3 * sum(synthetic_seconds(w) for w in subnet_workloads(a, NET)) + 0.05,
+                                    NET, cpu="generic").to_dict()) for a in keep]
+    (log_dir / "measurements.jsonl").write_text("\n".join(lines) + "\n")
+    target = tmp_path / "t.yaml"
+    target.write_text("name: t\ntarget: {kind: llvm, mcpu: generic}\n")
+    off = [a for a in keep if a.resolution == 48]
+    assert off and main(["latency", "eval", "--target", str(target), "--log-root", str(tmp_path / "logs"),
+                         "--json", "--plot", str(tmp_path / "e.png")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    got = out["subnets_unseen_resolutions"]["xgboost"]
+    assert got["n"] == len(off) and "bias_large_pct" in out["subnets"]["xgboost"]
+
+
+def tiny_space_sample(px: int, n: int = 24) -> list:
+    from tvm_ofa.arch import SearchSpace
+
+    rng = np.random.default_rng(px)
+    return [SearchSpace(resolutions=(32, 40, 48)).sample(rng, resolution=px) for _ in range(n)]
 
 
 def test_no_logs_is_a_one_line_error(tmp_path):
@@ -352,6 +385,9 @@ def test_repeated_timings_round_trip_and_give_the_noise_ceiling(tiny_space, tmp_
     r = repeatability(back)
     assert r["n"] == 3  # the subnet timed once does not count
     assert r["within_10pct"] == pytest.approx(2 / 3) and r["kendall_tau"] == pytest.approx(1.0)
+    # size bias, apart for the fastest and the slowest third: only the slowest is 1/1.2 too fast
+    assert r["bias_small_pct"] == pytest.approx(100 * (1 / 1.02 - 1))
+    assert r["bias_large_pct"] == pytest.approx(100 * (1 / 1.2 - 1))
     assert repeatability(back[3:]) == {"n": 0}
     # more passes: the fastest even-numbered pass predicts the fastest odd-numbered one, so a
     # slow pass (the machine slowed by its neighbours) does not count against the predictor

@@ -241,7 +241,7 @@ def _eval(args: argparse.Namespace) -> int:
                            # a truth whose fastest pass no other pass came near may be a lucky pass
                            # or the one pass that caught the machine at full speed
                            "test_confirmed": sum(m.confirmed for m in test), "subnets": {}, "unseen_workloads": {},
-                           "subnets_unseen_workloads": {}, "cross_validated": {},
+                           "subnets_unseen_workloads": {}, "subnets_unseen_resolutions": {}, "cross_validated": {},
                            "cross_validated_unseen_workloads": {}, "repeatability": {}}
     # task level: a quarter of the workloads (by key) hidden from the model
     hide = np.array([key_fold(w.key, 4) == 0 for w in data.workloads])
@@ -256,10 +256,16 @@ def _eval(args: argparse.Namespace) -> int:
                 "kendall_tau": float(kendalltau(yp, y).statistic) if hide.sum() > 1 else float("nan"),
                 "within_10pct": float((err <= 0.1).mean())}
     scatter = {}
+    # the resolutions the calibration saw end to end; a held-out subnet at another one is what
+    # a search over the whole space mostly asks about
+    seen_px = {m.arch.resolution for m in train}
+    off_grid = [m for m in test if m.arch.resolution not in seen_px]
     if test:
         for kind in FITTABLE:
             p = fit_predictor(kind, data, train, space=space, net=net)
             out["subnets"][kind] = evaluate(p, test)
+            if off_grid:
+                out["subnets_unseen_resolutions"][kind] = evaluate(p, off_grid)
             scatter[kind] = (np.array([m.latency_ms for m in test]), p.predict([m.arch for m in test]))
             if hide.any() and (~hide).any():
                 # the same subnets when a quarter of the space's shapes were never tuned: what a
@@ -288,6 +294,8 @@ def _eval(args: argparse.Namespace) -> int:
                            ("subnets", f"held-out subnets end to end ({len(test)}, {out['test_confirmed']} "
                                        "with a second timing pass within 5 % of their fastest; "
                                        f"{len(train)} others calibrate)"),
+                           ("subnets_unseen_resolutions", f"of those, the {len(off_grid)} at resolutions no "
+                                                          "calibrating subnet was measured at"),
                            ("subnets_unseen_workloads", "the same held-out subnets, fitted without the "
                                                         "quarter of the workloads hidden above"),
                            ("cross_validated", "every measured subnet, 5-fold cross-validated: each "
@@ -302,11 +310,14 @@ def _eval(args: argparse.Namespace) -> int:
                 print("\nno held-out end-to-end measurements: run `tvm-ofa latency collect --measure-only`")
             continue
         print(f"\n{title}")
-        print(f"  {'predictor':<10} {'n':>5} {'MAPE %':>8} {'tau':>6} {'within 10 %':>12}")
+        print(f"  {'predictor':<10} {'n':>5} {'MAPE %':>8} {'tau':>6} {'within 10 %':>12} "
+              f"{'bias fastest 1/3':>17} {'bias slowest 1/3':>17}")
         for kind, s in out[section].items():
             if s.get("n"):
+                bias = " ".join(f"{s[k]:>+16.1f}%" if k in s else f"{'':>17}"
+                               for k in ("bias_small_pct", "bias_large_pct"))
                 print(f"  {kind:<10} {s['n']:>5} {s['mape']:>8.1f} {s['kendall_tau']:>6.3f} "
-                      f"{100 * s['within_10pct']:>11.0f}%")
+                      f"{100 * s['within_10pct']:>11.0f}% {bias}")
     if "plot" in out:
         print(f"\nplot        {out['plot']}")
     return Result(out)

@@ -724,7 +724,9 @@ def load_predictor(folder: str | Path, provenance: dict[str, Any],
 
 
 def evaluate(pred: LatencyPredictor, measurements: Sequence[Measurement]) -> dict[str, float]:
-    """Accuracy on end-to-end measurements: MAPE (%), Kendall tau, share within +-10 %."""
+    """Accuracy on end-to-end measurements: MAPE (%), Kendall tau, share within +-10 % and, from
+    three measurements on, the median signed error (%) of the fastest and the slowest third
+    (``bias_small_pct``, ``bias_large_pct``)."""
     ms = [m for m in measurements if m.net == pred.net and pred.space.contains(m.arch)]
     if not ms:
         return {"n": 0}
@@ -778,7 +780,16 @@ def repeatability(measurements: Sequence[Measurement]) -> dict[str, float]:
 def _metrics(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
     from scipy.stats import kendalltau
 
-    err = np.abs(p - y) / y
+    signed = (p - y) / y
+    err = np.abs(signed)
     tau = float(kendalltau(p, y).statistic) if len(y) > 1 else float("nan")
-    return {"n": len(y), "mape": float(100 * err.mean()), "kendall_tau": tau,
-            "within_10pct": float((err <= 0.10).mean())}
+    out = {"n": len(y), "mape": float(100 * err.mean()), "kendall_tau": tau,
+           "within_10pct": float((err <= 0.10).mean())}
+    if len(y) >= 3:
+        # a predictor can rank well and still be biased by size (per-task overheads weigh most in
+        # small subnets): the median signed error of the fastest and the slowest third, apart
+        order = np.argsort(y, kind="stable")
+        third = len(y) // 3
+        out["bias_small_pct"] = float(100 * np.median(signed[order[:third]]))
+        out["bias_large_pct"] = float(100 * np.median(signed[order[-third:]]))
+    return out
