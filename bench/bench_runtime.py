@@ -335,6 +335,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker(args.worker)
+    if args.seed_from and len(args.seed_from) not in (1, len(args.target)):
+        raise SystemExit(f"--seed-from: {len(args.seed_from)} CPUs for {len(args.target)} targets: give one, "
+                         "or one per --target")
     net, source = build_net(args.checkpoint, args.resolutions)
     match = {"space": net.space, "n_classes": net.n_classes, "width_mult": net.width_mult,
              "stem_stride": net.stem_stride}
@@ -342,8 +345,6 @@ def main(argv=None) -> int:
     cfgs = [choose_lowering(load_target(t), match, args.log_root)[0] for t in args.target]
     # the CPU closest to this one differs per lowering (only some CPUs have records of each)
     seeds = args.seed_from or [None]
-    if len(seeds) not in (1, len(cfgs)):
-        raise SystemExit(f"--seed-from: {len(seeds)} CPUs for {len(cfgs)} targets: give one, or one per target")
     seed_of = {c.name: None if s == "-" else s for c, s in zip(cfgs, seeds * len(cfgs) if len(seeds) == 1 else seeds)}
     cfg = cfgs[0]
     # one TVM column per target, named after it: a lone "TVM" column hid which lowering it timed

@@ -59,6 +59,17 @@ def test_bench_runtime_refuses_a_resolution_outside_the_checkpoint_in_one_line(t
     assert not (tmp_path / "b.md").exists()
 
 
+def test_bench_runtime_takes_one_seed_cpu_or_one_per_target(tmp_path):
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_runtime.py"
+    run = subprocess.run([sys.executable, str(script), "--target", "host-cpu-prepack", "host-cpu-nchwc16",
+                          "--seed-from", "znver4", "emeraldrapids", "rocketlake", "--out", str(tmp_path / "b.md")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == ["--seed-from: 3 CPUs for 2 targets: give one, or one per --target"]
+
+
 def test_subnet_exports_onnx_that_onnx_runtime_runs_as_pytorch_does(tiny_supernet, tmp_path, capsys):
     import numpy as np
     import pytest

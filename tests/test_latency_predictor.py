@@ -514,6 +514,8 @@ def test_host_cpu_uses_the_fastest_lowering_with_a_predictor_of_the_network(tiny
                                    "threads": c.num_threads, "tvm_version": "0.27.0.post1"})
     lowerings = lambda: [(c.name, c.lowering.prepack, c.lowering.nchwc) for c in lowering_candidates(cfg)]  # noqa: E731
     assert lowerings() == [("host-cpu-nchwc16", True, 16), ("host-cpu-prepack", True, 0), ("host-cpu", False, 0)]
+    cpu["name"] = "znver5"  # full-width 512-bit FMAs, as on Intel Xeon
+    assert lowerings()[0] == ("host-cpu-nchwc16", True, 16)
     cpu["name"] = "znver4"  # AVX-512 on 256-bit units: blocks of 16 do not pay
     assert lowerings() == [("host-cpu-prepack", True, 0), ("host-cpu", False, 0)]
     assert all(c.num_threads == cfg.num_threads and c.target == cfg.target for c in lowering_candidates(cfg))

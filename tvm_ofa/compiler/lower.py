@@ -85,11 +85,12 @@ BLOCK = 8
 # and a blocked 1x1 convolution's FMAs are as wide as its output block
 NCHWC_BLOCKS = (8, 16)
 # LLVM's names of the CPUs whose 512-bit FMAs do twice the work of 256-bit ones (Intel Xeon from
-# Skylake-SP on, and Rocket Lake; `bench/fma_width.c` measures it): only there do blocks of 16
-# pay. Zen 4 runs AVX-512 on 256-bit units.
+# Skylake-SP on, Rocket Lake, and Zen 5; `bench/fma_width.c` measures it): only there do blocks
+# of 16 pay (on znver5 they ran 6 subnets at 0.77-0.99x ONNX Runtime's time where the unblocked
+# prepacked lowering took 0.82-1.24x, docs/BENCHMARKS.md). Zen 4 runs AVX-512 on 256-bit units.
 FULL_WIDTH_AVX512 = frozenset({"skylake-avx512", "cascadelake", "cooperlake", "icelake-server", "rocketlake",
                                "sapphirerapids", "emeraldrapids", "graniterapids", "graniterapids-d",
-                               "diamondrapids"})
+                               "diamondrapids", "znver5"})
 
 
 def nchwc_block(option: bool | int) -> int:
