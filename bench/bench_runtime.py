@@ -344,8 +344,10 @@ def main(argv=None) -> int:
     # host-cpu builds with the lowering a compile of this network would use
     cfgs = [choose_lowering(load_target(t), match, args.log_root)[0] for t in args.target]
     # the CPU closest to this one differs per lowering (only some CPUs have records of each)
-    seeds = args.seed_from or [None]
-    seed_of = {c.name: None if s == "-" else s for c, s in zip(cfgs, seeds * len(cfgs) if len(seeds) == 1 else seeds)}
+    seeds = args.seed_from or ["-"]
+    if len(seeds) == 1:
+        seeds = seeds * len(cfgs)
+    seed_of = {c.name: None if s == "-" else s for c, s in zip(cfgs, seeds)}
     cfg = cfgs[0]
     # one TVM column per target, named after it: a lone "TVM" column hid which lowering it timed
     column = {c.name: f"tvm-ofa ({c.name})" for c in cfgs}

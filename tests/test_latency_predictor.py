@@ -204,7 +204,7 @@ def test_a_default_run_writes_to_the_users_folder_and_never_changes_what_shipped
     assert list((shipped / "t" / cpu).glob("latency_predictor.*.json"))
 
 
-def test_eval_scores_held_out_subnets_at_unmeasured_resolutions_apart(synthetic_db, tmp_path, capsys):
+def test_eval_scores_held_out_subnets_at_unmeasured_resolutions_apart(synthetic_db, tiny_space, tmp_path, capsys):
     """Calibrated on 32 and 40 px only, eval reports the held-out subnets at 48 px on their own
     (what a search over the whole space mostly asks about), with the size-class bias."""
     import shutil
@@ -214,7 +214,8 @@ def test_eval_scores_held_out_subnets_at_unmeasured_resolutions_apart(synthetic_
 
     log_dir = tmp_path / "logs" / "t"  # mcpu: generic below: no CPU folder
     shutil.copytree(synthetic_db[0], log_dir)
-    pool = [a for px in (32, 40, 48) for a in tiny_space_sample(px)]
+    rng = np.random.default_rng(0)
+    pool = [tiny_space.sample(rng, resolution=px) for px in (32, 40, 48) for _ in range(24)]
     keep = [a for a in pool if a.resolution < 48 or is_held_out(a)]
     lines = [json.dumps(Measurement(a, 1e3 * sum(synthetic_seconds(w) for w in subnet_workloads(a, NET)) + 0.05,
                                     NET, cpu="generic").to_dict()) for a in keep]
@@ -227,13 +228,6 @@ def test_eval_scores_held_out_subnets_at_unmeasured_resolutions_apart(synthetic_
     out = json.loads(capsys.readouterr().out)
     got = out["subnets_unseen_resolutions"]["xgboost"]
     assert got["n"] == len(off) and "bias_large_pct" in out["subnets"]["xgboost"]
-
-
-def tiny_space_sample(px: int, n: int = 24) -> list:
-    from tvm_ofa.arch import SearchSpace
-
-    rng = np.random.default_rng(px)
-    return [SearchSpace(resolutions=(32, 40, 48)).sample(rng, resolution=px) for _ in range(n)]
 
 
 def test_no_logs_is_a_one_line_error(tmp_path):

@@ -81,6 +81,11 @@ def _parse_workload(entry: Any) -> Workload | None:
         return None
 
 
+def _parse_entries(entries: Sequence[Any]) -> list[Workload | None]:
+    """The OFA workload of each database entry (None for an unreadable or foreign one)."""
+    return [None if e is None else _parse_workload(e) for e in entries]
+
+
 def build_dataset(log_dir: str | Path) -> WorkloadDataset:
     """Join a tuning database to workload descriptors: per workload its best latency.
 
@@ -100,7 +105,7 @@ def build_dataset(log_dir: str | Path) -> WorkloadDataset:
     """
     log_dir = Path(log_dir)
     summary = summarize_records(log_dir)
-    parsed = [None if e is None else _parse_workload(e) for e in summary.entries]
+    parsed = _parse_entries(summary.entries)
     foreign = sum(1 for w in parsed if w is None)
     best: dict[str, float] = {}
     counts: dict[str, int] = {}
@@ -137,8 +142,7 @@ def tuned_trials(log_dir: str | Path) -> dict[str, int]:
     summary = summarize_records(log_dir)
     finished = read_trials(log_dir / FINISHED_FILE)
     out: dict[str, int] = {}
-    for i, entry in enumerate(summary.entries):
-        wl = None if entry is None else _parse_workload(entry)
+    for i, (entry, wl) in enumerate(zip(summary.entries, _parse_entries(summary.entries))):
         if wl is None:
             continue
         n = max(summary.counts.get(i, 0), finished.get(str(entry[0]), 0))
